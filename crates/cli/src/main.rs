@@ -1,0 +1,272 @@
+//! `stratus`: argument parsing and presentation only; every decision is made in the library
+//! crates.
+//!
+//! Exit codes: 0 success, 1 runtime failure, 2 bad input (a file, a flag value).
+
+mod bench;
+mod present;
+mod scenario;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use stratus_model::{parse, Fleet, InputError, UsdPerTonne, WorkloadSet};
+use stratus_plan::{Algorithm, Policy};
+
+/// A multi-cloud control plane for AI compute.
+#[derive(Parser)]
+#[command(name = "stratus", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Plan a realistic workload set (frontier training, fine-tunes, world-wide inference) on
+    /// the built-in fleet and print a summary.
+    Demo {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = OutFormat::Table)]
+        format: OutFormat,
+    },
+    /// Plan a workload file on a fleet.
+    Plan {
+        /// Fleet file (YAML, TOML or JSON); the built-in fleet when omitted.
+        #[arg(long)]
+        fleet: Option<PathBuf>,
+        /// Workload file (YAML, TOML or JSON).
+        #[arg(long)]
+        workloads: PathBuf,
+        /// Placement policy: `stratus` or `cheapest-first`.
+        #[arg(long, default_value = "stratus")]
+        policy: String,
+        /// Carbon shadow price, $/tCO2e.
+        #[arg(long)]
+        carbon_price: Option<f64>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = OutFormat::Table)]
+        format: OutFormat,
+    },
+    /// Inspect the fleet catalog.
+    Fleet {
+        #[command(subcommand)]
+        cmd: FleetCmd,
+    },
+    /// Build fleet files from public data.
+    Catalog {
+        #[command(subcommand)]
+        cmd: CatalogCmd,
+    },
+    /// Benchmarks that print ratios against baselines measured in the same run.
+    Bench {
+        #[command(subcommand)]
+        cmd: BenchCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum FleetCmd {
+    /// Show pools as a table, or the complete fleet as JSON/YAML in the schema `--fleet` reads.
+    Show {
+        /// Fleet file; the built-in fleet when omitted.
+        #[arg(long)]
+        fleet: Option<PathBuf>,
+        /// Only pools of this accelerator.
+        #[arg(long)]
+        accelerator: Option<String>,
+        /// Only this provider.
+        #[arg(long)]
+        provider: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = FleetFormat::Table)]
+        format: FleetFormat,
+    },
+}
+
+#[derive(Subcommand)]
+enum CatalogCmd {
+    /// Import the public catalogs, carbon and latency data into a fleet file.
+    Build {
+        /// The data directory (`../shared/data`).
+        #[arg(long)]
+        data: PathBuf,
+        /// Output fleet file (JSON).
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Generated workload sets on the built-in fleet: stratus vs cheapest-first.
+    Plan {
+        /// Workload counts to run.
+        #[arg(long, value_delimiter = ',', default_values_t = [100usize, 1000, 10000])]
+        sizes: Vec<usize>,
+        /// Generator seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OutFormat {
+    Table,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FleetFormat {
+    Table,
+    Json,
+    Yaml,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let bad_input = e.chain().any(|c| {
+                c.downcast_ref::<InputError>().is_some()
+                    || c.downcast_ref::<stratus_catalog::CatalogError>().is_some()
+            });
+            eprint!("stratus: {e}");
+            for cause in e.chain().skip(1) {
+                eprint!(": {cause}");
+            }
+            eprintln!();
+            if bad_input {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
+        }
+    }
+}
+
+fn load_fleet(path: Option<&Path>) -> Result<Fleet> {
+    match path {
+        Some(p) => Ok(parse::load_fleet(p).context("reading fleet")?),
+        None => Ok(stratus_catalog::builtin().clone()),
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.cmd {
+        Cmd::Demo { format } => {
+            let fleet = stratus_catalog::builtin();
+            let workloads = scenario::demo_workloads(fleet)?;
+            let started = std::time::Instant::now();
+            let plan = stratus_plan::plan(fleet, &workloads, &Policy::default(), None);
+            let took = started.elapsed();
+            let base = stratus_plan::plan(
+                fleet,
+                &workloads,
+                &Policy::with_algorithm(Algorithm::CheapestFirst),
+                None,
+            );
+            match format {
+                OutFormat::Json => println!("{}", serde_json::to_string_pretty(&plan)?),
+                OutFormat::Table => present::demo(fleet, &workloads, &plan, &base, took),
+            }
+        }
+        Cmd::Plan {
+            fleet,
+            workloads,
+            policy,
+            carbon_price,
+            format,
+        } => {
+            let fleet = load_fleet(fleet.as_deref())?;
+            let w: WorkloadSet =
+                parse::load_workloads(&workloads, &fleet).context("reading workloads")?;
+            let algorithm: Algorithm = policy.parse().map_err(|e: String| InputError {
+                file: "--policy".into(),
+                line: None,
+                field: None,
+                reason: e,
+            })?;
+            let mut pol = Policy::with_algorithm(algorithm);
+            if let Some(c) = carbon_price {
+                pol.carbon_price = UsdPerTonne(c);
+            }
+            let plan = stratus_plan::plan(&fleet, &w, &pol, None);
+            match format {
+                OutFormat::Json => println!("{}", serde_json::to_string_pretty(&plan)?),
+                OutFormat::Table => present::plan(&plan),
+            }
+        }
+        Cmd::Fleet {
+            cmd:
+                FleetCmd::Show {
+                    fleet,
+                    accelerator,
+                    provider,
+                    format,
+                },
+        } => {
+            let mut fleet = load_fleet(fleet.as_deref())?;
+            if let Some(a) = &accelerator {
+                let acc: stratus_model::Accelerator = a.parse().map_err(|e| InputError {
+                    file: "--accelerator".into(),
+                    line: None,
+                    field: None,
+                    reason: format!("{e}"),
+                })?;
+                for p in &mut fleet.providers {
+                    for r in &mut p.regions {
+                        r.pools.retain(|pl| pl.accelerator == acc);
+                    }
+                    p.regions.retain(|r| !r.pools.is_empty());
+                }
+            }
+            if let Some(pv) = &provider {
+                fleet.providers.retain(|p| &p.name == pv);
+            }
+            if accelerator.is_some() || provider.is_some() {
+                let kept: std::collections::HashSet<String> = fleet
+                    .regions()
+                    .map(|(p, r)| format!("{}:{}", p.name, r.name))
+                    .collect();
+                fleet
+                    .latency
+                    .retain(|l| kept.contains(&l.a) && kept.contains(&l.b));
+            }
+            match format {
+                FleetFormat::Json => println!("{}", serde_json::to_string_pretty(&fleet)?),
+                FleetFormat::Yaml => {
+                    print!("{}", serde_saphyr_out(&fleet).context("writing YAML")?)
+                }
+                FleetFormat::Table => present::fleet(&fleet),
+            }
+        }
+        Cmd::Catalog {
+            cmd: CatalogCmd::Build { data, out },
+        } => {
+            let (fleet, report) = stratus_catalog::build(&data)?;
+            for l in &report.lines {
+                eprintln!("{l}");
+            }
+            std::fs::write(&out, stratus_catalog::to_json(&fleet))
+                .with_context(|| format!("writing {}", out.display()))?;
+            eprintln!(
+                "wrote {} ({} providers, {} regions, {} pools)",
+                out.display(),
+                fleet.providers.len(),
+                fleet.regions().count(),
+                fleet.pool_count()
+            );
+        }
+        Cmd::Bench {
+            cmd: BenchCmd::Plan { sizes, seed },
+        } => bench::plan(&sizes, seed)?,
+    }
+    Ok(())
+}
+
+fn serde_saphyr_out(fleet: &Fleet) -> Result<String> {
+    Ok(stratus_model::parse::to_yaml(fleet)?)
+}

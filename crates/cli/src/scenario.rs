@@ -1,0 +1,156 @@
+//! Workload sets the CLI ships: the demo set, and seeded generated sets for benchmarks.
+
+use anyhow::Result;
+use std::collections::BTreeMap;
+use stratus_model::parse::{from_str, validate_workloads, Format};
+use stratus_model::*;
+
+/// The demo workload file, embedded so `stratus demo` needs nothing outside the binary.
+pub const DEMO_YAML: &str = include_str!("../../../examples/demo-workloads.yaml");
+
+/// Parse and validate the demo set against the fleet.
+pub fn demo_workloads(fleet: &Fleet) -> Result<WorkloadSet> {
+    let file = "examples/demo-workloads.yaml";
+    let w: WorkloadSet = from_str(file, DEMO_YAML, Format::Yaml)?;
+    validate_workloads(&w, fleet, file, DEMO_YAML)?;
+    Ok(w)
+}
+
+/// splitmix64: a tiny seeded generator, so a benchmark's inputs depend only on its seed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E3779B97F4A7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn pick<'a, T>(&mut self, v: &'a [T]) -> &'a T {
+        &v[self.below(v.len() as u64) as usize]
+    }
+}
+
+fn images(accs: &[Accelerator]) -> BTreeMap<Arch, String> {
+    accs.iter()
+        .map(|a| (a.arch(), format!("registry.lab/{}:latest", a.arch())))
+        .collect()
+}
+
+/// A generated workload set of `n` workloads shaped like the demo's mix: 1 % large training
+/// runs (256–2,048 chips), 50 % fine-tunes (8–128 chips), 25 % deferrable batch jobs and 24 %
+/// inference services with 1–3 user locations of 5–100 req/s each. Demand is drawn from the demo's services so
+/// replica sizes stay realistic.
+pub fn generated(fleet: &Fleet, n: usize, seed: u64) -> Result<WorkloadSet> {
+    use Accelerator::*;
+    let demo = demo_workloads(fleet)?;
+    let mut r = Rng(seed);
+    let acc_sets: [&[Accelerator]; 8] = [
+        &[H100, H200],
+        &[A100_80GB, H100],
+        &[A100_80GB, A100_40GB],
+        &[H200],
+        &[MI300X, H100],
+        &[H100, H200, B200],
+        &[A100_80GB],
+        &[L4, A10G, A10],
+    ];
+    let locations: Vec<String> = demo
+        .inference
+        .iter()
+        .flat_map(|s| s.demand.iter().map(|d| d.from.clone()))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut w = WorkloadSet::default();
+    for i in 0..n {
+        let roll = r.below(100);
+        if roll < 1 {
+            let accs = r.pick(&acc_sets[..6]).to_vec();
+            let chips = *r.pick(&[256u32, 512, 1024, 2048]);
+            w.training.push(Training {
+                name: format!("train-{i}"),
+                priority: 250,
+                chips,
+                images: images(&accs),
+                accelerators: accs,
+                scope: GangScope::OneDomain,
+                work_chip_hours: ChipHours(chips as f64 * 500.0),
+                checkpoint_minutes: 30.0,
+                deadline_hours: None,
+                data_region: None,
+                residency: vec![],
+                spot: false,
+            });
+        } else if roll < 51 {
+            let accs = r.pick(&acc_sets).to_vec();
+            let chips = if accs[0] == L4 {
+                *r.pick(&[1u32, 2, 4, 8])
+            } else {
+                *r.pick(&[8u32, 8, 16, 16, 32, 64, 128])
+            };
+            w.training.push(Training {
+                name: format!("ft-{i}"),
+                priority: *r.pick(&[100u32, 100, 120, 150]),
+                chips,
+                images: images(&accs),
+                accelerators: accs,
+                scope: GangScope::OneDomain,
+                work_chip_hours: ChipHours(chips as f64 * 48.0),
+                checkpoint_minutes: 30.0,
+                deadline_hours: None,
+                data_region: None,
+                residency: if r.below(10) == 0 {
+                    vec!["EU".into()]
+                } else {
+                    vec![]
+                },
+                spot: r.below(3) == 0,
+            });
+        } else if roll < 76 {
+            let accs = r.pick(&acc_sets).to_vec();
+            let chips = *r.pick(&[8u32, 16, 32, 64]);
+            w.batch.push(Batch {
+                name: format!("batch-{i}"),
+                priority: 10,
+                chips,
+                images: images(&accs),
+                accelerators: accs,
+                work_chip_hours: ChipHours(chips as f64 * 12.0),
+                deadline_hours: None,
+                max_usd_per_chip_hour: None,
+                spot: true,
+                residency: vec![],
+            });
+        } else {
+            let t = r.pick(&demo.inference).clone();
+            let k = 1 + r.below(3) as usize;
+            let demand = (0..k)
+                .map(|_| Demand {
+                    from: r.pick(&locations).clone(),
+                    rps: RequestsPerSec(5.0 + r.below(95) as f64),
+                })
+                .collect::<Vec<_>>();
+            let mut demand_dedup: Vec<Demand> = Vec::new();
+            for d in demand {
+                match demand_dedup.iter_mut().find(|x| x.from == d.from) {
+                    Some(x) => x.rps += d.rps,
+                    None => demand_dedup.push(d),
+                }
+            }
+            w.inference.push(Inference {
+                name: format!("svc-{i}"),
+                demand: demand_dedup,
+                min_providers: t.min_providers.min(2),
+                min_regions: t.min_regions.min(2),
+                residency: vec![],
+                ..t
+            });
+        }
+    }
+    Ok(w)
+}

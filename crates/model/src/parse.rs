@@ -1,0 +1,494 @@
+//! Reading fleet and workload files, and checking what the types alone cannot.
+//!
+//! Every error names the file, the line where it can be found, the field, and the reason,
+//! so a user can fix a thousand-line file without bisecting it.
+
+use crate::accelerator::Accelerator;
+use crate::fleet::{region_id, Fleet};
+use crate::workload::WorkloadSet;
+use serde::de::DeserializeOwned;
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::path::Path;
+
+/// A bad input file: where, which field, and why.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub struct InputError {
+    /// File name as given by the user (or `<built-in>`).
+    pub file: String,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// Field path, when known (e.g. `training[3].chips`).
+    pub field: Option<String>,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl fmt::Display for InputError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some(l) = self.line {
+            write!(f, ":{l}")?;
+        }
+        if let Some(fl) = &self.field {
+            write!(f, ": field `{fl}`")?;
+        }
+        write!(f, ": {}", self.reason)
+    }
+}
+
+/// File syntax, chosen by extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `.yaml`, `.yml`
+    Yaml,
+    /// `.toml`
+    Toml,
+    /// `.json`
+    Json,
+}
+
+impl Format {
+    /// Format from a file name; anything unknown is read as YAML (a superset of JSON).
+    pub fn from_path(path: &str) -> Format {
+        let lower = path.to_ascii_lowercase();
+        if lower.ends_with(".toml") {
+            Format::Toml
+        } else if lower.ends_with(".json") {
+            Format::Json
+        } else {
+            Format::Yaml
+        }
+    }
+}
+
+/// Deserialize `text` (named `file`) in `format`, mapping parser errors to [`InputError`].
+pub fn from_str<T: DeserializeOwned>(
+    file: &str,
+    text: &str,
+    format: Format,
+) -> Result<T, InputError> {
+    match format {
+        Format::Json => serde_json::from_str(text).map_err(|e| InputError {
+            file: file.into(),
+            line: Some(e.line()),
+            field: field_in(&e.to_string()),
+            reason: strip_location(&e.to_string()),
+        }),
+        Format::Toml => toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            InputError {
+                file: file.into(),
+                line,
+                field: field_in(e.message()),
+                reason: e.message().trim().to_string(),
+            }
+        }),
+        Format::Yaml => serde_saphyr::from_str(text).map_err(|e| {
+            let line = e.location().map(|l| l.line() as usize).filter(|&l| l > 0);
+            let msg = e.to_string();
+            let reason = yaml_reason(&msg);
+            let field = field_in(&reason);
+            // The parser reports some errors at the start of the enclosing mapping; point at
+            // the offending key or value when it can be found below that line.
+            let token = field
+                .as_ref()
+                .map(|f| format!("{f}:"))
+                .or_else(|| value_in(&reason));
+            let line = match (line, token) {
+                (Some(l), Some(t)) => find_line_from(text, &t, l).or(Some(l)),
+                (l, _) => l,
+            };
+            let src = line.and_then(|l| text.lines().nth(l - 1)).map(str::trim);
+            let field = field.or_else(|| {
+                src.and_then(|t| t.trim_start_matches("- ").split_once(':'))
+                    .map(|(k, _)| k.trim().to_string())
+                    .filter(|k| !k.is_empty() && !k.contains(' '))
+            });
+            let reason = match src {
+                Some(t) if !t.is_empty() && !reason.contains(t) => format!("{reason} (in `{t}`)"),
+                _ => reason,
+            };
+            InputError {
+                file: file.into(),
+                line,
+                field,
+                reason,
+            }
+        }),
+    }
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or(s)
+}
+
+/// serde-saphyr writes "error: line L column C: reason" (plus a snippet); keep the reason.
+fn yaml_reason(msg: &str) -> String {
+    let first = first_line(msg);
+    let rest = first.strip_prefix("error: ").unwrap_or(first);
+    let rest = match rest.strip_prefix("line ") {
+        Some(r) => r.split_once(": ").map(|(_, b)| b).unwrap_or(r),
+        None => rest,
+    };
+    strip_location(rest)
+}
+
+/// The offending value quoted in an "invalid value: string \"x\"" / "floating point `x`" message.
+fn value_in(msg: &str) -> Option<String> {
+    let rest = &msg[msg.find("invalid value: ")?..];
+    if let Some(i) = rest.find('"') {
+        let r = &rest[i + 1..];
+        return r.find('"').map(|j| r[..j].to_string());
+    }
+    let i = rest.find('`')?;
+    let r = &rest[i + 1..];
+    r.find('`').map(|j| r[..j].to_string())
+}
+
+/// First line at or after `from` (1-based) that contains `needle`.
+fn find_line_from(text: &str, needle: &str, from: usize) -> Option<usize> {
+    text.lines()
+        .enumerate()
+        .skip(from.saturating_sub(1))
+        .find(|(_, l)| l.contains(needle))
+        .map(|(i, _)| i + 1)
+}
+
+fn strip_location(msg: &str) -> String {
+    match msg.find(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg.to_string(),
+    }
+}
+
+/// Pull a field name out of serde's "unknown field `x`" / "missing field `x`" messages.
+fn field_in(msg: &str) -> Option<String> {
+    for key in ["unknown field `", "missing field `", "duplicate field `"] {
+        if let Some(i) = msg.find(key) {
+            let rest = &msg[i + key.len()..];
+            return rest.find('`').map(|j| rest[..j].to_string());
+        }
+    }
+    None
+}
+
+/// Read a file from disk with the format its extension says.
+pub fn read_file<T: DeserializeOwned>(path: &Path) -> Result<(T, String), InputError> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| InputError {
+        file: name.clone(),
+        line: None,
+        field: None,
+        reason: format!("cannot read: {e}"),
+    })?;
+    let v = from_str(&name, &text, Format::from_path(&name))?;
+    Ok((v, text))
+}
+
+/// 1-based line of the `nth` (0-based) line containing `needle`, for errors found after parsing.
+pub fn find_line(text: &str, needle: &str, nth: usize) -> Option<usize> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| l.contains(needle))
+        .nth(nth)
+        .map(|(i, _)| i + 1)
+}
+
+fn err(file: &str, text: &str, needle: &str, field: String, reason: String) -> InputError {
+    InputError {
+        file: file.into(),
+        line: find_line(text, needle, 0),
+        field: Some(field),
+        reason,
+    }
+}
+
+/// Load and validate a fleet file.
+pub fn load_fleet(path: &Path) -> Result<Fleet, InputError> {
+    let (fleet, text): (Fleet, String) = read_file(path)?;
+    validate_fleet(&fleet, &path.display().to_string(), &text)?;
+    Ok(fleet)
+}
+
+/// Load and validate a workload file against a fleet (for region references).
+pub fn load_workloads(path: &Path, fleet: &Fleet) -> Result<WorkloadSet, InputError> {
+    let (w, text): (WorkloadSet, String) = read_file(path)?;
+    validate_workloads(&w, fleet, &path.display().to_string(), &text)?;
+    Ok(w)
+}
+
+/// Semantic checks on a fleet: unique ids, sane PUE, commitments within capacity.
+pub fn validate_fleet(fleet: &Fleet, file: &str, text: &str) -> Result<(), InputError> {
+    let mut providers = HashSet::new();
+    let mut pools = HashSet::new();
+    for (pi, p) in fleet.providers.iter().enumerate() {
+        if !providers.insert(p.name.as_str()) {
+            return Err(InputError {
+                file: file.into(),
+                line: find_line(text, &p.name, 1),
+                field: Some(format!("providers[{pi}].name")),
+                reason: format!("duplicate provider name {:?}", p.name),
+            });
+        }
+        let mut regions = HashSet::new();
+        for (ri, r) in p.regions.iter().enumerate() {
+            let at = format!("providers[{pi}].regions[{ri}]");
+            if !regions.insert(r.name.as_str()) {
+                return Err(InputError {
+                    file: file.into(),
+                    line: find_line(text, &r.name, 1),
+                    field: Some(format!("{at}.name")),
+                    reason: format!("duplicate region name {:?} in provider {}", r.name, p.name),
+                });
+            }
+            if !(1.0..=3.0).contains(&r.pue) {
+                return Err(err(
+                    file,
+                    text,
+                    &r.name,
+                    format!("{at}.pue"),
+                    format!("PUE must be between 1.0 and 3.0, got {}", r.pue),
+                ));
+            }
+            if !(-90.0..=90.0).contains(&r.lat) || !(-180.0..=180.0).contains(&r.lon) {
+                return Err(err(
+                    file,
+                    text,
+                    &r.name,
+                    format!("{at}.lat"),
+                    format!("coordinates out of range: ({}, {})", r.lat, r.lon),
+                ));
+            }
+            for (qi, q) in r.pools.iter().enumerate() {
+                let at = format!("{at}.pools[{qi}]");
+                if !pools.insert(q.id.as_str()) {
+                    return Err(InputError {
+                        file: file.into(),
+                        line: find_line(text, &q.id, 1),
+                        field: Some(format!("{at}.id")),
+                        reason: format!("duplicate pool id {:?}", q.id),
+                    });
+                }
+                if q.chips_per_node == 0 {
+                    return Err(err(
+                        file,
+                        text,
+                        &q.id,
+                        format!("{at}.chips_per_node"),
+                        "must be at least 1".into(),
+                    ));
+                }
+                if q.domain_chips < q.chips_per_node {
+                    return Err(err(
+                        file,
+                        text,
+                        &q.id,
+                        format!("{at}.domain_chips"),
+                        format!(
+                            "domain of {} chips is smaller than one node ({} chips)",
+                            q.domain_chips, q.chips_per_node
+                        ),
+                    ));
+                }
+                if let Some(c) = &q.committed {
+                    if c.nodes > q.nodes {
+                        return Err(err(
+                            file,
+                            text,
+                            &q.id,
+                            format!("{at}.committed.nodes"),
+                            format!(
+                                "{} committed nodes exceed the pool's {} nodes",
+                                c.nodes, q.nodes
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Semantic checks on workloads: unique names, images for every allowed architecture,
+/// positive sizes, and region references that exist in the fleet.
+pub fn validate_workloads(
+    w: &WorkloadSet,
+    fleet: &Fleet,
+    file: &str,
+    text: &str,
+) -> Result<(), InputError> {
+    let regions: HashSet<String> = fleet
+        .regions()
+        .map(|(p, r)| region_id(&p.name, &r.name))
+        .collect();
+    let mut names: HashMap<String, usize> = HashMap::new();
+    let mut check_name = |name: &str, field: String| -> Result<(), InputError> {
+        let seen = names.entry(name.to_string()).or_insert(0);
+        *seen += 1;
+        if *seen > 1 {
+            return Err(InputError {
+                file: file.into(),
+                line: find_line(text, name, *seen - 1),
+                field: Some(field),
+                reason: format!("duplicate workload name {name:?}"),
+            });
+        }
+        if name.is_empty() {
+            return Err(InputError {
+                file: file.into(),
+                line: None,
+                field: Some(field),
+                reason: "name must not be empty".into(),
+            });
+        }
+        Ok(())
+    };
+    let images_cover = |accs: &mut dyn Iterator<Item = Accelerator>,
+                        images: &std::collections::BTreeMap<crate::Arch, String>,
+                        name: &str,
+                        at: &str|
+     -> Result<(), InputError> {
+        for a in accs {
+            if !images.contains_key(&a.arch()) {
+                return Err(err(
+                    file,
+                    text,
+                    name,
+                    format!("{at}.images"),
+                    format!(
+                        "accelerator {a} needs an image for architecture {}",
+                        a.arch()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    };
+    let region_ok = |r: &str, name: &str, field: String| -> Result<(), InputError> {
+        if regions.contains(r) {
+            Ok(())
+        } else {
+            Err(err(file, text, r, field,
+                format!("unknown region {r:?} in workload {name} (write provider:region, e.g. aws:us-east-1)")))
+        }
+    };
+    for (i, t) in w.training.iter().enumerate() {
+        let at = format!("training[{i}]");
+        check_name(&t.name, format!("{at}.name"))?;
+        if t.chips == 0 {
+            return Err(err(
+                file,
+                text,
+                &t.name,
+                format!("{at}.chips"),
+                "gang size must be at least 1".into(),
+            ));
+        }
+        if t.accelerators.is_empty() {
+            return Err(err(
+                file,
+                text,
+                &t.name,
+                format!("{at}.accelerators"),
+                "list at least one accelerator".into(),
+            ));
+        }
+        images_cover(&mut t.accelerators.iter().copied(), &t.images, &t.name, &at)?;
+        if let Some(d) = &t.data_region {
+            region_ok(d, &t.name, format!("{at}.data_region"))?;
+        }
+        if matches!(t.deadline_hours, Some(h) if h.is_nan() || h <= 0.0) {
+            return Err(err(
+                file,
+                text,
+                &t.name,
+                format!("{at}.deadline_hours"),
+                "must be positive".into(),
+            ));
+        }
+    }
+    for (i, s) in w.inference.iter().enumerate() {
+        let at = format!("inference[{i}]");
+        check_name(&s.name, format!("{at}.name"))?;
+        if s.replica.is_empty() {
+            return Err(err(
+                file,
+                text,
+                &s.name,
+                format!("{at}.replica"),
+                "list at least one accelerator".into(),
+            ));
+        }
+        for (a, r) in &s.replica {
+            if r.chips == 0 || r.rps.0 <= 0.0 {
+                return Err(err(
+                    file,
+                    text,
+                    &s.name,
+                    format!("{at}.replica.{a}"),
+                    "a replica needs at least 1 chip and a positive rps".into(),
+                ));
+            }
+        }
+        images_cover(&mut s.replica.keys().copied(), &s.images, &s.name, &at)?;
+        if s.demand.is_empty() {
+            return Err(err(
+                file,
+                text,
+                &s.name,
+                format!("{at}.demand"),
+                "list at least one user location".into(),
+            ));
+        }
+        for (j, d) in s.demand.iter().enumerate() {
+            region_ok(&d.from, &s.name, format!("{at}.demand[{j}].from"))?;
+        }
+        if s.min_providers == 0 || s.min_regions == 0 {
+            return Err(err(
+                file,
+                text,
+                &s.name,
+                format!("{at}.min_providers"),
+                "must be at least 1".into(),
+            ));
+        }
+    }
+    for (i, b) in w.batch.iter().enumerate() {
+        let at = format!("batch[{i}]");
+        check_name(&b.name, format!("{at}.name"))?;
+        if b.chips == 0 {
+            return Err(err(
+                file,
+                text,
+                &b.name,
+                format!("{at}.chips"),
+                "must be at least 1".into(),
+            ));
+        }
+        if b.accelerators.is_empty() {
+            return Err(err(
+                file,
+                text,
+                &b.name,
+                format!("{at}.accelerators"),
+                "list at least one accelerator".into(),
+            ));
+        }
+        images_cover(&mut b.accelerators.iter().copied(), &b.images, &b.name, &at)?;
+    }
+    Ok(())
+}
+
+/// Serialize to YAML in the same schema the readers accept.
+pub fn to_yaml<T: serde::Serialize>(v: &T) -> Result<String, InputError> {
+    serde_saphyr::to_string(v).map_err(|e| InputError {
+        file: "<output>".into(),
+        line: None,
+        field: None,
+        reason: e.to_string(),
+    })
+}

@@ -1,0 +1,430 @@
+//! The decision core: a pure, deterministic function from (fleet, workloads, previous plan,
+//! policy) to a plan.
+//!
+//! Pipeline (as in Nomad's and Kubernetes' schedulers): `problem::compile` filters every
+//! (unit, offer) pair with named constraints and scores the survivors in $/h; `solve` /
+//! `exact` select; [`plan`] explains each placement and totals the result.
+//!
+//! Architecture invariant: no I/O, no clock, no randomness. The CLI, the simulator and the
+//! controller all call [`plan`].
+
+pub mod exact;
+pub mod policy;
+pub mod problem;
+pub mod solve;
+
+pub use policy::{Algorithm, Policy};
+pub use problem::{Category, Constraint, UnitKind};
+
+use problem::Problem;
+use serde::{Deserialize, Serialize};
+use solve::{Choice, Residual, Solved};
+use std::collections::{BTreeMap, HashMap};
+use stratus_model::{Fleet, WorkloadSet};
+
+/// Where each unit was in the previous plan, so moving it can be charged.
+#[derive(Debug, Clone, Default)]
+pub struct PreviousPlan {
+    /// Unit key → (pool id, category).
+    pub placements: HashMap<String, (String, Category)>,
+}
+
+impl From<&Plan> for PreviousPlan {
+    fn from(p: &Plan) -> Self {
+        PreviousPlan {
+            placements: p
+                .placements
+                .iter()
+                .map(|x| (x.unit.clone(), (x.pool.clone(), x.category)))
+                .collect(),
+        }
+    }
+}
+
+/// One placed unit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Placement {
+    /// Workload name.
+    pub workload: String,
+    /// Unit key (the workload name, or `service@location` for inference).
+    pub unit: String,
+    /// Workload kind.
+    pub kind: UnitKind,
+    /// Provider.
+    pub provider: String,
+    /// Region id (`provider:region`).
+    pub region: String,
+    /// Pool id.
+    pub pool: String,
+    /// Accelerator model.
+    pub accelerator: String,
+    /// How the nodes are bought.
+    pub category: Category,
+    /// Chips used.
+    pub chips: u32,
+    /// Nodes used.
+    pub nodes: u32,
+    /// Inference replicas (1 for jobs).
+    pub replicas: u32,
+    /// Marginal dollars per hour.
+    pub cost_per_hour: f64,
+    /// Objective contribution per hour (dollars + carbon + latency + locality + migration).
+    pub objective_per_hour: f64,
+    /// RTT from the users to the region, inference only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rtt_ms: Option<f64>,
+    /// Facility power at full load, MW.
+    pub power_mw: f64,
+    /// One line: why here.
+    pub explanation: String,
+}
+
+/// A unit that could not be placed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Unplaced {
+    /// Workload name.
+    pub workload: String,
+    /// Unit key.
+    pub unit: String,
+    /// Workload kind.
+    pub kind: UnitKind,
+    /// The constraint that stopped it.
+    pub constraint: Constraint,
+    /// One line: what stopped it, with counts.
+    pub reason: String,
+}
+
+/// Totals for one provider.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProviderTotals {
+    /// Marginal $/h.
+    pub cost_per_hour: f64,
+    /// Chips used.
+    pub chips: u64,
+    /// Facility power at full load, MW.
+    pub power_mw: f64,
+}
+
+/// Plan-wide totals.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Per provider.
+    pub by_provider: BTreeMap<String, ProviderTotals>,
+    /// Chips per accelerator model.
+    pub chips_by_accelerator: BTreeMap<String, u64>,
+    /// Chips used.
+    pub chips: u64,
+    /// Facility power at full load, MW.
+    pub power_mw: f64,
+    /// Energy per day at the policy's utilisation, MWh.
+    pub energy_mwh_per_day: f64,
+    /// Emissions per day, tCO2e.
+    pub tco2e_per_day: f64,
+    /// Share of inference demand (req/s) placed within its latency SLO.
+    pub slo_coverage: f64,
+    /// Committed nodes used / available.
+    pub committed_nodes_used: u64,
+    /// Committed nodes available.
+    pub committed_nodes_available: u64,
+    /// Units placed / total.
+    pub units_placed: usize,
+    /// Units in total.
+    pub units_total: usize,
+}
+
+/// The planner's output. `stratus plan --format json` prints exactly this.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    /// Policy name.
+    pub policy: String,
+    /// Solution method.
+    pub method: String,
+    /// Marginal dollars per hour of all placements.
+    pub cost_per_hour: f64,
+    /// Objective per hour: dollars (training at H100-equivalent progress) + carbon + latency +
+    /// locality + migration + penalties of unplaced units.
+    pub objective_per_hour: f64,
+    /// Proven lower bound on the objective.
+    pub lower_bound_per_hour: f64,
+    /// (objective − bound) / bound.
+    pub gap: f64,
+    /// Placed units.
+    pub placements: Vec<Placement>,
+    /// Units left out, with reasons.
+    pub unplaced: Vec<Unplaced>,
+    /// Totals.
+    pub summary: Summary,
+}
+
+/// Plan all workloads on the fleet. Pure and deterministic.
+pub fn plan(
+    fleet: &Fleet,
+    workloads: &WorkloadSet,
+    policy: &Policy,
+    previous: Option<&PreviousPlan>,
+) -> Plan {
+    let problem = problem::compile(fleet, workloads, policy, previous);
+    let solved = solve_problem(&problem, policy);
+    render(&problem, policy, solved)
+}
+
+/// Select on a compiled problem with the policy's algorithm.
+pub fn solve_problem(problem: &Problem, policy: &Policy) -> Solved {
+    match policy.algorithm {
+        Algorithm::CheapestFirst => cheapest_first(problem),
+        Algorithm::Stratus => {
+            let size: usize = problem.units.iter().map(|u| u.cands.len()).sum();
+            if size <= policy.exact_max_candidates {
+                if let Some(s) = exact::solve_exact(problem) {
+                    return s;
+                }
+            }
+            solve::solve_lagrangian(problem, policy.dual_iterations)
+        }
+    }
+}
+
+/// The baseline: arrival order, each unit to its cheapest (in dollars) candidate that still
+/// fits, failing over to the next cheapest; redundancy repaired afterwards.
+pub fn cheapest_first(p: &Problem) -> Solved {
+    let mut order: Vec<usize> = (0..p.units.len()).collect();
+    order.sort_by_key(|&u| (p.units[u].arrival, u));
+    let mut blocked = HashMap::new();
+    let dollars = |u: usize, c: usize| p.units[u].cands[c].dollars;
+    let (choice, _) = solve::greedy(p, &order, &dollars, &mut blocked);
+    let objective = solve::objective(p, &choice);
+    Solved {
+        choice,
+        objective,
+        lower_bound: f64::NAN,
+        method: "cheapest-first, arrival order".into(),
+        blocked,
+    }
+}
+
+fn render(p: &Problem, policy: &Policy, s: Solved) -> Plan {
+    let mut res = Residual::new(p);
+    for (u, c) in s.choice.iter().enumerate() {
+        if let Some(c) = c {
+            res.take(p, u, *c);
+        }
+    }
+    let mut placements = Vec::new();
+    let mut unplaced = Vec::new();
+    let mut summary = Summary {
+        units_total: p.units.len(),
+        ..Summary::default()
+    };
+    let mut demand_total = 0.0;
+    let mut demand_ok = 0.0;
+    for o in &p.offers {
+        if o.category == Category::Committed {
+            summary.committed_nodes_available += o.capacity_nodes as u64;
+        }
+    }
+    for (ui, u) in p.units.iter().enumerate() {
+        if u.kind == UnitKind::Inference {
+            demand_total += u.rps;
+        }
+        match s.choice[ui] {
+            Some(ci) => {
+                let c = &u.cands[ci];
+                let o = &p.offers[c.offer as usize];
+                let provider = p.providers[o.provider].clone();
+                let power_mw = c.watts / 1e6;
+                let t = summary.by_provider.entry(provider.clone()).or_default();
+                t.cost_per_hour += c.dollars;
+                t.chips += c.chips as u64;
+                t.power_mw += power_mw;
+                *summary
+                    .chips_by_accelerator
+                    .entry(o.accelerator.name().to_string())
+                    .or_default() += c.chips as u64;
+                summary.chips += c.chips as u64;
+                summary.power_mw += power_mw;
+                let mwh = power_mw * p.utilisation * 24.0;
+                summary.energy_mwh_per_day += mwh;
+                summary.tco2e_per_day += mwh * o.carbon / 1000.0;
+                if o.category == Category::Committed {
+                    summary.committed_nodes_used += c.nodes as u64;
+                }
+                if u.kind == UnitKind::Inference {
+                    demand_ok += u.rps;
+                }
+                summary.units_placed += 1;
+                placements.push(Placement {
+                    workload: u.workload.clone(),
+                    unit: u.key.clone(),
+                    kind: u.kind,
+                    provider,
+                    region: p.region_ids[o.region].clone(),
+                    pool: o.pool_id.clone(),
+                    accelerator: o.accelerator.name().to_string(),
+                    category: o.category,
+                    chips: c.chips,
+                    nodes: c.nodes,
+                    replicas: c.replicas,
+                    cost_per_hour: c.dollars,
+                    objective_per_hour: c.cost,
+                    rtt_ms: (u.kind == UnitKind::Inference).then_some(c.rtt_ms),
+                    power_mw,
+                    explanation: explain(p, &s.choice, &mut res, ui, ci),
+                });
+            }
+            None => {
+                let (constraint, reason) = why_unplaced(p, &s, &mut res, ui);
+                unplaced.push(Unplaced {
+                    workload: u.workload.clone(),
+                    unit: u.key.clone(),
+                    kind: u.kind,
+                    constraint,
+                    reason,
+                });
+            }
+        }
+    }
+    summary.slo_coverage = if demand_total > 0.0 {
+        demand_ok / demand_total
+    } else {
+        1.0
+    };
+    let cost_per_hour = placements.iter().map(|x| x.cost_per_hour).sum();
+    let lb = s.lower_bound;
+    Plan {
+        policy: policy.algorithm.to_string(),
+        method: s.method,
+        cost_per_hour,
+        objective_per_hour: s.objective,
+        lower_bound_per_hour: lb,
+        gap: if lb.is_finite() && lb > 0.0 {
+            (s.objective - lb) / lb
+        } else {
+            f64::NAN
+        },
+        placements,
+        unplaced,
+        summary,
+    }
+}
+
+fn offer_label(p: &Problem, offer: u32) -> String {
+    let o = &p.offers[offer as usize];
+    match o.category {
+        Category::OnDemand => o.pool_id.clone(),
+        Category::Spot => format!("{} (spot)", o.pool_id),
+        Category::Committed => format!("{} (committed)", o.pool_id),
+    }
+}
+
+fn explain(p: &Problem, choice: &Choice, res: &mut Residual, ui: usize, ci: usize) -> String {
+    let u = &p.units[ui];
+    let c = &u.cands[ci];
+    let here = format!(
+        "${:.2}/h ({} nodes{})",
+        c.dollars,
+        c.nodes,
+        if u.kind == UnitKind::Inference {
+            format!(", {} replicas, {:.0} ms RTT", c.replicas, c.rtt_ms)
+        } else {
+            String::new()
+        }
+    );
+    // The cheapest option that was better on the objective: why was it not taken?
+    res.give(p, ui, ci);
+    let mut why = None;
+    if let Some((bi, b)) = u
+        .cands
+        .iter()
+        .enumerate()
+        .find(|(_, b)| b.cost < c.cost - 1e-9)
+    {
+        let mut reason = res.blocks(p, ui, bi);
+        if reason.is_none() {
+            if let Some(g) = u.group {
+                let mut alt = choice.clone();
+                alt[ui] = Some(bi);
+                if !solve::group_ok(p, g, &alt) {
+                    reason = Some(Constraint::Redundancy);
+                }
+            }
+        }
+        why = Some(match reason {
+            Some(r) => format!(
+                "; cheaper {} (${:.2}/h) ruled out by {r}",
+                offer_label(p, b.offer),
+                b.dollars
+            ),
+            None => format!(
+                "; cheaper {} (${:.2}/h) left to other workloads (global trade-off)",
+                offer_label(p, b.offer),
+                b.dollars
+            ),
+        });
+    }
+    res.take(p, ui, ci);
+    let why = why.unwrap_or_else(|| match u.cands.get(ci + 1) {
+        Some(n) => format!(
+            "; cheapest of {} feasible options, next {} ${:.2}/h",
+            u.cands.len(),
+            offer_label(p, n.offer),
+            n.dollars
+        ),
+        None => "; only feasible option".into(),
+    });
+    format!("{} {here}{why}", offer_label(p, c.offer))
+}
+
+fn why_unplaced(p: &Problem, s: &Solved, res: &mut Residual, ui: usize) -> (Constraint, String) {
+    let u = &p.units[ui];
+    if u.cands.is_empty() {
+        // Filters run in `Constraint` order, so the last one that removed anything is the
+        // one the surviving options ran into.
+        let top = u
+            .rejected
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(c, _)| *c)
+            .max()
+            .unwrap_or(Constraint::Accelerator);
+        let detail = u
+            .rejected
+            .iter()
+            .map(|(c, n)| format!("{c}: {n}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        return (
+            top,
+            format!("no option passes the filters (offers excluded by {detail})"),
+        );
+    }
+    let mut cap = 0;
+    let mut pow = 0;
+    for ci in 0..u.cands.len() {
+        match res.blocks(p, ui, ci) {
+            Some(Constraint::Capacity) => cap += 1,
+            Some(Constraint::PowerCap) => pow += 1,
+            _ => {}
+        }
+    }
+    let c = if let Some(c) = s.blocked.get(&ui) {
+        *c
+    } else if cap + pow < u.cands.len() && u.group.is_some() {
+        Constraint::Redundancy
+    } else if pow > cap {
+        Constraint::PowerCap
+    } else {
+        Constraint::Capacity
+    };
+    let reason = match c {
+        Constraint::Redundancy => format!(
+            "service cannot span its required providers/regions with the capacity left ({} feasible options)",
+            u.cands.len()
+        ),
+        _ => format!(
+            "all {} feasible options are taken: {cap} full, {pow} over their region's power cap{}",
+            u.cands.len(),
+            if u.kind == UnitKind::Batch { " (deferred)" } else { "" }
+        ),
+    };
+    (c, reason)
+}

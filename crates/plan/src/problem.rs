@@ -1,0 +1,577 @@
+//! Feasibility and scoring: the fleet and workloads compiled into placement units, offers and
+//! candidate (unit, offer) pairs with their costs.
+//!
+//! Every filter that removes an offer from a unit's candidates names the constraint, so an
+//! unplaceable unit can say what stopped it. Scoring sums named $/h terms (price, carbon,
+//! latency, data locality, migration), all in the same unit, so no term wins by scale alone.
+
+use crate::policy::Policy;
+use crate::PreviousPlan;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use stratus_model::workload::residency_allows;
+use stratus_model::{Accelerator, Fleet, LatencyTable, WorkloadSet};
+
+/// How a node of a pool is bought.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Category {
+    /// Already paid for under a commitment: priced at its marginal cost.
+    Committed,
+    /// On-demand list price.
+    OnDemand,
+    /// Spot / preemptible.
+    Spot,
+}
+
+/// A constraint that can exclude an option; names used in explanations and `unplaced` reasons.
+/// Declaration order is filter order: the last filter that removed options is the one that
+/// stopped a unit, since those options had passed every earlier one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Constraint {
+    /// The accelerator is not in the workload's allowed list.
+    Accelerator,
+    /// The region's jurisdiction is outside the workload's residency rule.
+    Residency,
+    /// Spot capacity, and the workload does not allow spot.
+    Spot,
+    /// The gang is larger than the pool's interconnect domain.
+    InterconnectDomain,
+    /// The pool has fewer nodes than the unit needs, even empty.
+    PoolSize,
+    /// The unit alone would exceed the region's power cap.
+    PowerCap,
+    /// The job cannot finish before its deadline on this accelerator.
+    Deadline,
+    /// The region is farther (RTT) from the users than the latency SLO.
+    LatencySlo,
+    /// The price exceeds the batch job's maximum.
+    MaxPrice,
+    /// Capacity taken by other placements.
+    Capacity,
+    /// Redundancy: the service must span more providers or regions.
+    Redundancy,
+}
+
+impl std::fmt::Display for Constraint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Constraint::Accelerator => "allowed accelerators",
+            Constraint::Residency => "residency",
+            Constraint::Spot => "spot not allowed",
+            Constraint::InterconnectDomain => "interconnect domain size",
+            Constraint::PoolSize => "pool size",
+            Constraint::PowerCap => "region power cap",
+            Constraint::Deadline => "deadline",
+            Constraint::LatencySlo => "latency SLO",
+            Constraint::MaxPrice => "maximum price",
+            Constraint::Capacity => "capacity in use by other placements",
+            Constraint::Redundancy => "redundancy across providers/regions",
+        })
+    }
+}
+
+/// One way to buy nodes of one pool.
+#[derive(Debug, Clone)]
+pub struct Offer {
+    /// Index of the pool in fleet order.
+    pub pool: usize,
+    /// Pool id.
+    pub pool_id: String,
+    /// Provider index.
+    pub provider: usize,
+    /// Region index (global, fleet order).
+    pub region: usize,
+    /// How the nodes are bought.
+    pub category: Category,
+    /// Nodes available in this category.
+    pub capacity_nodes: u32,
+    /// Price per node-hour in this category (marginal for committed).
+    pub node_price: f64,
+    /// Accelerator.
+    pub accelerator: Accelerator,
+    /// Chips per node.
+    pub chips_per_node: u32,
+    /// Facility watts per node at full load (IT × PUE).
+    pub node_facility_watts: f64,
+    /// Grid carbon intensity of the region, g/kWh.
+    pub carbon: f64,
+    /// Chips in one interconnect domain of the pool.
+    pub domain_chips: u32,
+}
+
+/// What kind of workload a unit comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnitKind {
+    /// A training gang.
+    Training,
+    /// The replicas serving one user location (or one shard of it) of an inference service.
+    Inference,
+    /// A deferrable batch job.
+    Batch,
+}
+
+/// One candidate placement of a unit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Cand {
+    /// Offer index.
+    pub offer: u32,
+    /// Nodes needed.
+    pub nodes: u32,
+    /// Facility watts drawn at full load.
+    pub watts: f64,
+    /// Objective contribution, $/h (price + carbon + latency + locality + migration terms).
+    pub cost: f64,
+    /// Plain dollars per hour (marginal price of the nodes).
+    pub dollars: f64,
+    /// Chips used.
+    pub chips: u32,
+    /// Replicas (inference) or 1.
+    pub replicas: u32,
+    /// RTT from the unit's users, ms (inference), else 0.
+    pub rtt_ms: f64,
+}
+
+/// An indivisible placement decision: a gang, a batch job, or one location's replicas.
+#[derive(Debug, Clone)]
+pub struct Unit {
+    /// Workload name.
+    pub workload: String,
+    /// Unique key within the plan (`name`, or `name@from` / `name@from#k` for inference).
+    pub key: String,
+    /// Kind.
+    pub kind: UnitKind,
+    /// Priority of the workload.
+    pub priority: u32,
+    /// Cost of leaving it unplaced, $/h (dominates any placement cost; grows with priority).
+    pub penalty: f64,
+    /// Candidates, sorted by cost then offer index.
+    pub cands: Vec<Cand>,
+    /// Count of offers removed per constraint, for the unplaced reason.
+    pub rejected: BTreeMap<Constraint, u32>,
+    /// Diversity group index (inference services), if any.
+    pub group: Option<usize>,
+    /// Arrival order (position in the workload file), for baselines.
+    pub arrival: usize,
+    /// Demand served (req/s), inference only.
+    pub rps: f64,
+    /// User location (region id), inference only.
+    pub from: Option<String>,
+    /// Offer index the previous plan had, if any.
+    pub previous_offer: Option<u32>,
+}
+
+/// Redundancy requirement over the units of one inference service.
+#[derive(Debug, Clone)]
+pub struct Group {
+    /// Service name.
+    pub name: String,
+    /// Units of the group.
+    pub units: Vec<usize>,
+    /// Distinct providers required.
+    pub min_providers: u32,
+    /// Distinct regions required.
+    pub min_regions: u32,
+}
+
+/// The compiled problem.
+#[derive(Debug, Clone)]
+pub struct Problem {
+    /// Offers.
+    pub offers: Vec<Offer>,
+    /// Units.
+    pub units: Vec<Unit>,
+    /// Redundancy groups.
+    pub groups: Vec<Group>,
+    /// Power cap per region, facility watts.
+    pub region_cap_watts: Vec<f64>,
+    /// Region ids.
+    pub region_ids: Vec<String>,
+    /// Provider names.
+    pub providers: Vec<String>,
+    /// Utilisation factor for energy accounting.
+    pub utilisation: f64,
+}
+
+struct RegionInfo {
+    jurisdictions: Vec<String>,
+    id: String,
+}
+
+/// Nodes needed for `replicas` replicas of `chips` chips each on nodes of `cpn` chips.
+pub fn nodes_for_replicas(replicas: u32, chips: u32, cpn: u32) -> u32 {
+    if chips <= cpn {
+        let per_node = cpn / chips;
+        replicas.div_ceil(per_node)
+    } else {
+        replicas * chips.div_ceil(cpn)
+    }
+}
+
+/// Compile fleet + workloads into a [`Problem`]. Pure and deterministic.
+pub fn compile(
+    fleet: &Fleet,
+    workloads: &WorkloadSet,
+    policy: &Policy,
+    previous: Option<&PreviousPlan>,
+) -> Problem {
+    let lat = LatencyTable::new(fleet);
+    let mut offers = Vec::new();
+    let mut regions = Vec::new();
+    let mut region_cap_watts = Vec::new();
+    let mut providers = Vec::new();
+    let mut pool_idx = 0usize;
+    for (pi, p) in fleet.providers.iter().enumerate() {
+        providers.push(p.name.clone());
+        for r in &p.regions {
+            let ri = regions.len();
+            regions.push(RegionInfo {
+                jurisdictions: r.jurisdictions.clone(),
+                id: format!("{}:{}", p.name, r.name),
+            });
+            region_cap_watts.push(r.power_cap_mw.to_watts().0);
+            for pool in &r.pools {
+                let facility = pool.node_it_watts().0 * r.pue;
+                let committed = pool.committed.as_ref().map(|c| c.nodes).unwrap_or(0);
+                let mut push = |category, capacity_nodes: u32, node_price: f64| {
+                    if capacity_nodes > 0 {
+                        offers.push(Offer {
+                            pool: pool_idx,
+                            pool_id: pool.id.clone(),
+                            provider: pi,
+                            region: ri,
+                            category,
+                            capacity_nodes,
+                            node_price,
+                            accelerator: pool.accelerator,
+                            chips_per_node: pool.chips_per_node,
+                            node_facility_watts: facility,
+                            carbon: r.carbon_g_per_kwh.0,
+                            domain_chips: pool.domain_chips,
+                        });
+                    }
+                };
+                if let Some(c) = &pool.committed {
+                    push(Category::Committed, c.nodes, c.marginal_per_node_hour.0);
+                }
+                push(
+                    Category::OnDemand,
+                    pool.nodes.saturating_sub(committed),
+                    pool.on_demand_per_node_hour.0,
+                );
+                if let Some(s) = pool.spot_per_node_hour {
+                    push(Category::Spot, pool.spot_nodes, s.0);
+                }
+                pool_idx += 1;
+            }
+        }
+    }
+    let region_lat: Vec<usize> = regions
+        .iter()
+        .map(|r| {
+            lat.index_of(&r.id)
+                .expect("latency table covers every region")
+        })
+        .collect();
+
+    let mut units = Vec::new();
+    let mut groups = Vec::new();
+    let mut arrival = 0usize;
+    let prev_offer = |key: &str, offers: &[Offer]| -> Option<u32> {
+        let (pool, cat) = previous?.placements.get(key)?;
+        offers
+            .iter()
+            .position(|o| &o.pool_id == pool && o.category == *cat)
+            .map(|i| i as u32)
+    };
+
+    // Gang-like units: training and batch share one filter chain.
+    struct Gang<'a> {
+        name: &'a str,
+        kind: UnitKind,
+        priority: u32,
+        chips: u32,
+        accelerators: &'a [Accelerator],
+        residency: &'a [String],
+        spot: bool,
+        one_domain: bool,
+        work: f64,
+        deadline: Option<f64>,
+        max_price: Option<f64>,
+        data_region: Option<&'a str>,
+        checkpoint_h: f64,
+    }
+    let mut gangs: Vec<Gang> = Vec::new();
+    for t in &workloads.training {
+        gangs.push(Gang {
+            name: &t.name,
+            kind: UnitKind::Training,
+            priority: t.priority,
+            chips: t.chips,
+            accelerators: &t.accelerators,
+            residency: &t.residency,
+            spot: t.spot,
+            one_domain: t.scope == stratus_model::GangScope::OneDomain,
+            work: t.work_chip_hours.0,
+            deadline: t.deadline_hours,
+            max_price: None,
+            data_region: t.data_region.as_deref(),
+            checkpoint_h: t.checkpoint_minutes / 60.0,
+        });
+    }
+    for b in &workloads.batch {
+        gangs.push(Gang {
+            name: &b.name,
+            kind: UnitKind::Batch,
+            priority: b.priority,
+            chips: b.chips,
+            accelerators: &b.accelerators,
+            residency: &b.residency,
+            spot: b.spot,
+            one_domain: false,
+            work: b.work_chip_hours.0,
+            deadline: b.deadline_hours,
+            max_price: b.max_usd_per_chip_hour.map(|p| p.0),
+            data_region: None,
+            checkpoint_h: 0.5,
+        });
+    }
+    for g in gangs {
+        let mut rejected = BTreeMap::new();
+        let mut cands = Vec::new();
+        let key = g.name.to_string();
+        let previous_offer = prev_offer(&key, &offers);
+        for (oi, o) in offers.iter().enumerate() {
+            let reg = &regions[o.region];
+            let prof = o.accelerator.profile();
+            let nodes = g.chips.div_ceil(o.chips_per_node);
+            let watts = nodes as f64 * o.node_facility_watts;
+            let speed = prof.rel_training;
+            let reject = if !g.accelerators.contains(&o.accelerator) {
+                Some(Constraint::Accelerator)
+            } else if !residency_allows(g.residency, &reg.jurisdictions) {
+                Some(Constraint::Residency)
+            } else if o.category == Category::Spot && !g.spot {
+                Some(Constraint::Spot)
+            } else if g.one_domain && g.chips > o.domain_chips {
+                Some(Constraint::InterconnectDomain)
+            } else if nodes > o.capacity_nodes {
+                Some(Constraint::PoolSize)
+            } else if watts > region_cap_watts[o.region] {
+                Some(Constraint::PowerCap)
+            } else if matches!(g.deadline, Some(d) if g.work / (g.chips as f64 * speed) > d) {
+                Some(Constraint::Deadline)
+            } else if matches!(g.max_price, Some(m) if o.node_price / o.chips_per_node as f64 > m) {
+                Some(Constraint::MaxPrice)
+            } else {
+                None
+            };
+            if let Some(c) = reject {
+                *rejected.entry(c).or_insert(0) += 1;
+                continue;
+            }
+            let dollars = nodes as f64 * o.node_price;
+            // Training is priced per unit of progress: a chip half as fast costs double.
+            let mut cost = dollars / speed;
+            if o.category == Category::Spot && g.kind == UnitKind::Training {
+                cost *= 1.0 + policy.spot_training_overhead;
+            }
+            cost += carbon_cost(watts, o.carbon, policy);
+            if let Some(d) = g.data_region {
+                if d != reg.id {
+                    cost += policy.remote_data_usd_per_chip_hour * g.chips as f64;
+                }
+            }
+            if let Some(p) = previous_offer {
+                if p as usize != oi {
+                    cost += dollars * (g.checkpoint_h / 2.0 + policy.restart_hours)
+                        / policy.migration_amortization_hours;
+                }
+            }
+            cands.push(Cand {
+                offer: oi as u32,
+                nodes,
+                watts,
+                cost,
+                dollars,
+                chips: g.chips,
+                replicas: 1,
+                rtt_ms: 0.0,
+            });
+        }
+        sort_cands(&mut cands);
+        units.push(Unit {
+            workload: g.name.to_string(),
+            key,
+            kind: g.kind,
+            priority: g.priority,
+            penalty: penalty(g.priority, g.chips, g.kind),
+            cands,
+            rejected,
+            group: None,
+            arrival,
+            rps: 0.0,
+            from: None,
+            previous_offer,
+        });
+        arrival += 1;
+    }
+
+    for s in &workloads.inference {
+        let gi = groups.len();
+        let mut members = Vec::new();
+        // Shards: enough units that the redundancy rule can be met even with one location.
+        let need = s.min_providers.max(s.min_regions) as usize;
+        let mut shards: Vec<(String, f64, String)> = Vec::new();
+        let total_locations = s.demand.len();
+        let extra = need.saturating_sub(total_locations);
+        for (di, d) in s.demand.iter().enumerate() {
+            // Split the first locations into more shards when there are too few locations.
+            let k = 1 + if di < extra.min(total_locations) {
+                extra.div_ceil(total_locations)
+            } else {
+                0
+            };
+            for j in 0..k {
+                let key = if k == 1 {
+                    format!("{}@{}", s.name, d.from)
+                } else {
+                    format!("{}@{}#{}", s.name, d.from, j)
+                };
+                shards.push((key, d.rps.0 / k as f64, d.from.clone()));
+            }
+        }
+        for (key, rps, from) in shards {
+            let from_idx = lat.index_of(&from);
+            let mut rejected = BTreeMap::new();
+            let mut cands = Vec::new();
+            let previous_offer = prev_offer(&key, &offers);
+            for (oi, o) in offers.iter().enumerate() {
+                let reg = &regions[o.region];
+                let rtt = from_idx
+                    .map(|f| lat.rtt(f, region_lat[o.region]).0)
+                    .unwrap_or(f64::INFINITY);
+                let reject = if let Some(spec) = s.replica.get(&o.accelerator) {
+                    let replicas = (rps / spec.rps.0).ceil().max(1.0) as u32;
+                    let nodes = nodes_for_replicas(replicas, spec.chips, o.chips_per_node);
+                    let watts = nodes as f64 * o.node_facility_watts;
+                    if !residency_allows(&s.residency, &reg.jurisdictions) {
+                        Some(Constraint::Residency)
+                    } else if o.category == Category::Spot && !s.spot {
+                        Some(Constraint::Spot)
+                    } else if nodes > o.capacity_nodes {
+                        Some(Constraint::PoolSize)
+                    } else if watts > region_cap_watts[o.region] {
+                        Some(Constraint::PowerCap)
+                    } else if rtt > s.latency_slo_ms.0 {
+                        Some(Constraint::LatencySlo)
+                    } else {
+                        let dollars = nodes as f64 * o.node_price;
+                        let mut cost = dollars
+                            + carbon_cost(watts, o.carbon, policy)
+                            + policy.latency_usd_per_ms_krps_hour * rtt * rps / 1000.0;
+                        if let Some(p) = previous_offer {
+                            if p as usize != oi {
+                                cost += dollars * policy.restart_hours
+                                    / policy.migration_amortization_hours;
+                            }
+                        }
+                        cands.push(Cand {
+                            offer: oi as u32,
+                            nodes,
+                            watts,
+                            cost,
+                            dollars,
+                            chips: replicas * spec.chips,
+                            replicas,
+                            rtt_ms: rtt,
+                        });
+                        None
+                    }
+                } else {
+                    Some(Constraint::Accelerator)
+                };
+                if let Some(c) = reject {
+                    *rejected.entry(c).or_insert(0) += 1;
+                }
+            }
+            sort_cands(&mut cands);
+            let chips_hint = cands.first().map(|c| c.chips).unwrap_or(1);
+            members.push(units.len());
+            units.push(Unit {
+                workload: s.name.clone(),
+                key,
+                kind: UnitKind::Inference,
+                priority: s.priority,
+                penalty: penalty(s.priority, chips_hint, UnitKind::Inference),
+                cands,
+                rejected,
+                group: Some(gi),
+                arrival,
+                rps,
+                from: Some(from),
+                previous_offer,
+            });
+        }
+        arrival += 1;
+        // A service whose options, all together, cannot span the required providers or
+        // regions can never be placed: say so now rather than leave it to the solver.
+        let (mut ps, mut rs) = (Vec::new(), Vec::new());
+        for &m in &members {
+            for c in &units[m].cands {
+                let o = &offers[c.offer as usize];
+                if !ps.contains(&o.provider) {
+                    ps.push(o.provider);
+                }
+                if !rs.contains(&o.region) {
+                    rs.push(o.region);
+                }
+            }
+        }
+        if (ps.len() as u32) < s.min_providers || (rs.len() as u32) < s.min_regions {
+            for &m in &members {
+                let n = units[m].cands.len() as u32;
+                units[m].cands.clear();
+                *units[m].rejected.entry(Constraint::Redundancy).or_insert(0) += n;
+            }
+        }
+        groups.push(Group {
+            name: s.name.clone(),
+            units: members,
+            min_providers: s.min_providers,
+            min_regions: s.min_regions,
+        });
+    }
+
+    Problem {
+        offers,
+        units,
+        groups,
+        region_cap_watts,
+        region_ids: regions.iter().map(|r| r.id.clone()).collect(),
+        providers,
+        utilisation: policy.utilisation,
+    }
+}
+
+fn carbon_cost(watts: f64, carbon_g_per_kwh: f64, policy: &Policy) -> f64 {
+    // g/h = W × utilisation / 1000 × g/kWh; $/h = g/h / 1e6 × $/t.
+    watts * policy.utilisation / 1000.0 * carbon_g_per_kwh / 1e6 * policy.carbon_price.0
+}
+
+/// Cost of leaving a unit out, $/h: $1,000 per chip-hour scaled by priority, far above any
+/// price, so the planner places whatever fits and drops low priorities first. Batch jobs are
+/// deferrable, so they carry a tenth of it.
+fn penalty(priority: u32, chips: u32, kind: UnitKind) -> f64 {
+    let base = 1000.0 * chips.max(1) as f64 * (1.0 + priority as f64 / 100.0);
+    match kind {
+        UnitKind::Batch => base / 10.0,
+        _ => base,
+    }
+}
+
+fn sort_cands(c: &mut [Cand]) {
+    c.sort_by(|a, b| a.cost.total_cmp(&b.cost).then(a.offer.cmp(&b.offer)));
+}

@@ -1,0 +1,418 @@
+//! Property tests: every plan respects every constraint, and on small instances the planner's
+//! cost equals a brute-force optimum. Instances are generated from a seed; a failure prints it.
+
+use proptest::prelude::*;
+use std::collections::{BTreeMap, HashMap};
+use stratus_model::*;
+use stratus_plan::problem::{compile, Problem};
+use stratus_plan::solve::{feasible, objective, Choice};
+use stratus_plan::{plan, Algorithm, Plan, Policy, UnitKind};
+
+/// Small deterministic PRNG (splitmix64) so instances depend only on the seed.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E3779B97F4A7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn f(&mut self, lo: f64, hi: f64) -> f64 {
+        lo + (hi - lo) * (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    fn pick<'a, T>(&mut self, v: &'a [T]) -> &'a T {
+        &v[self.below(v.len() as u64) as usize]
+    }
+}
+
+const ACCS: [Accelerator; 3] = [Accelerator::H100, Accelerator::MI300X, Accelerator::L4];
+const SITES: [(&str, &str, f64, f64, &str); 4] = [
+    ("aws", "us-east-1", 38.9, -77.4, "US"),
+    ("aws", "eu-central-1", 50.1, 8.7, "EU"),
+    ("gcp", "us-central1", 41.3, -95.9, "US"),
+    ("azure", "westeurope", 52.4, 4.9, "EU"),
+];
+
+fn gen_fleet(r: &mut Rng, max_pools_per_region: u64) -> Fleet {
+    let mut providers: BTreeMap<&str, Vec<Region>> = BTreeMap::new();
+    for (prov, reg, lat, lon, j) in SITES {
+        let mut pools = Vec::new();
+        for k in 0..1 + r.below(max_pools_per_region) {
+            let acc = *r.pick(&ACCS);
+            let nodes = 1 + r.below(4) as u32;
+            let od = r.f(5.0, 50.0).round();
+            pools.push(Pool {
+                id: format!("{prov}:{reg}:n{k}"),
+                instance_type: format!("n{k}"),
+                accelerator: acc,
+                chips_per_node: 4,
+                nodes,
+                on_demand_per_node_hour: UsdPerHour(od),
+                spot_per_node_hour: (r.below(2) == 0).then(|| UsdPerHour((od * 0.4).round())),
+                spot_nodes: r.below(3) as u32,
+                committed: (r.below(4) == 0).then(|| Committed {
+                    name: "c".into(),
+                    nodes: 1,
+                    rate_per_node_hour: UsdPerHour(od * 0.6),
+                    marginal_per_node_hour: UsdPerHour::ZERO,
+                }),
+                domain_chips: 4 * (1 + r.below(nodes as u64) as u32),
+                host_watts_per_node: Watts(500.0),
+            });
+        }
+        let pool_it: f64 = pools
+            .iter()
+            .map(|p| p.node_it_watts().0 * p.nodes as f64 * 1.2)
+            .sum();
+        providers.entry(prov).or_default().push(Region {
+            name: reg.into(),
+            location: String::new(),
+            jurisdictions: vec![j.into()],
+            lat,
+            lon,
+            carbon_g_per_kwh: GramsPerKwh(r.f(20.0, 600.0).round()),
+            carbon_hourly: None,
+            pue: 1.2,
+            power_cap_mw: Megawatts(pool_it * r.f(0.3, 1.2) / 1e6),
+            pools,
+        });
+    }
+    Fleet {
+        name: "gen".into(),
+        notes: vec![],
+        providers: providers
+            .into_iter()
+            .map(|(name, regions)| Provider {
+                name: name.into(),
+                regions,
+            })
+            .collect(),
+        latency: vec![LatencyPair {
+            a: "aws:us-east-1".into(),
+            b: "aws:eu-central-1".into(),
+            rtt_ms: Millis(90.0),
+        }],
+    }
+}
+
+fn images() -> BTreeMap<Arch, String> {
+    [(Arch::Cuda, "c".to_string()), (Arch::Rocm, "r".to_string())]
+        .into_iter()
+        .collect()
+}
+
+fn gen_workloads(r: &mut Rng, n: usize) -> WorkloadSet {
+    let mut w = WorkloadSet::default();
+    for i in 0..n {
+        match r.below(3) {
+            0 => w.training.push(Training {
+                name: format!("t{i}"),
+                priority: 100 + r.below(3) as u32 * 50,
+                chips: 4 * (1 + r.below(3) as u32),
+                accelerators: if r.below(2) == 0 {
+                    vec![Accelerator::H100]
+                } else {
+                    vec![Accelerator::H100, Accelerator::MI300X]
+                },
+                images: images(),
+                scope: if r.below(2) == 0 {
+                    GangScope::OneDomain
+                } else {
+                    GangScope::OneRegion
+                },
+                work_chip_hours: ChipHours(100.0),
+                checkpoint_minutes: 30.0,
+                deadline_hours: None,
+                data_region: None,
+                residency: if r.below(3) == 0 {
+                    vec!["EU".into()]
+                } else {
+                    vec![]
+                },
+                spot: r.below(2) == 0,
+            }),
+            1 => w.batch.push(Batch {
+                name: format!("b{i}"),
+                priority: 10,
+                chips: 4,
+                accelerators: vec![Accelerator::L4, Accelerator::H100],
+                images: images(),
+                work_chip_hours: ChipHours(10.0),
+                deadline_hours: None,
+                max_usd_per_chip_hour: None,
+                spot: true,
+                residency: vec![],
+            }),
+            _ => {
+                let from = SITES[r.below(4) as usize];
+                w.inference.push(Inference {
+                    name: format!("s{i}"),
+                    model: "m".into(),
+                    priority: 200,
+                    replica: [
+                        (
+                            Accelerator::H100,
+                            ReplicaSpec {
+                                chips: 2,
+                                rps: RequestsPerSec(10.0),
+                            },
+                        ),
+                        (
+                            Accelerator::L4,
+                            ReplicaSpec {
+                                chips: 1,
+                                rps: RequestsPerSec(2.0),
+                            },
+                        ),
+                    ]
+                    .into_iter()
+                    .collect(),
+                    images: images(),
+                    demand: vec![Demand {
+                        from: format!("{}:{}", from.0, from.1),
+                        rps: RequestsPerSec(r.f(1.0, 25.0).round()),
+                    }],
+                    latency_slo_ms: Millis(*r.pick(&[30.0, 60.0, 120.0])),
+                    min_providers: 1 + r.below(2) as u32,
+                    min_regions: 1,
+                    spot: r.below(2) == 0,
+                    residency: vec![],
+                });
+            }
+        }
+    }
+    w
+}
+
+/// Exhaustive search over every unit's (candidates ∪ unplaced), pruned by capacity.
+fn brute_force(p: &Problem) -> f64 {
+    fn rec(p: &Problem, u: usize, choice: &mut Choice, best: &mut f64) {
+        if u == p.units.len() {
+            if feasible(p, choice) {
+                *best = best.min(objective(p, choice));
+            }
+            return;
+        }
+        for c in 0..=p.units[u].cands.len() {
+            choice[u] = (c < p.units[u].cands.len()).then_some(c);
+            rec(p, u + 1, choice, best);
+        }
+        choice[u] = None;
+    }
+    let mut best = f64::INFINITY;
+    rec(p, 0, &mut vec![None; p.units.len()], &mut best);
+    best
+}
+
+/// Checks a plan against the fleet and workloads directly, without the solver's helpers.
+fn check_plan(fleet: &Fleet, w: &WorkloadSet, plan: &Plan) -> Result<(), String> {
+    let mut pools = HashMap::new();
+    let mut regions = HashMap::new();
+    for p in &fleet.providers {
+        for r in &p.regions {
+            regions.insert(format!("{}:{}", p.name, r.name), r);
+            for pl in &r.pools {
+                pools.insert(pl.id.clone(), (p, r, pl));
+            }
+        }
+    }
+    let mut used: HashMap<(String, stratus_plan::Category), u32> = HashMap::new();
+    let mut watts: HashMap<String, f64> = HashMap::new();
+    for x in &plan.placements {
+        *used.entry((x.pool.clone(), x.category)).or_default() += x.nodes;
+        let (_, r, pl) = pools[&x.pool];
+        *watts.entry(x.region.clone()).or_default() +=
+            x.nodes as f64 * pl.node_it_watts().0 * r.pue;
+        if x.accelerator != pl.accelerator.name() {
+            return Err(format!("{} on wrong accelerator", x.unit));
+        }
+    }
+    for ((pool, cat), n) in &used {
+        let (_, _, pl) = pools[pool];
+        let committed = pl.committed.as_ref().map(|c| c.nodes).unwrap_or(0);
+        let cap = match cat {
+            stratus_plan::Category::Committed => committed,
+            stratus_plan::Category::OnDemand => pl.nodes - committed,
+            stratus_plan::Category::Spot => pl.spot_nodes,
+        };
+        if *n > cap {
+            return Err(format!("pool {pool} {cat:?}: {n} nodes > capacity {cap}"));
+        }
+    }
+    for (reg, wt) in &watts {
+        let cap = regions[reg].power_cap_mw.to_watts().0;
+        if *wt > cap + 1e-3 {
+            return Err(format!("region {reg}: {wt} W > cap {cap} W"));
+        }
+    }
+    let lat = LatencyTable::new(fleet);
+    for t in &w.training {
+        let xs: Vec<_> = plan
+            .placements
+            .iter()
+            .filter(|x| x.workload == t.name)
+            .collect();
+        if xs.len() > 1 {
+            return Err(format!(
+                "gang {} split across {} placements",
+                t.name,
+                xs.len()
+            ));
+        }
+        if let Some(x) = xs.first() {
+            let (_, r, pl) = pools[&x.pool];
+            if x.chips != t.chips || !t.accelerators.contains(&pl.accelerator) {
+                return Err(format!("gang {} wrong size or accelerator", t.name));
+            }
+            if t.scope == GangScope::OneDomain && t.chips > pl.domain_chips {
+                return Err(format!("gang {} exceeds its domain", t.name));
+            }
+            if !stratus_model::workload::residency_allows(&t.residency, &r.jurisdictions) {
+                return Err(format!("gang {} breaks residency", t.name));
+            }
+            if x.category == stratus_plan::Category::Spot && !t.spot {
+                return Err(format!("gang {} on spot", t.name));
+            }
+        }
+    }
+    for s in &w.inference {
+        let xs: Vec<_> = plan
+            .placements
+            .iter()
+            .filter(|x| x.workload == s.name)
+            .collect();
+        let mut provs: Vec<&str> = xs.iter().map(|x| x.provider.as_str()).collect();
+        provs.sort();
+        provs.dedup();
+        if !xs.is_empty() && (provs.len() as u32) < s.min_providers {
+            return Err(format!(
+                "service {} spans {} providers",
+                s.name,
+                provs.len()
+            ));
+        }
+        for x in &xs {
+            let from = x.unit.split('@').nth(1).unwrap().split('#').next().unwrap();
+            let rtt = lat.rtt(
+                lat.index_of(from).unwrap(),
+                lat.index_of(&x.region).unwrap(),
+            );
+            if rtt.0 > s.latency_slo_ms.0 + 1e-9 {
+                return Err(format!(
+                    "{} served from {} at {} ms > SLO",
+                    x.unit, x.region, rtt.0
+                ));
+            }
+            let (_, _, pl) = pools[&x.pool];
+            let spec = s.replica[&pl.accelerator];
+            let prefix = format!("{}@{}", s.name, from);
+            let shards = plan
+                .placements
+                .iter()
+                .map(|y| &y.unit)
+                .chain(plan.unplaced.iter().map(|y| &y.unit))
+                .filter(|k| k.split('#').next() == Some(prefix.as_str()))
+                .count();
+            let demand: f64 = s
+                .demand
+                .iter()
+                .filter(|d| d.from == from)
+                .map(|d| d.rps.0)
+                .sum();
+            if x.replicas as f64 * spec.rps.0 + 1e-9 < demand / shards as f64 {
+                return Err(format!(
+                    "{} under-provisioned: {} replicas for {} req/s",
+                    x.unit,
+                    x.replicas,
+                    demand / shards as f64
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn small(seed: u64) -> (Fleet, WorkloadSet) {
+    let mut r = Rng(seed);
+    let fleet = gen_fleet(&mut r, 1);
+    let n = 1 + r.below(3) as usize;
+    let w = gen_workloads(&mut r, n);
+    (fleet, w)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 120, .. ProptestConfig::default() })]
+
+    #[test]
+    fn planner_cost_equals_brute_force_on_small_instances(seed in any::<u64>()) {
+        let (fleet, w) = small(seed);
+        let pol = Policy::default();
+        let p = compile(&fleet, &w, &pol, None);
+        let size: usize = p.units.iter().map(|u| u.cands.len() + 1).product();
+        prop_assume!(size <= 200_000);
+        let best = brute_force(&p);
+        let plan = plan(&fleet, &w, &pol, None);
+        prop_assert!((plan.objective_per_hour - best).abs() <= 1e-6 * best.max(1.0),
+            "seed {seed}: planner {} vs brute force {best}", plan.objective_per_hour);
+        prop_assert!(plan.lower_bound_per_hour <= best + 1e-6 * best.max(1.0));
+    }
+
+    #[test]
+    fn heuristic_is_feasible_and_bounded(seed in any::<u64>()) {
+        let (fleet, w) = small(seed);
+        let pol = Policy { exact_max_candidates: 0, ..Policy::default() };
+        let p = compile(&fleet, &w, &pol, None);
+        let size: usize = p.units.iter().map(|u| u.cands.len() + 1).product();
+        prop_assume!(size <= 200_000);
+        let best = brute_force(&p);
+        let plan = plan(&fleet, &w, &pol, None);
+        prop_assert!(plan.objective_per_hour >= best - 1e-6 * best.max(1.0), "seed {seed}");
+        prop_assert!(plan.lower_bound_per_hour <= best + 1e-6 * best.max(1.0),
+            "seed {seed}: bound {} above optimum {best}", plan.lower_bound_per_hour);
+        check_plan(&fleet, &w, &plan).map_err(|e| TestCaseError::fail(format!("seed {seed}: {e}")))?;
+    }
+
+    #[test]
+    fn no_plan_breaks_a_constraint(seed in any::<u64>()) {
+        let mut r = Rng(seed);
+        let fleet = gen_fleet(&mut r, 3);
+        let n = 12 + r.below(20) as usize;
+        let w = gen_workloads(&mut r, n);
+        for alg in [Algorithm::Stratus, Algorithm::CheapestFirst] {
+            let plan = plan(&fleet, &w, &Policy::with_algorithm(alg), None);
+            check_plan(&fleet, &w, &plan).map_err(|e| TestCaseError::fail(format!("seed {seed} {alg}: {e}")))?;
+            prop_assert_eq!(plan.placements.len() + plan.unplaced.len(), plan.summary.units_total);
+        }
+    }
+
+    #[test]
+    fn planning_is_deterministic(seed in any::<u64>()) {
+        let mut r = Rng(seed);
+        let fleet = gen_fleet(&mut r, 3);
+        let w = gen_workloads(&mut r, 20);
+        let a = plan(&fleet, &w, &Policy::default(), None);
+        let b = plan(&fleet, &w, &Policy::default(), None);
+        prop_assert_eq!(serde_json::to_string(&a).unwrap(), serde_json::to_string(&b).unwrap());
+    }
+}
+
+#[test]
+fn every_placement_explains_itself_and_every_unplaced_unit_says_why() {
+    let mut r = Rng(7);
+    let fleet = gen_fleet(&mut r, 2);
+    let w = gen_workloads(&mut r, 40);
+    let plan = plan(&fleet, &w, &Policy::default(), None);
+    assert!(!plan.placements.is_empty() && !plan.unplaced.is_empty());
+    for x in &plan.placements {
+        assert!(x.explanation.contains(&x.pool), "{}", x.explanation);
+        assert!(!x.explanation.contains('\n'));
+    }
+    for u in &plan.unplaced {
+        assert!(!u.reason.is_empty());
+    }
+    let _ = UnitKind::Training;
+}
