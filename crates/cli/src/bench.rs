@@ -42,6 +42,11 @@ pub fn plan(sizes: &[usize], seed: u64) -> Result<()> {
         };
         let (ts, s) = time(&Policy::default());
         let (tb, b) = time(&Policy::with_algorithm(Algorithm::CheapestFirst));
+        if std::env::var_os("STRATUS_BENCH_VERBOSE").is_some() {
+            for u in s.unplaced.iter().take(20) {
+                eprintln!("  unplaced {} [{}] {}", u.unit, u.constraint, u.reason);
+            }
+        }
         println!(
             "{:>7} {:>7} {:>6} {:>11.0} {:>11.0} {:>12.4} {:>10.4} {:>9.3}% {:>9} {:>9}",
             thousands(n as u64),

@@ -41,9 +41,9 @@ fn images(accs: &[Accelerator]) -> BTreeMap<Arch, String> {
         .collect()
 }
 
-/// A generated workload set of `n` workloads shaped like the demo's mix: 1 % large training
-/// runs (256–2,048 chips), 50 % fine-tunes (8–128 chips), 25 % deferrable batch jobs and 24 %
-/// inference services with 1–3 user locations of 5–100 req/s each. Demand is drawn from the demo's services so
+/// A generated workload set of `n` workloads shaped like the demo's mix: 0.5 % large training
+/// runs (256–1,024 chips), 50 % fine-tunes (1–64 chips), 25 % deferrable batch jobs (8–32
+/// chips) and 24 % inference services with 1–3 user locations of 5–50 req/s each. Demand is drawn from the demo's services so
 /// replica sizes stay realistic.
 pub fn generated(fleet: &Fleet, n: usize, seed: u64) -> Result<WorkloadSet> {
     use Accelerator::*;
@@ -69,9 +69,9 @@ pub fn generated(fleet: &Fleet, n: usize, seed: u64) -> Result<WorkloadSet> {
     let mut w = WorkloadSet::default();
     for i in 0..n {
         let roll = r.below(100);
-        if roll < 1 {
+        if roll < 1 && i % 2 == 0 {
             let accs = r.pick(&acc_sets[..6]).to_vec();
-            let chips = *r.pick(&[256u32, 512, 1024, 2048]);
+            let chips = *r.pick(&[256u32, 512, 1024]);
             w.training.push(Training {
                 name: format!("train-{i}"),
                 priority: 250,
@@ -91,7 +91,7 @@ pub fn generated(fleet: &Fleet, n: usize, seed: u64) -> Result<WorkloadSet> {
             let chips = if accs[0] == L4 {
                 *r.pick(&[1u32, 2, 4, 8])
             } else {
-                *r.pick(&[8u32, 8, 16, 16, 32, 64, 128])
+                *r.pick(&[8u32, 8, 8, 16, 16, 32, 64])
             };
             w.training.push(Training {
                 name: format!("ft-{i}"),
@@ -113,7 +113,7 @@ pub fn generated(fleet: &Fleet, n: usize, seed: u64) -> Result<WorkloadSet> {
             });
         } else if roll < 76 {
             let accs = r.pick(&acc_sets).to_vec();
-            let chips = *r.pick(&[8u32, 16, 32, 64]);
+            let chips = *r.pick(&[8u32, 8, 16, 32]);
             w.batch.push(Batch {
                 name: format!("batch-{i}"),
                 priority: 10,
@@ -132,7 +132,7 @@ pub fn generated(fleet: &Fleet, n: usize, seed: u64) -> Result<WorkloadSet> {
             let demand = (0..k)
                 .map(|_| Demand {
                     from: r.pick(&locations).clone(),
-                    rps: RequestsPerSec(5.0 + r.below(95) as f64),
+                    rps: RequestsPerSec(5.0 + r.below(45) as f64),
                 })
                 .collect::<Vec<_>>();
             let mut demand_dedup: Vec<Demand> = Vec::new();

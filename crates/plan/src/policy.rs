@@ -64,6 +64,9 @@ pub struct Policy {
     pub exact_max_candidates: usize,
     /// Subgradient iterations of the Lagrangian dual.
     pub dual_iterations: usize,
+    /// Candidates kept per unit (the cheapest); the rest are summarised so the lower bound
+    /// stays valid.
+    pub max_candidates_per_unit: usize,
 }
 
 impl Default for Policy {
@@ -79,6 +82,7 @@ impl Default for Policy {
             utilisation: 0.8,
             exact_max_candidates: 64,
             dual_iterations: 120,
+            max_candidates_per_unit: 256,
         }
     }
 }

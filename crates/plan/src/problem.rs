@@ -161,6 +161,12 @@ pub struct Unit {
     pub from: Option<String>,
     /// Offer index the previous plan had, if any.
     pub previous_offer: Option<u32>,
+    /// Bit set of the providers (by index) among the candidates.
+    pub provider_mask: u64,
+    /// Cheapest cost among candidates cut by `Policy::max_candidates_per_unit` (∞ if none).
+    pub tail_floor: f64,
+    /// Providers among the cut candidates.
+    pub tail_mask: u64,
 }
 
 /// Redundancy requirement over the units of one inference service.
@@ -268,6 +274,11 @@ pub fn compile(
             }
         }
     }
+    // Offers by accelerator: the first filter, applied by lookup rather than by scan.
+    let mut by_acc: BTreeMap<Accelerator, Vec<usize>> = BTreeMap::new();
+    for (i, o) in offers.iter().enumerate() {
+        by_acc.entry(o.accelerator).or_default().push(i);
+    }
     let region_lat: Vec<usize> = regions
         .iter()
         .map(|r| {
@@ -279,12 +290,14 @@ pub fn compile(
     let mut units = Vec::new();
     let mut groups = Vec::new();
     let mut arrival = 0usize;
-    let prev_offer = |key: &str, offers: &[Offer]| -> Option<u32> {
+    let offer_index: std::collections::HashMap<(&str, Category), u32> = offers
+        .iter()
+        .enumerate()
+        .map(|(i, o)| ((o.pool_id.as_str(), o.category), i as u32))
+        .collect();
+    let prev_offer = |key: &str, _offers: &[Offer]| -> Option<u32> {
         let (pool, cat) = previous?.placements.get(key)?;
-        offers
-            .iter()
-            .position(|o| &o.pool_id == pool && o.category == *cat)
-            .map(|i| i as u32)
+        offer_index.get(&(pool.as_str(), *cat)).copied()
     };
 
     // Gang-like units: training and batch share one filter chain.
@@ -343,15 +356,25 @@ pub fn compile(
         let mut cands = Vec::new();
         let key = g.name.to_string();
         let previous_offer = prev_offer(&key, &offers);
-        for (oi, o) in offers.iter().enumerate() {
+        let mut accs = g.accelerators.to_vec();
+        accs.sort();
+        accs.dedup();
+        let considered: Vec<usize> = accs
+            .iter()
+            .flat_map(|a| by_acc.get(a).into_iter().flatten().copied())
+            .collect();
+        let skipped = (offers.len() - considered.len()) as u32;
+        if skipped > 0 {
+            rejected.insert(Constraint::Accelerator, skipped);
+        }
+        for oi in considered {
+            let o = &offers[oi];
             let reg = &regions[o.region];
             let prof = o.accelerator.profile();
             let nodes = g.chips.div_ceil(o.chips_per_node);
             let watts = nodes as f64 * o.node_facility_watts;
             let speed = prof.rel_training;
-            let reject = if !g.accelerators.contains(&o.accelerator) {
-                Some(Constraint::Accelerator)
-            } else if !residency_allows(g.residency, &reg.jurisdictions) {
+            let reject = if !residency_allows(g.residency, &reg.jurisdictions) {
                 Some(Constraint::Residency)
             } else if o.category == Category::Spot && !g.spot {
                 Some(Constraint::Spot)
@@ -401,7 +424,8 @@ pub fn compile(
                 rtt_ms: 0.0,
             });
         }
-        sort_cands(&mut cands);
+        let (tail_floor, tail_mask) =
+            trim_cands(&mut cands, policy.max_candidates_per_unit, &offers);
         units.push(Unit {
             workload: g.name.to_string(),
             key,
@@ -415,6 +439,9 @@ pub fn compile(
             rps: 0.0,
             from: None,
             previous_offer,
+            provider_mask: 0,
+            tail_floor,
+            tail_mask,
         });
         arrival += 1;
     }
@@ -448,7 +475,17 @@ pub fn compile(
             let mut rejected = BTreeMap::new();
             let mut cands = Vec::new();
             let previous_offer = prev_offer(&key, &offers);
-            for (oi, o) in offers.iter().enumerate() {
+            let considered: Vec<usize> = s
+                .replica
+                .keys()
+                .flat_map(|a| by_acc.get(a).into_iter().flatten().copied())
+                .collect();
+            let skipped = (offers.len() - considered.len()) as u32;
+            if skipped > 0 {
+                rejected.insert(Constraint::Accelerator, skipped);
+            }
+            for oi in considered {
+                let o = &offers[oi];
                 let reg = &regions[o.region];
                 let rtt = from_idx
                     .map(|f| lat.rtt(f, region_lat[o.region]).0)
@@ -497,7 +534,8 @@ pub fn compile(
                     *rejected.entry(c).or_insert(0) += 1;
                 }
             }
-            sort_cands(&mut cands);
+            let (tail_floor, tail_mask) =
+                trim_cands(&mut cands, policy.max_candidates_per_unit, &offers);
             let chips_hint = cands.first().map(|c| c.chips).unwrap_or(1);
             members.push(units.len());
             units.push(Unit {
@@ -513,6 +551,9 @@ pub fn compile(
                 rps,
                 from: Some(from),
                 previous_offer,
+                provider_mask: 0,
+                tail_floor,
+                tail_mask,
             });
         }
         arrival += 1;
@@ -534,6 +575,8 @@ pub fn compile(
             for &m in &members {
                 let n = units[m].cands.len() as u32;
                 units[m].cands.clear();
+                units[m].tail_floor = f64::INFINITY;
+                units[m].tail_mask = 0;
                 *units[m].rejected.entry(Constraint::Redundancy).or_insert(0) += n;
             }
         }
@@ -545,6 +588,12 @@ pub fn compile(
         });
     }
 
+    for u in &mut units {
+        u.provider_mask = u
+            .cands
+            .iter()
+            .fold(0, |m, c| m | 1 << offers[c.offer as usize].provider);
+    }
     Problem {
         offers,
         units,
@@ -572,6 +621,25 @@ fn penalty(priority: u32, chips: u32, kind: UnitKind) -> f64 {
     }
 }
 
-fn sort_cands(c: &mut [Cand]) {
-    c.sort_by(|a, b| a.cost.total_cmp(&b.cost).then(a.offer.cmp(&b.offer)));
+fn cmp_cands(a: &Cand, b: &Cand) -> std::cmp::Ordering {
+    a.cost.total_cmp(&b.cost).then(a.offer.cmp(&b.offer))
+}
+
+/// Sort candidates by cost and keep the `keep` cheapest. What is cut is summarised by its
+/// cheapest cost and its providers, so the dual can still count it and stay a valid bound:
+/// prices only add, so no cut candidate can cost less than the floor.
+fn trim_cands(c: &mut Vec<Cand>, keep: usize, offers: &[Offer]) -> (f64, u64) {
+    if c.len() > keep && keep > 0 {
+        c.select_nth_unstable_by(keep, cmp_cands);
+        let tail = c.split_off(keep);
+        let floor = tail.iter().map(|x| x.cost).fold(f64::INFINITY, f64::min);
+        let mask = tail
+            .iter()
+            .fold(0u64, |m, x| m | 1 << offers[x.offer as usize].provider);
+        c.sort_by(cmp_cands);
+        (floor, mask)
+    } else {
+        c.sort_by(cmp_cands);
+        (f64::INFINITY, 0)
+    }
 }

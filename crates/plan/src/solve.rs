@@ -134,7 +134,16 @@ pub fn greedy(
 ) -> (Choice, Residual) {
     let mut res = Residual::new(p);
     let mut choice: Choice = vec![None; p.units.len()];
+    let mut group_done = vec![false; p.groups.len()];
     for &u in order {
+        if let Some(g) = p.units[u].group {
+            // A service is placed as a whole, so its redundancy rule shapes every choice.
+            if !group_done[g] {
+                group_done[g] = true;
+                place_group(p, g, score, &mut choice, &mut res, blocked);
+            }
+            continue;
+        }
         let mut best: Option<(f64, usize)> = None;
         let mut why = None;
         for c in 0..p.units[u].cands.len() {
@@ -161,6 +170,212 @@ pub fn greedy(
     }
     repair_groups(p, &mut choice, &mut res, blocked);
     (choice, res)
+}
+
+/// Providers beyond this many make the per-group DP (over provider subsets) too large; such
+/// groups fall back to placement unit by unit plus repair, and the bound ignores their rule.
+const DP_MAX_PROVIDERS: usize = 12;
+
+/// Best assignment of one group's units under `score` (None = candidate unusable), with the
+/// rule "placed units span at least `min_providers` providers, or nothing is placed".
+/// Dynamic programme over the set of providers used: exact for the provider rule; the region
+/// rule is implied when it asks for no more regions than providers (each provider's regions
+/// are its own), and otherwise left to `repair_groups`.
+pub fn group_dp(
+    p: &Problem,
+    g: usize,
+    score: &dyn Fn(usize, usize) -> Option<f64>,
+) -> Option<(f64, Vec<Option<usize>>)> {
+    let np = p.providers.len();
+    if np > DP_MAX_PROVIDERS {
+        return None;
+    }
+    let grp = &p.groups[g];
+    let mut best = vec![None; grp.units.len() * np];
+    for (k, &u) in grp.units.iter().enumerate() {
+        let b = &mut best[k * np..(k + 1) * np];
+        for (ci, c) in p.units[u].cands.iter().enumerate() {
+            if let Some(v) = score(u, ci) {
+                let pr = p.offers[c.offer as usize].provider;
+                if b[pr].is_none_or(|(bv, _)| v < bv) {
+                    b[pr] = Some((v, ci));
+                }
+            }
+        }
+    }
+    dp_over_providers(p, g, &best)
+}
+
+/// Per unit of each group, its candidate indices split by provider (each list cost-sorted),
+/// so pricing stops early per provider.
+pub struct ProviderLists {
+    lists: Vec<Vec<Vec<u32>>>,
+}
+
+impl ProviderLists {
+    /// Build for every unit that belongs to a group.
+    pub fn new(p: &Problem) -> ProviderLists {
+        let np = p.providers.len();
+        let lists = p
+            .units
+            .iter()
+            .map(|u| {
+                if u.group.is_none() {
+                    return Vec::new();
+                }
+                let mut l = vec![Vec::new(); np];
+                for (ci, c) in u.cands.iter().enumerate() {
+                    l[p.offers[c.offer as usize].provider].push(ci as u32);
+                }
+                l
+            })
+            .collect();
+        ProviderLists { lists }
+    }
+}
+
+/// `group_dp` under Lagrangian prices, for the dual: a unit's candidates cut by
+/// `max_candidates_per_unit` count as one option per provider at their floor, returned as
+/// `Some(usize::MAX)` (no resources known), which keeps the bound valid.
+fn group_dp_priced(
+    p: &Problem,
+    g: usize,
+    mu: &[f64],
+    pi: &[f64],
+    lists: &ProviderLists,
+) -> Option<(f64, Vec<Option<usize>>)> {
+    let np = p.providers.len();
+    if np > DP_MAX_PROVIDERS {
+        return None;
+    }
+    let grp = &p.groups[g];
+    let mut best = vec![None; grp.units.len() * np];
+    for (k, &u) in grp.units.iter().enumerate() {
+        let unit = &p.units[u];
+        for pr in 0..np {
+            let mut b: Option<(f64, usize)> = (unit.tail_floor.is_finite()
+                && unit.tail_mask & (1 << pr) != 0)
+                .then_some((unit.tail_floor, usize::MAX));
+            for &ci in &lists.lists[u][pr] {
+                let c = &unit.cands[ci as usize];
+                if b.is_some_and(|(bv, _)| c.cost >= bv) {
+                    break; // prices only add: nothing later in this list can win
+                }
+                let o = c.offer as usize;
+                let v = c.cost + mu[o] * c.nodes as f64 + pi[p.offers[o].region] * c.watts / 1e6;
+                if b.is_none_or(|(bv, _)| v < bv) {
+                    b = Some((v, ci as usize));
+                }
+            }
+            best[k * np + pr] = b;
+        }
+    }
+    dp_over_providers(p, g, &best)
+}
+
+fn dp_over_providers(
+    p: &Problem,
+    g: usize,
+    best: &[Option<(f64, usize)>],
+) -> Option<(f64, Vec<Option<usize>>)> {
+    let np = p.providers.len();
+    let grp = &p.groups[g];
+    let states = 1usize << np;
+    let n = grp.units.len();
+    let inf = f64::INFINITY;
+    let mut dp = vec![inf; states];
+    dp[0] = 0.0;
+    let mut next = vec![inf; states];
+    // back[k * states + mask] = (previous mask, provider or usize::MAX for unplaced)
+    let mut back = vec![(0usize, usize::MAX); n * states];
+    for (k, &u) in grp.units.iter().enumerate() {
+        // Same convention as `objective`: a unit with no option costs nothing when left out.
+        let pen = if p.units[u].cands.is_empty() {
+            0.0
+        } else {
+            p.units[u].penalty
+        };
+        next.iter_mut().for_each(|x| *x = inf);
+        let bk = &mut back[k * states..(k + 1) * states];
+        for mask in 0..states {
+            let v = dp[mask];
+            if v == inf {
+                continue;
+            }
+            if v + pen < next[mask] {
+                next[mask] = v + pen;
+                bk[mask] = (mask, usize::MAX);
+            }
+            for (pr, b) in best[k * np..(k + 1) * np].iter().enumerate() {
+                if let Some((s, _)) = b {
+                    let m2 = mask | (1 << pr);
+                    if v + s < next[m2] {
+                        next[m2] = v + s;
+                        bk[m2] = (mask, pr);
+                    }
+                }
+            }
+        }
+        std::mem::swap(&mut dp, &mut next);
+    }
+    let need = grp.min_providers;
+    let (mut mask, val) = (0..states)
+        .filter(|&m| m == 0 || (m as u64).count_ones() >= need)
+        .map(|m| (m, dp[m]))
+        .min_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)))?;
+    if val == inf {
+        return None;
+    }
+    let mut out = vec![None; n];
+    for k in (0..n).rev() {
+        let (prev, pr) = back[k * states + mask];
+        if pr != usize::MAX {
+            out[k] = best[k * np + pr].map(|(_, c)| c);
+        }
+        mask = prev;
+    }
+    Some((val, out))
+}
+
+fn place_group(
+    p: &Problem,
+    g: usize,
+    score: &dyn Fn(usize, usize) -> f64,
+    choice: &mut Choice,
+    res: &mut Residual,
+    blocked: &mut HashMap<usize, Constraint>,
+) {
+    let fits = |u: usize, c: usize| res.blocks(p, u, c).is_none().then(|| score(u, c));
+    let plan = group_dp(p, g, &fits);
+    let grp = &p.groups[g];
+    for (k, &u) in grp.units.iter().enumerate() {
+        let want = match &plan {
+            Some((_, picks)) => picks[k],
+            None => None,
+        };
+        // Units of one service may want the same offer; take it while it fits, else the
+        // best candidate that still does.
+        let pick = want.and_then(|w| {
+            if res.blocks(p, u, w).is_none() {
+                Some(w)
+            } else {
+                (0..p.units[u].cands.len())
+                    .filter(|&c| res.blocks(p, u, c).is_none())
+                    .min_by(|&a, &b| score(u, a).total_cmp(&score(u, b)).then(a.cmp(&b)))
+            }
+        });
+        match pick {
+            Some(c) => {
+                res.take(p, u, c);
+                choice[u] = Some(c);
+            }
+            None => {
+                if !p.units[u].cands.is_empty() {
+                    blocked.insert(u, Constraint::Capacity);
+                }
+            }
+        }
+    }
 }
 
 /// Make every redundancy group satisfied: add the cheapest moves that bring in a new
@@ -323,6 +538,98 @@ pub fn improve(
     }
 }
 
+/// How many cheaper, full options of a unit `eject` examines.
+const EJECT_OPTIONS: usize = 3;
+/// How many occupants of a full offer `eject` considers moving.
+const EJECT_OCCUPANTS: usize = 24;
+
+/// Ejection moves: a unit whose cheaper option is full takes it if one occupant of that
+/// offer can move to its own best fitting alternative and the pair saves money overall.
+/// Captures the trades a one-at-a-time greedy misses under contention (bounded work).
+pub fn eject(p: &Problem, choice: &mut Choice, res: &mut Residual) {
+    let mut at: Vec<Vec<usize>> = vec![Vec::new(); p.offers.len()];
+    for (u, c) in choice.iter().enumerate() {
+        if let Some(c) = c {
+            at[p.units[u].cands[*c].offer as usize].push(u);
+        }
+    }
+    let cost_of = |u: usize, c: Option<usize>| match c {
+        Some(c) => p.units[u].cands[c].cost,
+        None => p.units[u].penalty,
+    };
+    for u in 0..p.units.len() {
+        if p.units[u].group.is_some() || p.units[u].cands.is_empty() {
+            continue;
+        }
+        let cur = choice[u];
+        let cur_cost = cost_of(u, cur);
+        let mut tried = 0;
+        for ci in 0..p.units[u].cands.len() {
+            let cu = p.units[u].cands[ci];
+            if cu.cost >= cur_cost - 1e-9 || tried >= EJECT_OPTIONS {
+                break;
+            }
+            if res.blocks(p, u, ci).is_none() {
+                continue; // `improve` takes free options
+            }
+            tried += 1;
+            let b = cu.offer as usize;
+            let mut best: Option<(f64, usize, usize)> = None; // (delta, v, v's new cand)
+            for &v in at[b].iter().take(EJECT_OCCUPANTS) {
+                if p.units[v].group.is_some() || v == u {
+                    continue;
+                }
+                let Some(cv) = choice[v] else { continue };
+                // Tentatively: v leaves b, u leaves its place and takes b.
+                res.give(p, v, cv);
+                if let Some(c) = cur {
+                    res.give(p, u, c);
+                }
+                if res.blocks(p, u, ci).is_none() {
+                    res.take(p, u, ci);
+                    let v_cost = cost_of(v, Some(cv));
+                    let alt = (0..p.units[v].cands.len())
+                        .filter(|&x| p.units[v].cands[x].offer as usize != b)
+                        .find(|&x| res.blocks(p, v, x).is_none());
+                    let (v_new, v_new_cost) = match alt {
+                        Some(x) => (x, p.units[v].cands[x].cost),
+                        None => (usize::MAX, p.units[v].penalty),
+                    };
+                    let delta = (cu.cost - cur_cost) + (v_new_cost - v_cost);
+                    if delta < -1e-9 && best.is_none_or(|(d, _, _)| delta < d) {
+                        best = Some((delta, v, v_new));
+                    }
+                    res.give(p, u, ci);
+                }
+                if let Some(c) = cur {
+                    res.take(p, u, c);
+                }
+                res.take(p, v, cv);
+            }
+            if let Some((_, v, v_new)) = best {
+                let cv = choice[v].expect("occupant is placed");
+                res.give(p, v, cv);
+                at[b].retain(|&x| x != v);
+                if let Some(c) = cur {
+                    res.give(p, u, c);
+                    at[p.units[u].cands[c].offer as usize].retain(|&x| x != u);
+                }
+                res.take(p, u, ci);
+                choice[u] = Some(ci);
+                at[b].push(u);
+                if v_new == usize::MAX {
+                    choice[v] = None;
+                } else {
+                    res.take(p, v, v_new);
+                    choice[v] = Some(v_new);
+                    at[p.units[v].cands[v_new].offer as usize].push(v);
+                }
+                break;
+            }
+        }
+    }
+}
+
 /// Units that share an identical candidate list and penalty, solved once in the dual.
 struct Classes {
     rep: Vec<usize>,
@@ -337,8 +644,12 @@ fn classes(p: &Problem) -> Classes {
         if u.cands.is_empty() {
             continue; // contributes nothing to the objective (see `objective`)
         }
+        if u.group.is_some() && p.providers.len() <= DP_MAX_PROVIDERS {
+            continue; // solved per group by `group_dp`
+        }
         let mut key = Vec::with_capacity(u.cands.len() * 3 + 1);
         key.push(u.penalty.to_bits());
+        key.push(u.tail_floor.to_bits());
         for c in &u.cands {
             key.push(c.offer as u64 | ((c.nodes as u64) << 32));
             key.push(c.cost.to_bits());
@@ -356,12 +667,53 @@ fn classes(p: &Problem) -> Classes {
     Classes { rep, mult }
 }
 
+/// Candidate evaluations the dual may spend beyond its minimum iterations.
+const DUAL_BUDGET: usize = 300_000_000;
+/// Iterations without improvement before the step shrinks.
+const HALVE_AFTER: usize = 5;
+/// Share of the previous direction kept in the next.
+const MOMENTUM: f64 = 0.0;
+
+/// Warm start for the dual from a feasible plan: a nearly full offer is priced at what its
+/// least eager occupant would pay to stay (its next option's extra cost per node), the price
+/// at which that occupant becomes indifferent. Any non-negative start keeps the bound valid.
+fn clearing_prices(p: &Problem, choice: &Choice, res: &Residual) -> Vec<f64> {
+    let mut mu = vec![f64::INFINITY; p.offers.len()];
+    for (u, c) in choice.iter().enumerate() {
+        let Some(c) = *c else { continue };
+        let unit = &p.units[u];
+        let here = &unit.cands[c];
+        let o = here.offer as usize;
+        if res.nodes[o] * 10 >= p.offers[o].capacity_nodes as i64 {
+            continue; // not full: no price
+        }
+        let next = unit
+            .cands
+            .iter()
+            .find(|x| x.offer != here.offer)
+            .map(|x| x.cost)
+            .unwrap_or(unit.penalty.min(unit.tail_floor));
+        let value = ((next - here.cost) / here.nodes as f64).max(0.0);
+        mu[o] = mu[o].min(value);
+    }
+    mu.iter()
+        .map(|&m| if m.is_finite() { m } else { 0.0 })
+        .collect()
+}
+
 /// Lagrangian dual of capacity and power: lower bound and the best multipliers.
 /// Power is dualised per MW to keep both subgradients on comparable scales.
-fn dual(p: &Problem, iters: usize, mut upper: f64, cls: &Classes) -> (f64, Vec<f64>, Vec<f64>) {
+fn dual(
+    p: &Problem,
+    iters: usize,
+    mut upper: f64,
+    cls: &Classes,
+    lists: &ProviderLists,
+    mu0: Vec<f64>,
+) -> (f64, Vec<f64>, Vec<f64>) {
     let no = p.offers.len();
     let nr = p.region_cap_watts.len();
-    let mut mu = vec![0.0f64; no];
+    let mut mu = mu0;
     let mut pi = vec![0.0f64; nr];
     let mut best = f64::NEG_INFINITY;
     let mut best_mu = mu.clone();
@@ -370,13 +722,16 @@ fn dual(p: &Problem, iters: usize, mut upper: f64, cls: &Classes) -> (f64, Vec<f
     let mut since = 0;
     let mut use_nodes = vec![0.0f64; no];
     let mut use_mw = vec![0.0f64; nr];
+    let mut d_o = vec![0.0f64; no];
+    let mut d_r = vec![0.0f64; nr];
     for _ in 0..iters {
         use_nodes.iter_mut().for_each(|x| *x = 0.0);
         use_mw.iter_mut().for_each(|x| *x = 0.0);
         let mut l = 0.0;
         for (k, &u) in cls.rep.iter().enumerate() {
             let unit = &p.units[u];
-            let mut bv = unit.penalty;
+            // The cut tail is represented by its floor, with no usage: a valid relaxation.
+            let mut bv = unit.penalty.min(unit.tail_floor);
             let mut bc = usize::MAX;
             for (ci, c) in unit.cands.iter().enumerate() {
                 if c.cost >= bv {
@@ -397,6 +752,19 @@ fn dual(p: &Problem, iters: usize, mut upper: f64, cls: &Classes) -> (f64, Vec<f
                 use_mw[p.offers[c.offer as usize].region] += m * c.watts / 1e6;
             }
         }
+        // Redundancy groups: exact per group under the current prices.
+        for g in 0..p.groups.len() {
+            if let Some((v, picks)) = group_dp_priced(p, g, &mu, &pi, lists) {
+                l += v;
+                for (k, pick) in picks.iter().enumerate() {
+                    if let Some(ci) = pick.filter(|&ci| ci != usize::MAX) {
+                        let c = &p.units[p.groups[g].units[k]].cands[ci];
+                        use_nodes[c.offer as usize] += c.nodes as f64;
+                        use_mw[p.offers[c.offer as usize].region] += c.watts / 1e6;
+                    }
+                }
+            }
+        }
         for o in 0..no {
             l -= mu[o] * p.offers[o].capacity_nodes as f64;
         }
@@ -410,7 +778,7 @@ fn dual(p: &Problem, iters: usize, mut upper: f64, cls: &Classes) -> (f64, Vec<f
             since = 0;
         } else {
             since += 1;
-            if since >= 5 {
+            if since >= HALVE_AFTER {
                 theta /= 2.0;
                 since = 0;
             }
@@ -437,6 +805,18 @@ fn dual(p: &Problem, iters: usize, mut upper: f64, cls: &Classes) -> (f64, Vec<f
                 }
             })
             .collect();
+        // Deflected direction (a share of the previous one) damps the zig-zag of plain
+        // subgradient steps between neighbouring pools.
+        let g_o: Vec<f64> = g_o
+            .iter()
+            .zip(&d_o)
+            .map(|(g, d)| g + MOMENTUM * d)
+            .collect();
+        let g_r: Vec<f64> = g_r
+            .iter()
+            .zip(&d_r)
+            .map(|(g, d)| g + MOMENTUM * d)
+            .collect();
         norm += g_o.iter().map(|g| g * g).sum::<f64>();
         norm += g_r.iter().map(|g| g * g).sum::<f64>();
         if norm < 1e-12 {
@@ -452,6 +832,8 @@ fn dual(p: &Problem, iters: usize, mut upper: f64, cls: &Classes) -> (f64, Vec<f
         for r in 0..nr {
             pi[r] = (pi[r] + step * g_r[r]).max(0.0);
         }
+        d_o = g_o;
+        d_r = g_r;
         if theta < 1e-4 {
             break;
         }
@@ -475,12 +857,33 @@ pub fn solve_lagrangian(p: &Problem, iters: usize) -> Solved {
     let mut blocked = HashMap::new();
     let plain = |u: usize, c: usize| p.units[u].cands[c].cost;
     let (mut best_choice, mut res) = greedy(p, &order, &plain, &mut blocked);
+    let (bc, mut bres) = {
+        // The baseline's plan is one more start: stratus never does worse than it.
+        let mut b2 = HashMap::new();
+        let mut ord: Vec<usize> = (0..n).collect();
+        ord.sort_by_key(|&u| (p.units[u].arrival, u));
+        let dollars = |u: usize, c: usize| p.units[u].cands[c].dollars;
+        greedy(p, &ord, &dollars, &mut b2)
+    };
+    let mut bc = bc;
+    improve(p, &mut bc, &mut bres, &mut HashMap::new());
+    improve(p, &mut best_choice, &mut res, &mut blocked);
+    if objective(p, &bc) < objective(p, &best_choice) - 1e-9 {
+        best_choice = bc;
+        res = bres;
+    }
     improve(p, &mut best_choice, &mut res, &mut blocked);
     let mut best_obj = objective(p, &best_choice);
     let mut best_blocked = blocked;
 
     let cls = classes(p);
-    let (lb, mu, pi) = dual(p, iters, best_obj, &cls);
+    let lists = ProviderLists::new(p);
+    // Small problems can afford more dual iterations: scale with the work per iteration,
+    // deterministically (from the problem's size, never from a clock).
+    let cands: usize = p.units.iter().map(|u| u.cands.len()).sum();
+    let iters = (DUAL_BUDGET / cands.max(1)).clamp(iters, 8 * iters);
+    let mu0 = clearing_prices(p, &best_choice, &res);
+    let (lb, mu, pi) = dual(p, iters, best_obj, &cls, &lists, mu0);
     // Priced greedy: scarce pools carry their multiplier, so units that have good
     // alternatives leave them to units that do not.
     let priced = |u: usize, c: usize| {
@@ -514,6 +917,8 @@ pub fn solve_lagrangian(p: &Problem, iters: usize) -> Solved {
         }
         let mut blocked = HashMap::new();
         let (mut ch, mut res) = greedy(p, &order2, &priced, &mut blocked);
+        improve(p, &mut ch, &mut res, &mut blocked);
+        eject(p, &mut ch, &mut res);
         improve(p, &mut ch, &mut res, &mut blocked);
         let obj = objective(p, &ch);
         if obj < best_obj - 1e-9 {

@@ -382,11 +382,18 @@ proptest! {
         let fleet = gen_fleet(&mut r, 3);
         let n = 12 + r.below(20) as usize;
         let w = gen_workloads(&mut r, n);
+        let mut objectives = Vec::new();
         for alg in [Algorithm::Stratus, Algorithm::CheapestFirst] {
             let plan = plan(&fleet, &w, &Policy::with_algorithm(alg), None);
             check_plan(&fleet, &w, &plan).map_err(|e| TestCaseError::fail(format!("seed {seed} {alg}: {e}")))?;
             prop_assert_eq!(plan.placements.len() + plan.unplaced.len(), plan.summary.units_total);
+            objectives.push((plan.objective_per_hour, plan.lower_bound_per_hour));
         }
+        let (s, lb) = objectives[0];
+        let (b, _) = objectives[1];
+        let eps = 1e-6 * b.max(1.0);
+        prop_assert!(lb <= s + eps && lb <= b + eps, "seed {seed}: bound {lb} above a feasible plan ({s}, {b})");
+        prop_assert!(s <= b + eps, "seed {seed}: stratus {s} worse than the baseline {b}");
     }
 
     #[test]
