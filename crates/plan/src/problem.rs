@@ -122,6 +122,10 @@ pub struct Cand {
     pub nodes: u32,
     /// Facility watts drawn at full load.
     pub watts: f64,
+    /// The same in MW, the unit the dual prices power in.
+    pub mw: f64,
+    /// Region index of the offer (kept here so hot loops avoid a lookup).
+    pub region: u32,
     /// Objective contribution, $/h (price + carbon + latency + locality + migration terms).
     pub cost: f64,
     /// Plain dollars per hour (marginal price of the nodes).
@@ -417,6 +421,8 @@ pub fn compile(
                 offer: oi as u32,
                 nodes,
                 watts,
+                mw: watts / 1e6,
+                region: o.region as u32,
                 cost,
                 dollars,
                 chips: g.chips,
@@ -519,6 +525,8 @@ pub fn compile(
                             offer: oi as u32,
                             nodes,
                             watts,
+                            mw: watts / 1e6,
+                            region: o.region as u32,
                             cost,
                             dollars,
                             chips: replicas * spec.chips,

@@ -262,7 +262,7 @@ fn group_dp_priced(
                     break; // prices only add: nothing later in this list can win
                 }
                 let o = c.offer as usize;
-                let v = c.cost + mu[o] * c.nodes as f64 + pi[p.offers[o].region] * c.watts / 1e6;
+                let v = c.cost + mu[o] * c.nodes as f64 + pi[c.region as usize] * c.mw;
                 if b.is_none_or(|(bv, _)| v < bv) {
                     b = Some((v, ci as usize));
                 }
@@ -670,7 +670,7 @@ fn classes(p: &Problem) -> Classes {
 /// Candidate evaluations the dual may spend beyond its minimum iterations.
 const DUAL_BUDGET: usize = 300_000_000;
 /// Iterations without improvement before the step shrinks.
-const HALVE_AFTER: usize = 5;
+const HALVE_AFTER: usize = 10;
 /// Share of the previous direction kept in the next.
 const MOMENTUM: f64 = 0.0;
 
@@ -738,7 +738,7 @@ fn dual(
                     break; // multipliers only add: a candidate whose own cost exceeds the best cannot win
                 }
                 let o = c.offer as usize;
-                let v = c.cost + mu[o] * c.nodes as f64 + pi[p.offers[o].region] * c.watts / 1e6;
+                let v = c.cost + mu[o] * c.nodes as f64 + pi[c.region as usize] * c.mw;
                 if v < bv {
                     bv = v;
                     bc = ci;
@@ -749,7 +749,7 @@ fn dual(
             if bc != usize::MAX {
                 let c = &unit.cands[bc];
                 use_nodes[c.offer as usize] += m * c.nodes as f64;
-                use_mw[p.offers[c.offer as usize].region] += m * c.watts / 1e6;
+                use_mw[c.region as usize] += m * c.mw;
             }
         }
         // Redundancy groups: exact per group under the current prices.
@@ -760,7 +760,7 @@ fn dual(
                     if let Some(ci) = pick.filter(|&ci| ci != usize::MAX) {
                         let c = &p.units[p.groups[g].units[k]].cands[ci];
                         use_nodes[c.offer as usize] += c.nodes as f64;
-                        use_mw[p.offers[c.offer as usize].region] += c.watts / 1e6;
+                        use_mw[c.region as usize] += c.mw;
                     }
                 }
             }
@@ -889,7 +889,7 @@ pub fn solve_lagrangian(p: &Problem, iters: usize) -> Solved {
     let priced = |u: usize, c: usize| {
         let cand = &p.units[u].cands[c];
         let o = cand.offer as usize;
-        cand.cost + mu[o] * cand.nodes as f64 + pi[p.offers[o].region] * cand.watts / 1e6
+        cand.cost + mu[o] * cand.nodes as f64 + pi[cand.region as usize] * cand.mw
     };
     for variant in 0..2 {
         let mut order2 = order.clone();
