@@ -19,6 +19,7 @@ pub mod geo;
 mod lambda;
 mod latency;
 mod offer;
+pub mod scenario;
 #[cfg(test)]
 mod tests;
 

@@ -2,9 +2,9 @@
 //! sets, both measured in the same run, reported as ratios (the machine may be shared).
 
 use crate::present::thousands;
-use crate::scenario;
 use anyhow::Result;
 use std::time::Instant;
+use stratus_catalog::scenario;
 use stratus_plan::{Algorithm, Policy};
 
 /// Run the planning benchmark for each size.

@@ -5,7 +5,6 @@
 
 mod bench;
 mod present;
-mod scenario;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -45,6 +44,10 @@ enum Cmd {
         /// Carbon shadow price, $/tCO2e.
         #[arg(long)]
         carbon_price: Option<f64>,
+        /// A previous plan (JSON from `--format json`): moving a unit away from where it runs
+        /// is charged its migration cost, so small savings do not cause churn.
+        #[arg(long)]
+        previous: Option<PathBuf>,
         /// Output format.
         #[arg(long, value_enum, default_value_t = OutFormat::Table)]
         format: OutFormat,
@@ -158,7 +161,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Demo { format } => {
             let fleet = stratus_catalog::builtin();
-            let workloads = scenario::demo_workloads(fleet)?;
+            let workloads = stratus_catalog::scenario::demo_workloads(fleet)?;
             let started = std::time::Instant::now();
             let plan = stratus_plan::plan(fleet, &workloads, &Policy::default(), None);
             let took = started.elapsed();
@@ -178,6 +181,7 @@ fn run(cli: Cli) -> Result<()> {
             workloads,
             policy,
             carbon_price,
+            previous,
             format,
         } => {
             let fleet = load_fleet(fleet.as_deref())?;
@@ -191,9 +195,26 @@ fn run(cli: Cli) -> Result<()> {
             })?;
             let mut pol = Policy::with_algorithm(algorithm);
             if let Some(c) = carbon_price {
+                if !(c.is_finite() && c >= 0.0) {
+                    return Err(InputError {
+                        file: "--carbon-price".into(),
+                        line: None,
+                        field: None,
+                        reason: format!("must be a non-negative number of $/tCO2e, got {c}"),
+                    }
+                    .into());
+                }
                 pol.carbon_price = UsdPerTonne(c);
             }
-            let plan = stratus_plan::plan(&fleet, &w, &pol, None);
+            let prev = match previous {
+                Some(path) => {
+                    let (p, _): (stratus_plan::Plan, String) =
+                        parse::read_file(&path).context("reading the previous plan")?;
+                    Some(stratus_plan::PreviousPlan::from(&p))
+                }
+                None => None,
+            };
+            let plan = stratus_plan::plan(&fleet, &w, &pol, prev.as_ref());
             match format {
                 OutFormat::Json => println!("{}", serde_json::to_string_pretty(&plan)?),
                 OutFormat::Table => present::plan(&plan),

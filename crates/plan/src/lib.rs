@@ -196,7 +196,7 @@ pub fn cheapest_first(p: &Problem) -> Solved {
     Solved {
         choice,
         objective,
-        lower_bound: f64::NAN,
+        lower_bound: solve::relaxation_bound(p).min(objective),
         method: "cheapest-first, arrival order".into(),
         blocked,
     }
@@ -296,10 +296,10 @@ fn render(p: &Problem, policy: &Policy, s: Solved) -> Plan {
         cost_per_hour,
         objective_per_hour: s.objective,
         lower_bound_per_hour: lb,
-        gap: if lb.is_finite() && lb > 0.0 {
+        gap: if lb > 0.0 {
             (s.objective - lb) / lb
         } else {
-            f64::NAN
+            0.0
         },
         placements,
         unplaced,

@@ -841,6 +841,15 @@ fn dual(
     (best, best_mu, best_pi)
 }
 
+/// The plain relaxation bound (every unit at its cheapest option, services at their cheapest
+/// redundant layout, capacity ignored): weak but valid and cheap, for plans that compute no
+/// better bound.
+pub fn relaxation_bound(p: &Problem) -> f64 {
+    let cls = classes(p);
+    let lists = ProviderLists::new(p);
+    dual(p, 1, f64::INFINITY, &cls, &lists, vec![0.0; p.offers.len()]).0
+}
+
 /// Heuristic solve with a Lagrangian lower bound.
 pub fn solve_lagrangian(p: &Problem, iters: usize) -> Solved {
     let n = p.units.len();

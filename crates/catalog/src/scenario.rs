@@ -1,6 +1,6 @@
-//! Workload sets the CLI ships: the demo set, and seeded generated sets for benchmarks.
+//! Built-in workload sets: the demo set, and seeded generated sets for benchmarks. They live
+//! beside the built-in fleet because both are what stratus plans with zero configuration.
 
-use anyhow::Result;
 use std::collections::BTreeMap;
 use stratus_model::parse::{from_str, validate_workloads, Format};
 use stratus_model::*;
@@ -9,7 +9,7 @@ use stratus_model::*;
 pub const DEMO_YAML: &str = include_str!("../../../examples/demo-workloads.yaml");
 
 /// Parse and validate the demo set against the fleet.
-pub fn demo_workloads(fleet: &Fleet) -> Result<WorkloadSet> {
+pub fn demo_workloads(fleet: &Fleet) -> Result<WorkloadSet, InputError> {
     let file = "examples/demo-workloads.yaml";
     let w: WorkloadSet = from_str(file, DEMO_YAML, Format::Yaml)?;
     validate_workloads(&w, fleet, file, DEMO_YAML)?;
@@ -18,6 +18,30 @@ pub fn demo_workloads(fleet: &Fleet) -> Result<WorkloadSet> {
 
 /// splitmix64: a tiny seeded generator, so a benchmark's inputs depend only on its seed.
 pub struct Rng(pub u64);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_demo_set_validates_against_the_built_in_fleet() {
+        let w = demo_workloads(crate::builtin()).unwrap();
+        assert_eq!(
+            (w.training.len(), w.inference.len(), w.batch.len()),
+            (41, 12, 10)
+        );
+    }
+
+    #[test]
+    fn generated_sets_depend_only_on_the_seed() {
+        let f = crate::builtin();
+        let a = generated(f, 200, 7).unwrap();
+        assert_eq!(a, generated(f, 200, 7).unwrap());
+        assert_ne!(a, generated(f, 200, 8).unwrap());
+        assert_eq!(a.len(), 200);
+        validate_workloads(&a, f, "<generated>", "").unwrap();
+    }
+}
 
 impl Rng {
     fn next(&mut self) -> u64 {
@@ -45,7 +69,7 @@ fn images(accs: &[Accelerator]) -> BTreeMap<Arch, String> {
 /// runs (256–1,024 chips), 50 % fine-tunes (1–64 chips), 25 % deferrable batch jobs (8–32
 /// chips) and 24 % inference services with 1–3 user locations of 5–50 req/s each. Demand is drawn from the demo's services so
 /// replica sizes stay realistic.
-pub fn generated(fleet: &Fleet, n: usize, seed: u64) -> Result<WorkloadSet> {
+pub fn generated(fleet: &Fleet, n: usize, seed: u64) -> Result<WorkloadSet, InputError> {
     use Accelerator::*;
     let demo = demo_workloads(fleet)?;
     let mut r = Rng(seed);

@@ -1,0 +1,262 @@
+//! The real binary, run as a user would: the two README commands' main job, round trips
+//! between commands, and bad input turning into one clear error and exit code 2.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn stratus(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_stratus"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("binary runs")
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("stratus-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d.join(name)
+}
+
+fn examples(name: &str) -> String {
+    format!("{}/../../examples/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn demo_prints_its_summary() {
+    let o = stratus(&["demo"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    for needle in [
+        "aws",
+        "azure",
+        "gcp",
+        "lambda",
+        "lower bound",
+        "tCO2e/day",
+        "latency SLO",
+        "cheapest-first",
+    ] {
+        assert!(out.contains(needle), "demo output lacks {needle:?}:\n{out}");
+    }
+}
+
+#[test]
+fn plan_json_has_the_documented_fields() {
+    let o = stratus(&[
+        "plan",
+        "--workloads",
+        &examples("demo-workloads.yaml"),
+        "--format",
+        "json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    for k in [
+        "policy",
+        "cost_per_hour",
+        "lower_bound_per_hour",
+        "gap",
+        "unplaced",
+        "placements",
+        "summary",
+    ] {
+        assert!(v.get(k).is_some(), "missing {k}");
+    }
+    let p = &v["placements"][0];
+    for k in [
+        "workload",
+        "provider",
+        "region",
+        "pool",
+        "accelerator",
+        "chips",
+        "cost_per_hour",
+        "explanation",
+    ] {
+        assert!(p.get(k).is_some(), "placement missing {k}");
+    }
+    assert!(
+        v["lower_bound_per_hour"].as_f64().unwrap() <= v["objective_per_hour"].as_f64().unwrap()
+    );
+}
+
+#[test]
+fn fleet_show_json_is_a_fleet_file_and_pool_ids_match_plans() {
+    let f = tmp("aws-fleet.json");
+    let o = stratus(&["fleet", "show", "--provider", "aws", "--format", "json"]);
+    assert!(o.status.success());
+    std::fs::write(&f, &o.stdout).unwrap();
+    let w = examples("small-workloads.yaml");
+    let o = stratus(&[
+        "plan",
+        "--fleet",
+        f.to_str().unwrap(),
+        "--workloads",
+        &w,
+        "--format",
+        "json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let plan: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let fleet: serde_json::Value = serde_json::from_slice(&std::fs::read(&f).unwrap()).unwrap();
+    let ids: Vec<&str> = fleet["providers"][0]["regions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| {
+            r["pools"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["id"].as_str().unwrap())
+        })
+        .collect();
+    let placements = plan["placements"].as_array().unwrap();
+    assert!(!placements.is_empty());
+    for x in placements {
+        assert!(ids.contains(&x["pool"].as_str().unwrap()), "{x}");
+        assert_eq!(x["provider"], "aws");
+    }
+}
+
+#[test]
+fn fleet_show_yaml_reads_back_the_same_fleet() {
+    let y = tmp("h200.yaml");
+    let o = stratus(&["fleet", "show", "--accelerator", "H200", "--format", "yaml"]);
+    assert!(o.status.success());
+    std::fs::write(&y, &o.stdout).unwrap();
+    let j1 = stratus(&[
+        "fleet",
+        "show",
+        "--fleet",
+        y.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    let j2 = stratus(&["fleet", "show", "--accelerator", "H200", "--format", "json"]);
+    assert!(
+        j1.status.success(),
+        "{}",
+        String::from_utf8_lossy(&j1.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&j1.stdout),
+        String::from_utf8_lossy(&j2.stdout)
+    );
+}
+
+#[test]
+fn a_previous_plan_is_kept_when_nothing_changed() {
+    let w = examples("small-workloads.yaml");
+    let first = tmp("first.json");
+    let o = stratus(&["plan", "--workloads", &w, "--format", "json"]);
+    std::fs::write(&first, &o.stdout).unwrap();
+    let o2 = stratus(&[
+        "plan",
+        "--workloads",
+        &w,
+        "--previous",
+        first.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert!(
+        o2.status.success(),
+        "{}",
+        String::from_utf8_lossy(&o2.stderr)
+    );
+    let a: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let b: serde_json::Value = serde_json::from_slice(&o2.stdout).unwrap();
+    let pools = |v: &serde_json::Value| -> Vec<(String, String)> {
+        v["placements"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| {
+                (
+                    x["unit"].as_str().unwrap().into(),
+                    x["pool"].as_str().unwrap().into(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(pools(&a), pools(&b));
+}
+
+#[test]
+fn the_baseline_policy_runs_and_is_labelled() {
+    let o = stratus(&[
+        "plan",
+        "--workloads",
+        &examples("small-workloads.yaml"),
+        "--policy",
+        "cheapest-first",
+        "--format",
+        "json",
+    ]);
+    assert!(o.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["policy"], "cheapest-first");
+}
+
+fn bad(args: &[&str], expect: &[&str]) {
+    let o = stratus(args);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "stdout {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.starts_with("stratus: "), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    for e in expect {
+        assert!(err.contains(e), "{err:?} lacks {e:?}");
+    }
+}
+
+#[test]
+fn bad_workload_file_is_one_clear_error_with_exit_code_2() {
+    let f = tmp("bad.yaml");
+    std::fs::write(&f, "training:\n  - name: a\n    chips: 8\n    accelerators: [H100]\n    images: {cuda: x}\n    work_chip_hours: 10\n    gpus: 3\n").unwrap();
+    bad(
+        &["plan", "--workloads", f.to_str().unwrap()],
+        &["bad.yaml:7", "gpus"],
+    );
+}
+
+#[test]
+fn bad_fleet_file_is_one_clear_error_with_exit_code_2() {
+    let f = tmp("fleet.toml");
+    std::fs::write(&f, "[[providers]]\nname = \"x\"\n[[providers.regions]]\nname = \"r\"\nlat = 1.0\nlon = 2.0\ncarbon_g_per_kwh = -5\npue = 1.1\npower_cap_mw = 1\npools = []\n").unwrap();
+    bad(
+        &[
+            "plan",
+            "--fleet",
+            f.to_str().unwrap(),
+            "--workloads",
+            &examples("small-workloads.yaml"),
+        ],
+        &["fleet.toml:7", "non-negative"],
+    );
+}
+
+#[test]
+fn unknown_policy_and_missing_file_are_bad_input() {
+    bad(
+        &[
+            "plan",
+            "--workloads",
+            &examples("small-workloads.yaml"),
+            "--policy",
+            "fastest",
+        ],
+        &["--policy", "cheapest-first"],
+    );
+    bad(
+        &["plan", "--workloads", "/nonexistent/w.yaml"],
+        &["/nonexistent/w.yaml", "cannot read"],
+    );
+    bad(&["fleet", "show", "--accelerator", "H1000"], &["H1000"]);
+}
