@@ -19,30 +19,6 @@ pub fn demo_workloads(fleet: &Fleet) -> Result<WorkloadSet, InputError> {
 /// splitmix64: a tiny seeded generator, so a benchmark's inputs depend only on its seed.
 pub struct Rng(pub u64);
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_demo_set_validates_against_the_built_in_fleet() {
-        let w = demo_workloads(crate::builtin()).unwrap();
-        assert_eq!(
-            (w.training.len(), w.inference.len(), w.batch.len()),
-            (41, 12, 10)
-        );
-    }
-
-    #[test]
-    fn generated_sets_depend_only_on_the_seed() {
-        let f = crate::builtin();
-        let a = generated(f, 200, 7).unwrap();
-        assert_eq!(a, generated(f, 200, 7).unwrap());
-        assert_ne!(a, generated(f, 200, 8).unwrap());
-        assert_eq!(a.len(), 200);
-        validate_workloads(&a, f, "<generated>", "").unwrap();
-    }
-}
-
 impl Rng {
     fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E3779B97F4A7C15);
@@ -177,4 +153,28 @@ pub fn generated(fleet: &Fleet, n: usize, seed: u64) -> Result<WorkloadSet, Inpu
         }
     }
     Ok(w)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_demo_set_validates_against_the_built_in_fleet() {
+        let w = demo_workloads(crate::builtin()).unwrap();
+        assert_eq!(
+            (w.training.len(), w.inference.len(), w.batch.len()),
+            (41, 12, 10)
+        );
+    }
+
+    #[test]
+    fn generated_sets_depend_only_on_the_seed() {
+        let f = crate::builtin();
+        let a = generated(f, 200, 7).unwrap();
+        assert_eq!(a, generated(f, 200, 7).unwrap());
+        assert_ne!(a, generated(f, 200, 8).unwrap());
+        assert_eq!(a.len(), 200);
+        validate_workloads(&a, f, "<generated>", "").unwrap();
+    }
 }
