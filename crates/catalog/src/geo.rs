@@ -2,7 +2,7 @@
 //!
 //! Coordinates come from the shared data (`network_latency/region_coordinates`); regions those
 //! files lack (Lambda, and Azure/GCP regions opened after the files were made) come from
-//! [`EXTRA_SITES`], approximate city coordinates of the city each provider names for the region.
+//! `EXTRA_SITES`, approximate city coordinates of the city each provider names for the region.
 
 use crate::csvutil::{read_text, Csv, Extra};
 use crate::error::{BuildReport, CatalogError};

@@ -8,6 +8,8 @@
 //! (capacity, power caps, commitments), the rules in [`assume::NOTES`] apply and are written
 //! into the fleet's `notes`.
 
+#![warn(missing_docs)]
+
 pub mod assume;
 mod aws;
 mod azure;

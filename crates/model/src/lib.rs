@@ -4,6 +4,8 @@
 //! Architecture invariant: this crate does no I/O except reading the file it is asked to parse,
 //! reads no clock, and knows nothing of planning.
 
+#![warn(missing_docs)]
+
 pub mod accelerator;
 pub mod fleet;
 pub mod parse;
