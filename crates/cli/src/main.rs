@@ -128,6 +128,13 @@ enum FleetFormat {
 }
 
 fn main() -> ExitCode {
+    // Like other Unix filters, end quietly when the reader goes away (`stratus … | head`)
+    // instead of panicking on a broken pipe.
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

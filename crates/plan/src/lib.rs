@@ -174,7 +174,8 @@ pub fn solve_problem(problem: &Problem, policy: &Policy) -> Solved {
         Algorithm::CheapestFirst => cheapest_first(problem),
         Algorithm::Stratus => {
             let size: usize = problem.units.iter().map(|u| u.cands.len()).sum();
-            if size <= policy.exact_max_candidates {
+            if size <= policy.exact_max_candidates && problem.units.len() <= policy.exact_max_units
+            {
                 if let Some(s) = exact::solve_exact(problem) {
                     return s;
                 }

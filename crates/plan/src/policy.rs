@@ -60,8 +60,11 @@ pub struct Policy {
     pub remote_data_usd_per_chip_hour: f64,
     /// Average accelerator utilisation, for energy and carbon (power caps use full TDP).
     pub utilisation: f64,
-    /// Largest problem (candidate pairs) solved exactly by MILP.
+    /// Largest problem (candidate pairs) solved exactly by MILP…
     pub exact_max_candidates: usize,
+    /// …and most units: branch and bound time grows fast with contended units, so larger
+    /// problems go to the Lagrangian method, which reports its gap instead.
+    pub exact_max_units: usize,
     /// Subgradient iterations of the Lagrangian dual.
     pub dual_iterations: usize,
     /// Candidates kept per unit (the cheapest); the rest are summarised so the lower bound
@@ -80,7 +83,8 @@ impl Default for Policy {
             spot_training_overhead: 0.15,
             remote_data_usd_per_chip_hour: 0.05,
             utilisation: 0.8,
-            exact_max_candidates: 64,
+            exact_max_candidates: 2000,
+            exact_max_units: 12,
             dual_iterations: 120,
             max_candidates_per_unit: 256,
         }
