@@ -138,6 +138,33 @@ pub struct Cand {
     pub rtt_ms: f64,
 }
 
+impl Cand {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        oi: usize,
+        o: &Offer,
+        nodes: u32,
+        watts: f64,
+        cost: f64,
+        dollars: f64,
+        (chips, replicas): (u32, u32),
+        rtt_ms: f64,
+    ) -> Cand {
+        Cand {
+            offer: oi as u32,
+            nodes,
+            watts,
+            mw: watts / 1e6,
+            region: o.region as u32,
+            cost,
+            dollars,
+            chips,
+            replicas,
+            rtt_ms,
+        }
+    }
+}
+
 /// An indivisible placement decision: a gang, a batch job, or one location's replicas.
 #[derive(Debug, Clone)]
 pub struct Unit {
@@ -417,18 +444,16 @@ pub fn compile(
                         / policy.migration_amortization_hours;
                 }
             }
-            cands.push(Cand {
-                offer: oi as u32,
+            cands.push(Cand::new(
+                oi,
+                o,
                 nodes,
                 watts,
-                mw: watts / 1e6,
-                region: o.region as u32,
                 cost,
                 dollars,
-                chips: g.chips,
-                replicas: 1,
-                rtt_ms: 0.0,
-            });
+                (g.chips, 1),
+                0.0,
+            ));
         }
         let (tail_floor, tail_mask) =
             trim_cands(&mut cands, policy.max_candidates_per_unit, &offers);
@@ -521,18 +546,8 @@ pub fn compile(
                                     / policy.migration_amortization_hours;
                             }
                         }
-                        cands.push(Cand {
-                            offer: oi as u32,
-                            nodes,
-                            watts,
-                            mw: watts / 1e6,
-                            region: o.region as u32,
-                            cost,
-                            dollars,
-                            chips: replicas * spec.chips,
-                            replicas,
-                            rtt_ms: rtt,
-                        });
+                        let size = (replicas * spec.chips, replicas);
+                        cands.push(Cand::new(oi, o, nodes, watts, cost, dollars, size, rtt));
                         None
                     }
                 } else {

@@ -403,24 +403,18 @@ pub fn repair_groups(
                 // Moving a unit away must not remove the only unit on a provider/region.
                 if let Some(c) = cur {
                     let o = &p.offers[p.units[u].cands[c].offer as usize];
-                    let same_prov = grp
-                        .units
-                        .iter()
-                        .filter(|&&v| {
-                            choice[v].is_some_and(|cv| {
-                                p.offers[p.units[v].cands[cv].offer as usize].provider == o.provider
+                    let sharing = |same: &dyn Fn(&crate::problem::Offer) -> bool| {
+                        grp.units
+                            .iter()
+                            .filter(|&&v| {
+                                choice[v].is_some_and(|cv| {
+                                    same(&p.offers[p.units[v].cands[cv].offer as usize])
+                                })
                             })
-                        })
-                        .count();
-                    let same_reg = grp
-                        .units
-                        .iter()
-                        .filter(|&&v| {
-                            choice[v].is_some_and(|cv| {
-                                p.offers[p.units[v].cands[cv].offer as usize].region == o.region
-                            })
-                        })
-                        .count();
+                            .count()
+                    };
+                    let same_prov = sharing(&|x| x.provider == o.provider);
+                    let same_reg = sharing(&|x| x.region == o.region);
                     if same_prov < 2 && need_prov || same_reg < 2 && !need_prov {
                         continue;
                     }

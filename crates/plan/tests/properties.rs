@@ -8,25 +8,11 @@ use stratus_plan::problem::{compile, Problem};
 use stratus_plan::solve::{feasible, objective, Choice};
 use stratus_plan::{plan, Algorithm, Plan, Policy, UnitKind};
 
-/// Small deterministic PRNG (splitmix64) so instances depend only on the seed.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E3779B97F4A7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn f(&mut self, lo: f64, hi: f64) -> f64 {
-        lo + (hi - lo) * (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn pick<'a, T>(&mut self, v: &'a [T]) -> &'a T {
-        &v[self.below(v.len() as u64) as usize]
-    }
+use stratus_catalog::scenario::Rng;
+
+/// Uniform in `lo..hi`.
+fn uniform(r: &mut Rng, lo: f64, hi: f64) -> f64 {
+    lo + (hi - lo) * (r.next_u64() >> 11) as f64 / (1u64 << 53) as f64
 }
 
 const ACCS: [Accelerator; 3] = [Accelerator::H100, Accelerator::MI300X, Accelerator::L4];
@@ -44,7 +30,7 @@ fn gen_fleet(r: &mut Rng, max_pools_per_region: u64) -> Fleet {
         for k in 0..1 + r.below(max_pools_per_region) {
             let acc = *r.pick(&ACCS);
             let nodes = 1 + r.below(4) as u32;
-            let od = r.f(5.0, 50.0).round();
+            let od = uniform(r, 5.0, 50.0).round();
             pools.push(Pool {
                 id: format!("{prov}:{reg}:n{k}"),
                 instance_type: format!("n{k}"),
@@ -74,10 +60,10 @@ fn gen_fleet(r: &mut Rng, max_pools_per_region: u64) -> Fleet {
             jurisdictions: vec![j.into()],
             lat,
             lon,
-            carbon_g_per_kwh: GramsPerKwh(r.f(20.0, 600.0).round()),
+            carbon_g_per_kwh: GramsPerKwh(uniform(r, 20.0, 600.0).round()),
             carbon_hourly: None,
             pue: 1.2,
-            power_cap_mw: Megawatts(pool_it * r.f(0.3, 1.2) / 1e6),
+            power_cap_mw: Megawatts(pool_it * uniform(r, 0.3, 1.2) / 1e6),
             pools,
         });
     }
@@ -174,7 +160,7 @@ fn gen_workloads(r: &mut Rng, n: usize) -> WorkloadSet {
                     images: images(),
                     demand: vec![Demand {
                         from: format!("{}:{}", from.0, from.1),
-                        rps: RequestsPerSec(r.f(1.0, 25.0).round()),
+                        rps: RequestsPerSec(uniform(r, 1.0, 25.0).round()),
                     }],
                     latency_slo_ms: Millis(*r.pick(&[30.0, 60.0, 120.0])),
                     min_providers: 1 + r.below(2) as u32,
