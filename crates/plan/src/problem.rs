@@ -382,7 +382,7 @@ pub fn compile(
             checkpoint_h: 0.5,
         });
     }
-    for g in gangs {
+    let make_gang = |arrival: usize, g: &Gang| -> Unit {
         let mut rejected = BTreeMap::new();
         let mut cands = Vec::new();
         let key = g.name.to_string();
@@ -457,7 +457,7 @@ pub fn compile(
         }
         let (tail_floor, tail_mask) =
             trim_cands(&mut cands, policy.max_candidates_per_unit, &offers);
-        units.push(Unit {
+        Unit {
             workload: g.name.to_string(),
             key,
             kind: g.kind,
@@ -473,9 +473,10 @@ pub fn compile(
             provider_mask: 0,
             tail_floor,
             tail_mask,
-        });
-        arrival += 1;
-    }
+        }
+    };
+    units.extend(par_map(&gangs, &make_gang));
+    arrival += gangs.len();
 
     for s in &workloads.inference {
         let gi = groups.len();
@@ -642,6 +643,27 @@ fn penalty(priority: u32, chips: u32, kind: UnitKind) -> f64 {
         UnitKind::Batch => base / 10.0,
         _ => base,
     }
+}
+
+/// `f` over `items` with their indices, on two threads (halves), results in input order.
+fn par_map<T: Sync, R: Send>(items: &[T], f: &(dyn Fn(usize, &T) -> R + Sync)) -> Vec<R> {
+    let mid = items.len() / 2;
+    if mid < 64 {
+        return items.iter().enumerate().map(|(i, t)| f(i, t)).collect();
+    }
+    let (a, b) = items.split_at(mid);
+    let (mut ra, rb) = std::thread::scope(|sc| {
+        let hb = sc.spawn(|| {
+            b.iter()
+                .enumerate()
+                .map(|(i, t)| f(mid + i, t))
+                .collect::<Vec<R>>()
+        });
+        let ra: Vec<R> = a.iter().enumerate().map(|(i, t)| f(i, t)).collect();
+        (ra, hb.join().expect("compile worker"))
+    });
+    ra.extend(rb);
+    ra
 }
 
 fn cmp_cands(a: &Cand, b: &Cand) -> std::cmp::Ordering {

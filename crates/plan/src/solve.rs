@@ -695,6 +695,106 @@ fn clearing_prices(p: &Problem, choice: &Choice, res: &Residual) -> Vec<f64> {
         .collect()
 }
 
+/// Candidate count from which the dual runs its two halves on two threads.
+const THREADED_CANDIDATES: usize = 200_000;
+
+/// Where the dual's work is cut in two: classes and groups in order, halved by candidates.
+#[derive(Clone, Copy)]
+struct Split {
+    /// Work items `0..classes` are classes, the rest groups; the second half starts here.
+    at: usize,
+    /// Whether the halves are worth a thread each (small problems lose more to spawning).
+    threaded: bool,
+}
+
+impl Split {
+    fn new(p: &Problem, cls: &Classes) -> Split {
+        let weights: Vec<usize> = cls
+            .rep
+            .iter()
+            .map(|&u| p.units[u].cands.len())
+            .chain(p.groups.iter().map(|g| {
+                g.units
+                    .iter()
+                    .map(|&u| p.units[u].cands.len())
+                    .sum::<usize>()
+            }))
+            .collect();
+        let total: usize = weights.iter().sum();
+        let mut acc = 0;
+        let at = weights
+            .iter()
+            .position(|w| {
+                acc += w;
+                acc * 2 >= total
+            })
+            .map_or(weights.len(), |i| i + 1);
+        Split {
+            at,
+            threaded: total >= THREADED_CANDIDATES,
+        }
+    }
+}
+
+/// Value and usage of the relaxed subproblems of one half of the work items.
+fn relaxed_part(
+    p: &Problem,
+    cls: &Classes,
+    lists: &ProviderLists,
+    mu: &[f64],
+    pi: &[f64],
+    split: Split,
+    second: bool,
+) -> (f64, Vec<f64>, Vec<f64>) {
+    let mut use_nodes = vec![0.0f64; p.offers.len()];
+    let mut use_mw = vec![0.0f64; p.region_cap_watts.len()];
+    let mut l = 0.0;
+    let nc = cls.rep.len();
+    let items = nc + p.groups.len();
+    let range = if second { split.at..items } else { 0..split.at };
+    for item in range {
+        if item < nc {
+            let k = item;
+            let unit = &p.units[cls.rep[k]];
+            // The cut tail is represented by its floor, with no usage: a valid relaxation.
+            let mut bv = unit.penalty.min(unit.tail_floor);
+            let mut bc = usize::MAX;
+            for (ci, c) in unit.cands.iter().enumerate() {
+                if c.cost >= bv {
+                    break; // prices only add: a candidate whose own cost exceeds the best cannot win
+                }
+                let v =
+                    c.cost + mu[c.offer as usize] * c.nodes as f64 + pi[c.region as usize] * c.mw;
+                if v < bv {
+                    bv = v;
+                    bc = ci;
+                }
+            }
+            let m = cls.mult[k];
+            l += m * bv;
+            if bc != usize::MAX {
+                let c = &unit.cands[bc];
+                use_nodes[c.offer as usize] += m * c.nodes as f64;
+                use_mw[c.region as usize] += m * c.mw;
+            }
+        } else {
+            // Redundancy groups: exact per group under the current prices.
+            let g = item - nc;
+            if let Some((v, picks)) = group_dp_priced(p, g, mu, pi, lists) {
+                l += v;
+                for (k, pick) in picks.iter().enumerate() {
+                    if let Some(ci) = pick.filter(|&ci| ci != usize::MAX) {
+                        let c = &p.units[p.groups[g].units[k]].cands[ci];
+                        use_nodes[c.offer as usize] += c.nodes as f64;
+                        use_mw[c.region as usize] += c.mw;
+                    }
+                }
+            }
+        }
+    }
+    (l, use_nodes, use_mw)
+}
+
 /// Lagrangian dual of capacity and power: lower bound and the best multipliers.
 /// Power is dualised per MW to keep both subgradients on comparable scales.
 fn dual(
@@ -718,46 +818,29 @@ fn dual(
     let mut use_mw = vec![0.0f64; nr];
     let mut d_o = vec![0.0f64; no];
     let mut d_r = vec![0.0f64; nr];
+    let split = Split::new(p, cls);
     for _ in 0..iters {
-        use_nodes.iter_mut().for_each(|x| *x = 0.0);
-        use_mw.iter_mut().for_each(|x| *x = 0.0);
-        let mut l = 0.0;
-        for (k, &u) in cls.rep.iter().enumerate() {
-            let unit = &p.units[u];
-            // The cut tail is represented by its floor, with no usage: a valid relaxation.
-            let mut bv = unit.penalty.min(unit.tail_floor);
-            let mut bc = usize::MAX;
-            for (ci, c) in unit.cands.iter().enumerate() {
-                if c.cost >= bv {
-                    break; // multipliers only add: a candidate whose own cost exceeds the best cannot win
-                }
-                let o = c.offer as usize;
-                let v = c.cost + mu[o] * c.nodes as f64 + pi[c.region as usize] * c.mw;
-                if v < bv {
-                    bv = v;
-                    bc = ci;
-                }
-            }
-            let m = cls.mult[k];
-            l += m * bv;
-            if bc != usize::MAX {
-                let c = &unit.cands[bc];
-                use_nodes[c.offer as usize] += m * c.nodes as f64;
-                use_mw[c.region as usize] += m * c.mw;
-            }
+        // The relaxed subproblems are independent: two halves on two threads, combined in a
+        // fixed order so the result does not depend on scheduling.
+        let (mu_r, pi_r) = (&mu, &pi);
+        let (part_a, part_b) = if split.threaded {
+            std::thread::scope(|sc| {
+                let b = sc.spawn(|| relaxed_part(p, cls, lists, mu_r, pi_r, split, true));
+                let a = relaxed_part(p, cls, lists, mu_r, pi_r, split, false);
+                (a, b.join().expect("dual worker"))
+            })
+        } else {
+            (
+                relaxed_part(p, cls, lists, mu_r, pi_r, split, false),
+                relaxed_part(p, cls, lists, mu_r, pi_r, split, true),
+            )
+        };
+        let mut l = part_a.0 + part_b.0;
+        for o in 0..no {
+            use_nodes[o] = part_a.1[o] + part_b.1[o];
         }
-        // Redundancy groups: exact per group under the current prices.
-        for g in 0..p.groups.len() {
-            if let Some((v, picks)) = group_dp_priced(p, g, &mu, &pi, lists) {
-                l += v;
-                for (k, pick) in picks.iter().enumerate() {
-                    if let Some(ci) = pick.filter(|&ci| ci != usize::MAX) {
-                        let c = &p.units[p.groups[g].units[k]].cands[ci];
-                        use_nodes[c.offer as usize] += c.nodes as f64;
-                        use_mw[c.region as usize] += c.mw;
-                    }
-                }
-            }
+        for r in 0..nr {
+            use_mw[r] = part_a.2[r] + part_b.2[r];
         }
         for o in 0..no {
             l -= mu[o] * p.offers[o].capacity_nodes as f64;
