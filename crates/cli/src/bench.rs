@@ -8,7 +8,7 @@ use stratus_catalog::scenario;
 use stratus_plan::{Algorithm, Policy};
 
 /// Run the planning benchmark for each size.
-pub fn plan(sizes: &[usize], seed: u64) -> Result<()> {
+pub fn plan(sizes: &[usize], seed: u64, dual_iterations: Option<usize>) -> Result<()> {
     let fleet = stratus_catalog::builtin();
     println!(
         "stratus bench plan: built-in fleet ({} pools), seed {seed}; times are wall clock, best of 3",
@@ -40,13 +40,12 @@ pub fn plan(sizes: &[usize], seed: u64) -> Result<()> {
             }
             (best, out.expect("ran at least once"))
         };
-        let (ts, s) = time(&Policy::default());
-        let (tb, b) = time(&Policy::with_algorithm(Algorithm::CheapestFirst));
-        if std::env::var_os("STRATUS_BENCH_VERBOSE").is_some() {
-            for u in s.unplaced.iter().take(20) {
-                eprintln!("  unplaced {} [{}] {}", u.unit, u.constraint, u.reason);
-            }
+        let mut policy = Policy::default();
+        if let Some(n) = dual_iterations {
+            policy.dual_iterations = n;
         }
+        let (ts, s) = time(&policy);
+        let (tb, b) = time(&Policy::with_algorithm(Algorithm::CheapestFirst));
         println!(
             "{:>7} {:>7} {:>6} {:>11.0} {:>11.0} {:>12.4} {:>10.4} {:>9.3}% {:>9} {:>9}",
             thousands(n as u64),

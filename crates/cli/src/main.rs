@@ -111,6 +111,9 @@ enum BenchCmd {
         /// Generator seed.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Minimum iterations of the Lagrangian dual (more: tighter bound, longer run).
+        #[arg(long)]
+        dual_iterations: Option<usize>,
     },
 }
 
@@ -289,8 +292,13 @@ fn run(cli: Cli) -> Result<()> {
             );
         }
         Cmd::Bench {
-            cmd: BenchCmd::Plan { sizes, seed },
-        } => bench::plan(&sizes, seed)?,
+            cmd:
+                BenchCmd::Plan {
+                    sizes,
+                    seed,
+                    dual_iterations,
+                },
+        } => bench::plan(&sizes, seed, dual_iterations)?,
     }
     Ok(())
 }
