@@ -81,6 +81,11 @@ pub fn solve_exact(p: &Problem) -> Option<Solved> {
             *by_offer
                 .entry(c.offer as usize)
                 .or_insert_with(|| Expression::from(0.0)) += c.nodes as f64 * x[ui][ci];
+            if c.nodes2 > 0 {
+                *by_offer
+                    .entry(c.offer2 as usize)
+                    .or_insert_with(|| Expression::from(0.0)) += c.nodes2 as f64 * x[ui][ci];
+            }
             *by_region
                 .entry(p.offers[c.offer as usize].region)
                 .or_insert_with(|| Expression::from(0.0)) += (c.watts / 1e6) * x[ui][ci];

@@ -64,6 +64,8 @@ pub struct Placement {
     pub chips: u32,
     /// Nodes used.
     pub nodes: u32,
+    /// Of which covered by a commitment.
+    pub committed_nodes: u32,
     /// Inference replicas (1 for jobs).
     pub replicas: u32,
     /// Marginal dollars per hour.
@@ -246,9 +248,11 @@ fn render(p: &Problem, policy: &Policy, s: Solved) -> Plan {
                 let mwh = power_mw * p.utilisation * 24.0;
                 summary.energy_mwh_per_day += mwh;
                 summary.tco2e_per_day += mwh * o.carbon / 1000.0;
-                if o.category == Category::Committed {
-                    summary.committed_nodes_used += c.nodes as u64;
-                }
+                let committed_nodes = match o.category {
+                    Category::Committed => c.nodes,
+                    _ => 0,
+                };
+                summary.committed_nodes_used += committed_nodes as u64;
                 if u.kind == UnitKind::Inference {
                     demand_ok += u.rps;
                 }
@@ -261,9 +265,14 @@ fn render(p: &Problem, policy: &Policy, s: Solved) -> Plan {
                     region: p.region_ids[o.region].clone(),
                     pool: o.pool_id.clone(),
                     accelerator: o.accelerator.name().to_string(),
-                    category: o.category,
+                    category: if c.nodes2 > 0 {
+                        Category::CommittedPlusOnDemand
+                    } else {
+                        o.category
+                    },
                     chips: c.chips,
-                    nodes: c.nodes,
+                    nodes: c.total_nodes(),
+                    committed_nodes,
                     replicas: c.replicas,
                     cost_per_hour: c.dollars,
                     objective_per_hour: c.cost,
@@ -308,10 +317,14 @@ fn render(p: &Problem, policy: &Policy, s: Solved) -> Plan {
     }
 }
 
-fn offer_label(p: &Problem, offer: u32) -> String {
-    let o = &p.offers[offer as usize];
+fn offer_label(p: &Problem, c: &problem::Cand) -> String {
+    let o = &p.offers[c.offer as usize];
     match o.category {
-        Category::OnDemand => o.pool_id.clone(),
+        _ if c.nodes2 > 0 => format!(
+            "{} ({} committed + {} on-demand nodes)",
+            o.pool_id, c.nodes, c.nodes2
+        ),
+        Category::OnDemand | Category::CommittedPlusOnDemand => o.pool_id.clone(),
         Category::Spot => format!("{} (spot)", o.pool_id),
         Category::Committed => format!("{} (committed)", o.pool_id),
     }
@@ -323,7 +336,7 @@ fn explain(p: &Problem, choice: &Choice, res: &mut Residual, ui: usize, ci: usiz
     let here = format!(
         "${:.2}/h ({} nodes{})",
         c.dollars,
-        c.nodes,
+        c.total_nodes(),
         if u.kind == UnitKind::Inference {
             format!(", {} replicas, {:.0} ms RTT", c.replicas, c.rtt_ms)
         } else {
@@ -352,12 +365,12 @@ fn explain(p: &Problem, choice: &Choice, res: &mut Residual, ui: usize, ci: usiz
         why = Some(match reason {
             Some(r) => format!(
                 "; cheaper {} (${:.2}/h) ruled out by {r}",
-                offer_label(p, b.offer),
+                offer_label(p, b),
                 b.dollars
             ),
             None => format!(
                 "; cheaper {} (${:.2}/h) left to other workloads (global trade-off)",
-                offer_label(p, b.offer),
+                offer_label(p, b),
                 b.dollars
             ),
         });
@@ -367,12 +380,12 @@ fn explain(p: &Problem, choice: &Choice, res: &mut Residual, ui: usize, ci: usiz
         Some(n) => format!(
             "; cheapest of {} feasible options, next {} ${:.2}/h",
             u.cands.len(),
-            offer_label(p, n.offer),
+            offer_label(p, n),
             n.dollars
         ),
         None => "; only feasible option".into(),
     });
-    format!("{} {here}{why}", offer_label(p, c.offer))
+    format!("{} {here}{why}", offer_label(p, c))
 }
 
 fn why_unplaced(p: &Problem, s: &Solved, res: &mut Residual, ui: usize) -> (Constraint, String) {

@@ -22,6 +22,9 @@ pub enum Category {
     OnDemand,
     /// Spot / preemptible.
     Spot,
+    /// A gang larger than a pool's committed nodes: all of them, plus on-demand nodes of the
+    /// same pool for the rest (so a commitment is not left idle for want of a few nodes).
+    CommittedPlusOnDemand,
 }
 
 /// A constraint that can exclude an option; names used in explanations and `unplaced` reasons.
@@ -118,8 +121,12 @@ pub enum UnitKind {
 pub struct Cand {
     /// Offer index.
     pub offer: u32,
-    /// Nodes needed.
+    /// Nodes taken from `offer`.
     pub nodes: u32,
+    /// Second offer, for a committed + on-demand blend (else equal to `offer`).
+    pub offer2: u32,
+    /// Nodes taken from `offer2` (0 unless blended).
+    pub nodes2: u32,
     /// Facility watts drawn at full load.
     pub watts: f64,
     /// The same in MW, the unit the dual prices power in.
@@ -139,6 +146,11 @@ pub struct Cand {
 }
 
 impl Cand {
+    /// Nodes in total, over both offers of a blend.
+    pub fn total_nodes(&self) -> u32 {
+        self.nodes + self.nodes2
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn new(
         oi: usize,
@@ -153,6 +165,8 @@ impl Cand {
         Cand {
             offer: oi as u32,
             nodes,
+            offer2: oi as u32,
+            nodes2: 0,
             watts,
             mw: watts / 1e6,
             region: o.region as u32,
@@ -405,13 +419,24 @@ pub fn compile(
             let nodes = g.chips.div_ceil(o.chips_per_node);
             let watts = nodes as f64 * o.node_facility_watts;
             let speed = prof.rel_training;
+            // A gang too big for a pool's committed nodes can take all of them plus on-demand
+            // nodes of the same pool (the next offer, by construction).
+            let blend = (o.category == Category::Committed && nodes > o.capacity_nodes)
+                .then(|| offers.get(oi + 1))
+                .flatten()
+                .filter(|od| {
+                    od.pool == o.pool
+                        && od.category == Category::OnDemand
+                        && nodes - o.capacity_nodes <= od.capacity_nodes
+                })
+                .map(|od| (o.capacity_nodes, nodes - o.capacity_nodes, od.node_price));
             let reject = if !residency_allows(g.residency, &reg.jurisdictions) {
                 Some(Constraint::Residency)
             } else if o.category == Category::Spot && !g.spot {
                 Some(Constraint::Spot)
             } else if g.one_domain && g.chips > o.domain_chips {
                 Some(Constraint::InterconnectDomain)
-            } else if nodes > o.capacity_nodes {
+            } else if nodes > o.capacity_nodes && blend.is_none() {
                 Some(Constraint::PoolSize)
             } else if watts > region_cap_watts[o.region] {
                 Some(Constraint::PowerCap)
@@ -426,7 +451,10 @@ pub fn compile(
                 *rejected.entry(c).or_insert(0) += 1;
                 continue;
             }
-            let dollars = nodes as f64 * o.node_price;
+            let dollars = match blend {
+                Some((n1, n2, od_price)) => n1 as f64 * o.node_price + n2 as f64 * od_price,
+                None => nodes as f64 * o.node_price,
+            };
             // Training is priced per unit of progress: a chip half as fast costs double.
             let mut cost = dollars / speed;
             if o.category == Category::Spot && g.kind == UnitKind::Training {
@@ -444,16 +472,13 @@ pub fn compile(
                         / policy.migration_amortization_hours;
                 }
             }
-            cands.push(Cand::new(
-                oi,
-                o,
-                nodes,
-                watts,
-                cost,
-                dollars,
-                (g.chips, 1),
-                0.0,
-            ));
+            let mut cand = Cand::new(oi, o, nodes, watts, cost, dollars, (g.chips, 1), 0.0);
+            if let Some((n1, n2, _)) = blend {
+                cand.nodes = n1;
+                cand.offer2 = oi as u32 + 1;
+                cand.nodes2 = n2;
+            }
+            cands.push(cand);
         }
         let (tail_floor, tail_mask) =
             trim_cands(&mut cands, policy.max_candidates_per_unit, &offers);

@@ -68,7 +68,8 @@ impl Residual {
     pub fn blocks(&self, p: &Problem, u: usize, c: usize) -> Option<Constraint> {
         let cand = &p.units[u].cands[c];
         let o = &p.offers[cand.offer as usize];
-        if (cand.nodes as i64) > self.nodes[cand.offer as usize] {
+        let short2 = cand.nodes2 > 0 && (cand.nodes2 as i64) > self.nodes[cand.offer2 as usize];
+        if (cand.nodes as i64) > self.nodes[cand.offer as usize] || short2 {
             Some(Constraint::Capacity)
         } else if cand.watts > self.watts[o.region] + 1e-6 {
             Some(Constraint::PowerCap)
@@ -80,12 +81,14 @@ impl Residual {
     pub fn take(&mut self, p: &Problem, u: usize, c: usize) {
         let cand = &p.units[u].cands[c];
         self.nodes[cand.offer as usize] -= cand.nodes as i64;
+        self.nodes[cand.offer2 as usize] -= cand.nodes2 as i64;
         self.watts[p.offers[cand.offer as usize].region] -= cand.watts;
     }
     /// Give them back.
     pub fn give(&mut self, p: &Problem, u: usize, c: usize) {
         let cand = &p.units[u].cands[c];
         self.nodes[cand.offer as usize] += cand.nodes as i64;
+        self.nodes[cand.offer2 as usize] += cand.nodes2 as i64;
         self.watts[p.offers[cand.offer as usize].region] += cand.watts;
     }
 }
@@ -262,7 +265,10 @@ fn group_dp_priced(
                     break; // prices only add: nothing later in this list can win
                 }
                 let o = c.offer as usize;
-                let v = c.cost + mu[o] * c.nodes as f64 + pi[c.region as usize] * c.mw;
+                let v = c.cost
+                    + mu[o] * c.nodes as f64
+                    + mu[c.offer2 as usize] * c.nodes2 as f64
+                    + pi[c.region as usize] * c.mw;
                 if b.is_none_or(|(bv, _)| v < bv) {
                     b = Some((v, ci as usize));
                 }
@@ -646,6 +652,7 @@ fn classes(p: &Problem) -> Classes {
         key.push(u.tail_floor.to_bits());
         for c in &u.cands {
             key.push(c.offer as u64 | ((c.nodes as u64) << 32));
+            key.push(c.offer2 as u64 | ((c.nodes2 as u64) << 32));
             key.push(c.cost.to_bits());
             key.push(c.watts.to_bits());
         }
@@ -687,7 +694,7 @@ fn clearing_prices(p: &Problem, choice: &Choice, res: &Residual) -> Vec<f64> {
             .find(|x| x.offer != here.offer)
             .map(|x| x.cost)
             .unwrap_or(unit.penalty.min(unit.tail_floor));
-        let value = ((next - here.cost) / here.nodes as f64).max(0.0);
+        let value = ((next - here.cost) / here.total_nodes() as f64).max(0.0);
         mu[o] = mu[o].min(value);
     }
     mu.iter()
@@ -763,8 +770,10 @@ fn relaxed_part(
                 if c.cost >= bv {
                     break; // prices only add: a candidate whose own cost exceeds the best cannot win
                 }
-                let v =
-                    c.cost + mu[c.offer as usize] * c.nodes as f64 + pi[c.region as usize] * c.mw;
+                let v = c.cost
+                    + mu[c.offer as usize] * c.nodes as f64
+                    + mu[c.offer2 as usize] * c.nodes2 as f64
+                    + pi[c.region as usize] * c.mw;
                 if v < bv {
                     bv = v;
                     bc = ci;
@@ -775,6 +784,7 @@ fn relaxed_part(
             if bc != usize::MAX {
                 let c = &unit.cands[bc];
                 use_nodes[c.offer as usize] += m * c.nodes as f64;
+                use_nodes[c.offer2 as usize] += m * c.nodes2 as f64;
                 use_mw[c.region as usize] += m * c.mw;
             }
         } else {
@@ -786,6 +796,7 @@ fn relaxed_part(
                     if let Some(ci) = pick.filter(|&ci| ci != usize::MAX) {
                         let c = &p.units[p.groups[g].units[k]].cands[ci];
                         use_nodes[c.offer as usize] += c.nodes as f64;
+                        use_nodes[c.offer2 as usize] += c.nodes2 as f64;
                         use_mw[c.region as usize] += c.mw;
                     }
                 }
@@ -975,7 +986,10 @@ pub fn solve_lagrangian(p: &Problem, iters: usize) -> Solved {
     let priced = |u: usize, c: usize| {
         let cand = &p.units[u].cands[c];
         let o = cand.offer as usize;
-        cand.cost + mu[o] * cand.nodes as f64 + pi[cand.region as usize] * cand.mw
+        cand.cost
+            + mu[o] * cand.nodes as f64
+            + mu[cand.offer2 as usize] * cand.nodes2 as f64
+            + pi[cand.region as usize] * cand.mw
     };
     for variant in 0..2 {
         let mut order2 = order.clone();

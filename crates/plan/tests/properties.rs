@@ -209,7 +209,22 @@ fn check_plan(fleet: &Fleet, w: &WorkloadSet, plan: &Plan) -> Result<(), String>
     let mut used: HashMap<(String, stratus_plan::Category), u32> = HashMap::new();
     let mut watts: HashMap<String, f64> = HashMap::new();
     for x in &plan.placements {
-        *used.entry((x.pool.clone(), x.category)).or_default() += x.nodes;
+        if x.category == stratus_plan::Category::CommittedPlusOnDemand {
+            if x.kind == UnitKind::Inference
+                || x.committed_nodes == 0
+                || x.committed_nodes >= x.nodes
+            {
+                return Err(format!("{}: malformed blend", x.unit));
+            }
+            *used
+                .entry((x.pool.clone(), stratus_plan::Category::Committed))
+                .or_default() += x.committed_nodes;
+            *used
+                .entry((x.pool.clone(), stratus_plan::Category::OnDemand))
+                .or_default() += x.nodes - x.committed_nodes;
+        } else {
+            *used.entry((x.pool.clone(), x.category)).or_default() += x.nodes;
+        }
         let (_, r, pl) = pools[&x.pool];
         *watts.entry(x.region.clone()).or_default() +=
             x.nodes as f64 * pl.node_it_watts().0 * r.pue;
@@ -224,6 +239,7 @@ fn check_plan(fleet: &Fleet, w: &WorkloadSet, plan: &Plan) -> Result<(), String>
             stratus_plan::Category::Committed => committed,
             stratus_plan::Category::OnDemand => pl.nodes - committed,
             stratus_plan::Category::Spot => pl.spot_nodes,
+            stratus_plan::Category::CommittedPlusOnDemand => unreachable!("split above"),
         };
         if *n > cap {
             return Err(format!("pool {pool} {cat:?}: {n} nodes > capacity {cap}"));
@@ -259,6 +275,13 @@ fn check_plan(fleet: &Fleet, w: &WorkloadSet, plan: &Plan) -> Result<(), String>
             }
             if !stratus_model::workload::residency_allows(&t.residency, &r.jurisdictions) {
                 return Err(format!("gang {} breaks residency", t.name));
+            }
+            let nodes = t.chips.div_ceil(pl.chips_per_node);
+            if x.nodes != nodes {
+                return Err(format!(
+                    "gang {} on {} nodes, needs {nodes}",
+                    t.name, x.nodes
+                ));
             }
             if x.category == stratus_plan::Category::Spot && !t.spot {
                 return Err(format!("gang {} on spot", t.name));
@@ -423,4 +446,61 @@ fn large_plans_are_identical_run_to_run_although_computed_on_two_threads() {
         serde_json::to_string(&b).unwrap()
     );
     assert!(a.lower_bound_per_hour <= a.objective_per_hour);
+}
+
+#[test]
+fn a_gang_larger_than_a_commitment_uses_all_of_it_plus_on_demand_nodes() {
+    let mut r = Rng(1);
+    let mut fleet = gen_fleet(&mut r, 1);
+    // One pool only: 6 nodes of 4 H100, 2 of them committed at marginal cost 0.
+    fleet.providers.truncate(1);
+    fleet.providers[0].regions.truncate(1);
+    let region = &mut fleet.providers[0].regions[0];
+    region.power_cap_mw = Megawatts(100.0);
+    region.pools.truncate(1);
+    let pool = &mut region.pools[0];
+    pool.accelerator = Accelerator::H100;
+    pool.nodes = 6;
+    pool.spot_nodes = 0;
+    pool.domain_chips = 24;
+    pool.on_demand_per_node_hour = UsdPerHour(40.0);
+    pool.committed = Some(Committed {
+        name: "c".into(),
+        nodes: 2,
+        rate_per_node_hour: UsdPerHour(20.0),
+        marginal_per_node_hour: UsdPerHour::ZERO,
+    });
+    let w = WorkloadSet {
+        training: vec![Training {
+            name: "gang".into(),
+            priority: 100,
+            chips: 16,
+            accelerators: vec![Accelerator::H100],
+            images: images(),
+            scope: GangScope::OneDomain,
+            work_chip_hours: ChipHours(10.0),
+            checkpoint_minutes: 30.0,
+            deadline_hours: None,
+            data_region: None,
+            residency: vec![],
+            spot: false,
+        }],
+        ..WorkloadSet::default()
+    };
+    let plan = plan(&fleet, &w, &Policy::default(), None);
+    let x = &plan.placements[0];
+    assert_eq!(
+        x.category,
+        stratus_plan::Category::CommittedPlusOnDemand,
+        "{}",
+        x.explanation
+    );
+    assert_eq!((x.nodes, x.committed_nodes), (4, 2));
+    assert!(
+        (x.cost_per_hour - 80.0).abs() < 1e-9,
+        "two on-demand nodes at $40: {}",
+        x.cost_per_hour
+    );
+    assert_eq!(plan.summary.committed_nodes_used, 2);
+    check_plan(&fleet, &w, &plan).unwrap();
 }
