@@ -324,6 +324,19 @@ pub fn compile(
     for (i, o) in offers.iter().enumerate() {
         by_acc.entry(o.accelerator).or_default().push(i);
     }
+    // The offers of the allowed accelerators; the others count as excluded by that filter.
+    let considered_offers = |accs: &mut dyn Iterator<Item = &Accelerator>,
+                             rejected: &mut BTreeMap<Constraint, u32>|
+     -> Vec<usize> {
+        let considered: Vec<usize> = accs
+            .flat_map(|a| by_acc.get(a).into_iter().flatten().copied())
+            .collect();
+        let skipped = (offers.len() - considered.len()) as u32;
+        if skipped > 0 {
+            rejected.insert(Constraint::Accelerator, skipped);
+        }
+        considered
+    };
     let region_lat: Vec<usize> = regions
         .iter()
         .map(|r| {
@@ -404,15 +417,7 @@ pub fn compile(
         let mut accs = g.accelerators.to_vec();
         accs.sort();
         accs.dedup();
-        let considered: Vec<usize> = accs
-            .iter()
-            .flat_map(|a| by_acc.get(a).into_iter().flatten().copied())
-            .collect();
-        let skipped = (offers.len() - considered.len()) as u32;
-        if skipped > 0 {
-            rejected.insert(Constraint::Accelerator, skipped);
-        }
-        for oi in considered {
+        for oi in considered_offers(&mut accs.iter(), &mut rejected) {
             let o = &offers[oi];
             let reg = &regions[o.region];
             let prof = o.accelerator.profile();
@@ -532,16 +537,7 @@ pub fn compile(
             let mut rejected = BTreeMap::new();
             let mut cands = Vec::new();
             let previous_offer = prev_offer(&key, &offers);
-            let considered: Vec<usize> = s
-                .replica
-                .keys()
-                .flat_map(|a| by_acc.get(a).into_iter().flatten().copied())
-                .collect();
-            let skipped = (offers.len() - considered.len()) as u32;
-            if skipped > 0 {
-                rejected.insert(Constraint::Accelerator, skipped);
-            }
-            for oi in considered {
+            for oi in considered_offers(&mut s.replica.keys(), &mut rejected) {
                 let o = &offers[oi];
                 let reg = &regions[o.region];
                 let rtt = from_idx
