@@ -15,7 +15,7 @@ pub fn plan(sizes: &[usize], seed: u64, dual_iterations: Option<usize>) -> Resul
         fleet.pool_count()
     );
     println!(
-        "{:>7} {:>7} {:>6} {:>11} {:>11} {:>12} {:>10} {:>10} {:>9} {:>9}",
+        "{:>7} {:>7} {:>6} {:>11} {:>11} {:>12} {:>10} {:>12} {:>12} {:>10} {:>9} {:>9}",
         "works",
         "units",
         "pools",
@@ -23,6 +23,8 @@ pub fn plan(sizes: &[usize], seed: u64, dual_iterations: Option<usize>) -> Resul
         "baseline ms",
         "cost ratio",
         "$ ratio",
+        "objective",
+        "bound",
         "gap",
         "unplaced",
         "base unpl"
@@ -47,7 +49,7 @@ pub fn plan(sizes: &[usize], seed: u64, dual_iterations: Option<usize>) -> Resul
         let (ts, s) = time(&policy);
         let (tb, b) = time(&Policy::with_algorithm(Algorithm::CheapestFirst));
         println!(
-            "{:>7} {:>7} {:>6} {:>11.0} {:>11.0} {:>12.4} {:>10.4} {:>9.3}% {:>9} {:>9}",
+            "{:>7} {:>7} {:>6} {:>11.0} {:>11.0} {:>12.4} {:>10.4} {:>12} {:>12} {:>9.3}% {:>9} {:>9}",
             thousands(n as u64),
             thousands(s.summary.units_total as u64),
             fleet.pool_count(),
@@ -55,12 +57,14 @@ pub fn plan(sizes: &[usize], seed: u64, dual_iterations: Option<usize>) -> Resul
             tb,
             s.objective_per_hour / b.objective_per_hour,
             s.cost_per_hour / b.cost_per_hour,
+            thousands(s.objective_per_hour.round() as u64),
+            thousands(s.lower_bound_per_hour.max(0.0).round() as u64),
             s.gap * 100.0,
             s.unplaced.len(),
             b.unplaced.len(),
         );
     }
     println!("cost ratio = stratus objective / baseline objective ($/h incl. carbon, latency and the penalty of unplaced work);");
-    println!("$ ratio = marginal dollars per hour of placed work; gap = (objective - lower bound) / lower bound.");
+    println!("$ ratio = marginal dollars per hour of placed work; objective and bound in $/h; gap = (objective - bound) / bound.");
     Ok(())
 }
