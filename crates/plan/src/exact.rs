@@ -137,6 +137,5 @@ pub fn solve_exact(p: &Problem) -> Option<Solved> {
         objective,
         lower_bound: objective,
         method: "exact MILP (microlp)".into(),
-        blocked: HashMap::new(),
     })
 }

@@ -187,21 +187,15 @@ pub fn solve_problem(problem: &Problem, policy: &Policy) -> Solved {
     }
 }
 
-/// The baseline: arrival order, each unit to its cheapest (in dollars) candidate that still
-/// fits, failing over to the next cheapest; redundancy repaired afterwards.
+/// The baseline (see `solve::cheapest_first`), with the plain relaxation as its bound.
 pub fn cheapest_first(p: &Problem) -> Solved {
-    let mut order: Vec<usize> = (0..p.units.len()).collect();
-    order.sort_by_key(|&u| (p.units[u].arrival, u));
-    let mut blocked = HashMap::new();
-    let dollars = |u: usize, c: usize| p.units[u].cands[c].dollars;
-    let (choice, _) = solve::greedy(p, &order, &dollars, &mut blocked);
+    let (choice, _) = solve::cheapest_first(p);
     let objective = solve::objective(p, &choice);
     Solved {
         choice,
         objective,
         lower_bound: solve::relaxation_bound(p).min(objective),
         method: "cheapest-first, arrival order".into(),
-        blocked,
     }
 }
 
@@ -245,7 +239,7 @@ fn render(p: &Problem, policy: &Policy, s: Solved) -> Plan {
                     .or_default() += c.chips as u64;
                 summary.chips += c.chips as u64;
                 summary.power_mw += power_mw;
-                let mwh = power_mw * p.utilisation * 24.0;
+                let mwh = power_mw * policy.utilisation * 24.0;
                 summary.energy_mwh_per_day += mwh;
                 summary.tco2e_per_day += mwh * o.carbon / 1000.0;
                 let committed_nodes = match o.category {
@@ -282,7 +276,7 @@ fn render(p: &Problem, policy: &Policy, s: Solved) -> Plan {
                 });
             }
             None => {
-                let (constraint, reason) = why_unplaced(p, &s, &mut res, ui);
+                let (constraint, reason) = why_unplaced(p, &res, ui);
                 unplaced.push(Unplaced {
                     workload: u.workload.clone(),
                     unit: u.key.clone(),
@@ -355,9 +349,7 @@ fn explain(p: &Problem, choice: &Choice, res: &mut Residual, ui: usize, ci: usiz
         let mut reason = res.blocks(p, ui, bi);
         if reason.is_none() {
             if let Some(g) = u.group {
-                let mut alt = choice.clone();
-                alt[ui] = Some(bi);
-                if !solve::group_ok(p, g, &alt) {
+                if !solve::group_ok_with(p, g, choice, Some((ui, Some(bi)))) {
                     reason = Some(Constraint::Redundancy);
                 }
             }
@@ -388,7 +380,7 @@ fn explain(p: &Problem, choice: &Choice, res: &mut Residual, ui: usize, ci: usiz
     format!("{} {here}{why}", offer_label(p, c))
 }
 
-fn why_unplaced(p: &Problem, s: &Solved, res: &mut Residual, ui: usize) -> (Constraint, String) {
+fn why_unplaced(p: &Problem, res: &Residual, ui: usize) -> (Constraint, String) {
     let u = &p.units[ui];
     if u.cands.is_empty() {
         // Filters run in `Constraint` order, so the last one that removed anything is the
@@ -420,9 +412,9 @@ fn why_unplaced(p: &Problem, s: &Solved, res: &mut Residual, ui: usize) -> (Cons
             _ => {}
         }
     }
-    let c = if let Some(c) = s.blocked.get(&ui) {
-        *c
-    } else if cap + pow < u.cands.len() && u.group.is_some() {
+    // Derived from the final state: a service unit with an option that still fits was left
+    // out by its redundancy rule; otherwise the commoner of full pools and power caps.
+    let c = if cap + pow < u.cands.len() && u.group.is_some() {
         Constraint::Redundancy
     } else if pow > cap {
         Constraint::PowerCap

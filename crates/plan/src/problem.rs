@@ -146,6 +146,15 @@ pub struct Cand {
 }
 
 impl Cand {
+    /// Reduced cost under Lagrangian prices: pool prices per node (on both offers of a
+    /// blend) and region power prices per MW. Never below `cost`, since prices are ≥ 0.
+    pub fn priced(&self, mu: &[f64], pi: &[f64]) -> f64 {
+        self.cost
+            + mu[self.offer as usize] * self.nodes as f64
+            + mu[self.offer2 as usize] * self.nodes2 as f64
+            + pi[self.region as usize] * self.mw
+    }
+
     /// Nodes in total, over both offers of a blend.
     pub fn total_nodes(&self) -> u32 {
         self.nodes + self.nodes2
@@ -202,12 +211,8 @@ pub struct Unit {
     pub arrival: usize,
     /// Demand served (req/s), inference only.
     pub rps: f64,
-    /// User location (region id), inference only.
-    pub from: Option<String>,
     /// Offer index the previous plan had, if any.
     pub previous_offer: Option<u32>,
-    /// Bit set of the providers (by index) among the candidates.
-    pub provider_mask: u64,
     /// Cheapest cost among candidates cut by `Policy::max_candidates_per_unit` (∞ if none).
     pub tail_floor: f64,
     /// Providers among the cut candidates.
@@ -242,8 +247,6 @@ pub struct Problem {
     pub region_ids: Vec<String>,
     /// Provider names.
     pub providers: Vec<String>,
-    /// Utilisation factor for energy accounting.
-    pub utilisation: f64,
 }
 
 struct RegionInfo {
@@ -353,7 +356,7 @@ pub fn compile(
         .enumerate()
         .map(|(i, o)| ((o.pool_id.as_str(), o.category), i as u32))
         .collect();
-    let prev_offer = |key: &str, _offers: &[Offer]| -> Option<u32> {
+    let prev_offer = |key: &str| -> Option<u32> {
         let (pool, cat) = previous?.placements.get(key)?;
         offer_index.get(&(pool.as_str(), *cat)).copied()
     };
@@ -413,7 +416,7 @@ pub fn compile(
         let mut rejected = BTreeMap::new();
         let mut cands = Vec::new();
         let key = g.name.to_string();
-        let previous_offer = prev_offer(&key, &offers);
+        let previous_offer = prev_offer(&key);
         let mut accs = g.accelerators.to_vec();
         accs.sort();
         accs.dedup();
@@ -498,9 +501,7 @@ pub fn compile(
             group: None,
             arrival,
             rps: 0.0,
-            from: None,
             previous_offer,
-            provider_mask: 0,
             tail_floor,
             tail_mask,
         }
@@ -536,7 +537,7 @@ pub fn compile(
             let from_idx = lat.index_of(&from);
             let mut rejected = BTreeMap::new();
             let mut cands = Vec::new();
-            let previous_offer = prev_offer(&key, &offers);
+            let previous_offer = prev_offer(&key);
             for oi in considered_offers(&mut s.replica.keys(), &mut rejected) {
                 let o = &offers[oi];
                 let reg = &regions[o.region];
@@ -594,9 +595,7 @@ pub fn compile(
                 group: Some(gi),
                 arrival,
                 rps,
-                from: Some(from),
                 previous_offer,
-                provider_mask: 0,
                 tail_floor,
                 tail_mask,
             });
@@ -633,12 +632,6 @@ pub fn compile(
         });
     }
 
-    for u in &mut units {
-        u.provider_mask = u
-            .cands
-            .iter()
-            .fold(0, |m, c| m | 1 << offers[c.offer as usize].provider);
-    }
     Problem {
         offers,
         units,
@@ -646,7 +639,6 @@ pub fn compile(
         region_cap_watts,
         region_ids: regions.iter().map(|r| r.id.clone()).collect(),
         providers,
-        utilisation: policy.utilisation,
     }
 }
 

@@ -29,8 +29,6 @@ pub struct Solved {
     pub lower_bound: f64,
     /// Which method produced it.
     pub method: String,
-    /// Why each unplaced unit is unplaced (beyond its filters), by unit index.
-    pub blocked: HashMap<usize, Constraint>,
 }
 
 /// Objective of a choice: placed costs plus penalties of unplaced units.
@@ -95,20 +93,18 @@ impl Residual {
 
 /// Whether a group's placed units meet its redundancy rule (vacuous when none is placed).
 pub fn group_ok(p: &Problem, g: usize, choice: &Choice) -> bool {
+    group_ok_with(p, g, choice, None)
+}
+
+/// `group_ok` as if unit `u` had choice `c` (`with = Some((u, c))`), without copying `choice`.
+pub fn group_ok_with(
+    p: &Problem,
+    g: usize,
+    choice: &Choice,
+    with: Option<(usize, Option<usize>)>,
+) -> bool {
     let grp = &p.groups[g];
-    let mut provs: Vec<usize> = Vec::new();
-    let mut regs: Vec<usize> = Vec::new();
-    for &u in &grp.units {
-        if let Some(c) = choice[u] {
-            let o = &p.offers[p.units[u].cands[c].offer as usize];
-            if !provs.contains(&o.provider) {
-                provs.push(o.provider);
-            }
-            if !regs.contains(&o.region) {
-                regs.push(o.region);
-            }
-        }
-    }
+    let (provs, regs) = spans(p, g, choice, with);
     provs.is_empty()
         || (provs.len() as u32 >= grp.min_providers && regs.len() as u32 >= grp.min_regions)
 }
@@ -133,7 +129,6 @@ pub fn greedy(
     p: &Problem,
     order: &[usize],
     score: &dyn Fn(usize, usize) -> f64,
-    blocked: &mut HashMap<usize, Constraint>,
 ) -> (Choice, Residual) {
     let mut res = Residual::new(p);
     let mut choice: Choice = vec![None; p.units.len()];
@@ -143,36 +138,32 @@ pub fn greedy(
             // A service is placed as a whole, so its redundancy rule shapes every choice.
             if !group_done[g] {
                 group_done[g] = true;
-                place_group(p, g, score, &mut choice, &mut res, blocked);
+                place_group(p, g, score, &mut choice, &mut res);
             }
             continue;
         }
-        let mut best: Option<(f64, usize)> = None;
-        let mut why = None;
-        for c in 0..p.units[u].cands.len() {
-            if let Some(b) = res.blocks(p, u, c) {
-                why.get_or_insert(b);
-                continue;
-            }
-            let s = score(u, c);
-            if best.is_none_or(|(bs, _)| s < bs) {
-                best = Some((s, c));
-            }
-        }
-        match best {
-            Some((_, c)) => {
-                res.take(p, u, c);
-                choice[u] = Some(c);
-            }
-            None => {
-                if let Some(w) = why {
-                    blocked.insert(u, w);
-                }
-            }
+        let best = cheapest_fitting(p, &res, u, score);
+        if let Some(c) = best {
+            res.take(p, u, c);
+            choice[u] = Some(c);
         }
     }
-    repair_groups(p, &mut choice, &mut res, blocked);
+    repair_groups(p, &mut choice, &mut res);
     (choice, res)
+}
+
+/// The candidate of `u` with the lowest `score` that fits what is left (ties: lower index).
+fn cheapest_fitting(
+    p: &Problem,
+    res: &Residual,
+    u: usize,
+    score: &dyn Fn(usize, usize) -> f64,
+) -> Option<usize> {
+    (0..p.units[u].cands.len())
+        .filter(|&c| res.blocks(p, u, c).is_none())
+        .map(|c| (score(u, c), c))
+        .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)))
+        .map(|(_, c)| c)
 }
 
 /// Providers beyond this many make the per-group DP (over provider subsets) too large; such
@@ -264,11 +255,7 @@ fn group_dp_priced(
                 if b.is_some_and(|(bv, _)| c.cost >= bv) {
                     break; // prices only add: nothing later in this list can win
                 }
-                let o = c.offer as usize;
-                let v = c.cost
-                    + mu[o] * c.nodes as f64
-                    + mu[c.offer2 as usize] * c.nodes2 as f64
-                    + pi[c.region as usize] * c.mw;
+                let v = c.priced(mu, pi);
                 if b.is_none_or(|(bv, _)| v < bv) {
                     b = Some((v, ci as usize));
                 }
@@ -349,7 +336,6 @@ fn place_group(
     score: &dyn Fn(usize, usize) -> f64,
     choice: &mut Choice,
     res: &mut Residual,
-    blocked: &mut HashMap<usize, Constraint>,
 ) {
     let fits = |u: usize, c: usize| res.blocks(p, u, c).is_none().then(|| score(u, c));
     let plan = group_dp(p, g, &fits);
@@ -365,39 +351,25 @@ fn place_group(
             if res.blocks(p, u, w).is_none() {
                 Some(w)
             } else {
-                (0..p.units[u].cands.len())
-                    .filter(|&c| res.blocks(p, u, c).is_none())
-                    .min_by(|&a, &b| score(u, a).total_cmp(&score(u, b)).then(a.cmp(&b)))
+                cheapest_fitting(p, res, u, score)
             }
         });
-        match pick {
-            Some(c) => {
-                res.take(p, u, c);
-                choice[u] = Some(c);
-            }
-            None => {
-                if !p.units[u].cands.is_empty() {
-                    blocked.insert(u, Constraint::Capacity);
-                }
-            }
+        if let Some(c) = pick {
+            res.take(p, u, c);
+            choice[u] = Some(c);
         }
     }
 }
 
 /// Make every redundancy group satisfied: add the cheapest moves that bring in a new
 /// provider or region; if impossible, unplace the group (reason: redundancy).
-pub fn repair_groups(
-    p: &Problem,
-    choice: &mut Choice,
-    res: &mut Residual,
-    blocked: &mut HashMap<usize, Constraint>,
-) {
+pub fn repair_groups(p: &Problem, choice: &mut Choice, res: &mut Residual) {
     for g in 0..p.groups.len() {
         let mut guard = 0;
         while !group_ok(p, g, choice) && guard < 64 {
             guard += 1;
             let grp = &p.groups[g];
-            let (provs, regs) = spans(p, g, choice);
+            let (provs, regs) = spans(p, g, choice, None);
             let need_prov = (provs.len() as u32) < grp.min_providers;
             // Best move: a unit of the group to a candidate on a new provider (or region).
             let mut best: Option<(f64, usize, usize)> = None;
@@ -462,17 +434,26 @@ pub fn repair_groups(
                 if let Some(c) = choice[u].take() {
                     res.give(p, u, c);
                 }
-                blocked.insert(u, Constraint::Redundancy);
             }
         }
     }
 }
 
-fn spans(p: &Problem, g: usize, choice: &Choice) -> (Vec<usize>, Vec<usize>) {
+/// Providers and regions the placed units of group `g` span (see `group_ok_with` for `with`).
+fn spans(
+    p: &Problem,
+    g: usize,
+    choice: &Choice,
+    with: Option<(usize, Option<usize>)>,
+) -> (Vec<usize>, Vec<usize>) {
     let mut provs = Vec::new();
     let mut regs = Vec::new();
     for &u in &p.groups[g].units {
-        if let Some(c) = choice[u] {
+        let c = match with {
+            Some((w, c)) if w == u => c,
+            _ => choice[u],
+        };
+        if let Some(c) = c {
             let o = &p.offers[p.units[u].cands[c].offer as usize];
             if !provs.contains(&o.provider) {
                 provs.push(o.provider);
@@ -487,12 +468,7 @@ fn spans(p: &Problem, g: usize, choice: &Choice) -> (Vec<usize>, Vec<usize>) {
 
 /// Local search: move single units to cheaper candidates that fit, and place unplaced units
 /// where room appeared, until nothing improves (bounded passes).
-pub fn improve(
-    p: &Problem,
-    choice: &mut Choice,
-    res: &mut Residual,
-    blocked: &mut HashMap<usize, Constraint>,
-) {
+pub fn improve(p: &Problem, choice: &mut Choice, res: &mut Residual) {
     for _pass in 0..8 {
         let mut changed = false;
         for u in 0..p.units.len() {
@@ -508,10 +484,9 @@ pub fn improve(
                     break; // sorted by cost: nothing cheaper follows
                 }
                 if res.blocks(p, u, ci).is_none() {
-                    let old = choice[u];
-                    choice[u] = Some(ci);
-                    let ok = p.units[u].group.is_none_or(|g| group_ok(p, g, choice));
-                    choice[u] = old;
+                    let ok = p.units[u]
+                        .group
+                        .is_none_or(|g| group_ok_with(p, g, choice, Some((u, Some(ci)))));
                     if ok {
                         moved = Some(ci);
                         break;
@@ -522,7 +497,6 @@ pub fn improve(
                 Some(ci) => {
                     res.take(p, u, ci);
                     choice[u] = Some(ci);
-                    blocked.remove(&u);
                     changed = true;
                 }
                 None => {
@@ -672,8 +646,6 @@ fn classes(p: &Problem) -> Classes {
 const DUAL_BUDGET: usize = 300_000_000;
 /// Iterations without improvement before the step shrinks.
 const HALVE_AFTER: usize = 10;
-/// Share of the previous direction kept in the next.
-const MOMENTUM: f64 = 0.0;
 
 /// Warm start for the dual from a feasible plan: a nearly full offer is priced at what its
 /// least eager occupant would pay to stay (its next option's extra cost per node), the price
@@ -743,7 +715,9 @@ impl Split {
     }
 }
 
-/// Value and usage of the relaxed subproblems of one half of the work items.
+/// Value of the relaxed subproblems of one half of the work items; their usage per offer
+/// (nodes) and per region (MW) is written into the given buffers.
+#[allow(clippy::too_many_arguments)]
 fn relaxed_part(
     p: &Problem,
     cls: &Classes,
@@ -752,9 +726,10 @@ fn relaxed_part(
     pi: &[f64],
     split: Split,
     second: bool,
-) -> (f64, Vec<f64>, Vec<f64>) {
-    let mut use_nodes = vec![0.0f64; p.offers.len()];
-    let mut use_mw = vec![0.0f64; p.region_cap_watts.len()];
+    (use_nodes, use_mw): (&mut [f64], &mut [f64]),
+) -> f64 {
+    use_nodes.fill(0.0);
+    use_mw.fill(0.0);
     let mut l = 0.0;
     let nc = cls.rep.len();
     let items = nc + p.groups.len();
@@ -770,10 +745,7 @@ fn relaxed_part(
                 if c.cost >= bv {
                     break; // prices only add: a candidate whose own cost exceeds the best cannot win
                 }
-                let v = c.cost
-                    + mu[c.offer as usize] * c.nodes as f64
-                    + mu[c.offer2 as usize] * c.nodes2 as f64
-                    + pi[c.region as usize] * c.mw;
+                let v = c.priced(mu, pi);
                 if v < bv {
                     bv = v;
                     bc = ci;
@@ -803,7 +775,7 @@ fn relaxed_part(
             }
         }
     }
-    (l, use_nodes, use_mw)
+    l
 }
 
 /// Lagrangian dual of capacity and power: lower bound and the best multipliers.
@@ -827,31 +799,71 @@ fn dual(
     let mut since = 0;
     let mut use_nodes = vec![0.0f64; no];
     let mut use_mw = vec![0.0f64; nr];
-    let mut d_o = vec![0.0f64; no];
-    let mut d_r = vec![0.0f64; nr];
     let split = Split::new(p, cls);
+    // Per-half usage buffers, reused across iterations.
+    let mut half_a = (vec![0.0f64; no], vec![0.0f64; nr]);
+    let mut half_b = (vec![0.0f64; no], vec![0.0f64; nr]);
     for _ in 0..iters {
         // The relaxed subproblems are independent: two halves on two threads, combined in a
         // fixed order so the result does not depend on scheduling.
         let (mu_r, pi_r) = (&mu, &pi);
-        let (part_a, part_b) = if split.threaded {
+        let (ua, ub) = (&mut half_a, &mut half_b);
+        let (la, lb) = if split.threaded {
             std::thread::scope(|sc| {
-                let b = sc.spawn(|| relaxed_part(p, cls, lists, mu_r, pi_r, split, true));
-                let a = relaxed_part(p, cls, lists, mu_r, pi_r, split, false);
+                let b = sc.spawn(|| {
+                    relaxed_part(
+                        p,
+                        cls,
+                        lists,
+                        mu_r,
+                        pi_r,
+                        split,
+                        true,
+                        (&mut ub.0, &mut ub.1),
+                    )
+                });
+                let a = relaxed_part(
+                    p,
+                    cls,
+                    lists,
+                    mu_r,
+                    pi_r,
+                    split,
+                    false,
+                    (&mut ua.0, &mut ua.1),
+                );
                 (a, b.join().expect("dual worker"))
             })
         } else {
             (
-                relaxed_part(p, cls, lists, mu_r, pi_r, split, false),
-                relaxed_part(p, cls, lists, mu_r, pi_r, split, true),
+                relaxed_part(
+                    p,
+                    cls,
+                    lists,
+                    mu_r,
+                    pi_r,
+                    split,
+                    false,
+                    (&mut ua.0, &mut ua.1),
+                ),
+                relaxed_part(
+                    p,
+                    cls,
+                    lists,
+                    mu_r,
+                    pi_r,
+                    split,
+                    true,
+                    (&mut ub.0, &mut ub.1),
+                ),
             )
         };
-        let mut l = part_a.0 + part_b.0;
+        let mut l = la + lb;
         for o in 0..no {
-            use_nodes[o] = part_a.1[o] + part_b.1[o];
+            use_nodes[o] = half_a.0[o] + half_b.0[o];
         }
         for r in 0..nr {
-            use_mw[r] = part_a.2[r] + part_b.2[r];
+            use_mw[r] = half_a.1[r] + half_b.1[r];
         }
         for o in 0..no {
             l -= mu[o] * p.offers[o].capacity_nodes as f64;
@@ -893,18 +905,6 @@ fn dual(
                 }
             })
             .collect();
-        // Deflected direction (a share of the previous one) damps the zig-zag of plain
-        // subgradient steps between neighbouring pools.
-        let g_o: Vec<f64> = g_o
-            .iter()
-            .zip(&d_o)
-            .map(|(g, d)| g + MOMENTUM * d)
-            .collect();
-        let g_r: Vec<f64> = g_r
-            .iter()
-            .zip(&d_r)
-            .map(|(g, d)| g + MOMENTUM * d)
-            .collect();
         norm += g_o.iter().map(|g| g * g).sum::<f64>();
         norm += g_r.iter().map(|g| g * g).sum::<f64>();
         if norm < 1e-12 {
@@ -920,8 +920,6 @@ fn dual(
         for r in 0..nr {
             pi[r] = (pi[r] + step * g_r[r]).max(0.0);
         }
-        d_o = g_o;
-        d_r = g_r;
         if theta < 1e-4 {
             break;
         }
@@ -938,6 +936,15 @@ pub fn relaxation_bound(p: &Problem) -> f64 {
     dual(p, 1, f64::INFINITY, &cls, &lists, vec![0.0; p.offers.len()]).0
 }
 
+/// The baseline's choice: arrival order, each unit to its cheapest (in dollars) candidate
+/// that still fits, failing over to the next cheapest; redundancy repaired afterwards.
+pub fn cheapest_first(p: &Problem) -> (Choice, Residual) {
+    let mut order: Vec<usize> = (0..p.units.len()).collect();
+    order.sort_by_key(|&u| (p.units[u].arrival, u));
+    let dollars = |u: usize, c: usize| p.units[u].cands[c].dollars;
+    greedy(p, &order, &dollars)
+}
+
 /// Heuristic solve with a Lagrangian lower bound.
 pub fn solve_lagrangian(p: &Problem, iters: usize) -> Solved {
     let n = p.units.len();
@@ -951,27 +958,18 @@ pub fn solve_lagrangian(p: &Problem, iters: usize) -> Solved {
             .then(size(b).total_cmp(&size(a)))
             .then(a.cmp(&b))
     });
-    let mut blocked = HashMap::new();
     let plain = |u: usize, c: usize| p.units[u].cands[c].cost;
-    let (mut best_choice, mut res) = greedy(p, &order, &plain, &mut blocked);
-    let (bc, mut bres) = {
-        // The baseline's plan is one more start: stratus never does worse than it.
-        let mut b2 = HashMap::new();
-        let mut ord: Vec<usize> = (0..n).collect();
-        ord.sort_by_key(|&u| (p.units[u].arrival, u));
-        let dollars = |u: usize, c: usize| p.units[u].cands[c].dollars;
-        greedy(p, &ord, &dollars, &mut b2)
-    };
-    let mut bc = bc;
-    improve(p, &mut bc, &mut bres, &mut HashMap::new());
-    improve(p, &mut best_choice, &mut res, &mut blocked);
+    let (mut best_choice, mut res) = greedy(p, &order, &plain);
+    // The baseline's plan is one more start: stratus never does worse than it.
+    let (mut bc, mut bres) = cheapest_first(p);
+    improve(p, &mut bc, &mut bres);
+    improve(p, &mut best_choice, &mut res);
     if objective(p, &bc) < objective(p, &best_choice) - 1e-9 {
         best_choice = bc;
         res = bres;
     }
-    improve(p, &mut best_choice, &mut res, &mut blocked);
+    improve(p, &mut best_choice, &mut res);
     let mut best_obj = objective(p, &best_choice);
-    let mut best_blocked = blocked;
 
     let cls = classes(p);
     let lists = ProviderLists::new(p);
@@ -983,14 +981,7 @@ pub fn solve_lagrangian(p: &Problem, iters: usize) -> Solved {
     let (lb, mu, pi) = dual(p, iters, best_obj, &cls, &lists, mu0);
     // Priced greedy: scarce pools carry their multiplier, so units that have good
     // alternatives leave them to units that do not.
-    let priced = |u: usize, c: usize| {
-        let cand = &p.units[u].cands[c];
-        let o = cand.offer as usize;
-        cand.cost
-            + mu[o] * cand.nodes as f64
-            + mu[cand.offer2 as usize] * cand.nodes2 as f64
-            + pi[cand.region as usize] * cand.mw
-    };
+    let priced = |u: usize, c: usize| p.units[u].cands[c].priced(&mu, &pi);
     for variant in 0..2 {
         let mut order2 = order.clone();
         if variant == 1 {
@@ -1015,16 +1006,14 @@ pub fn solve_lagrangian(p: &Problem, iters: usize) -> Solved {
                     .then(a.cmp(&b))
             });
         }
-        let mut blocked = HashMap::new();
-        let (mut ch, mut res) = greedy(p, &order2, &priced, &mut blocked);
-        improve(p, &mut ch, &mut res, &mut blocked);
+        let (mut ch, mut res) = greedy(p, &order2, &priced);
+        improve(p, &mut ch, &mut res);
         eject(p, &mut ch, &mut res);
-        improve(p, &mut ch, &mut res, &mut blocked);
+        improve(p, &mut ch, &mut res);
         let obj = objective(p, &ch);
         if obj < best_obj - 1e-9 {
             best_obj = obj;
             best_choice = ch;
-            best_blocked = blocked;
         }
     }
     let lower = lb.min(best_obj);
@@ -1033,6 +1022,5 @@ pub fn solve_lagrangian(p: &Problem, iters: usize) -> Solved {
         objective: best_obj,
         lower_bound: lower,
         method: format!("lagrangian ({} classes) + greedy repair", cls.rep.len()),
-        blocked: best_blocked,
     }
 }
