@@ -44,6 +44,32 @@ fn images(accs: &[Accelerator]) -> BTreeMap<Arch, String> {
         .collect()
 }
 
+/// A training gang in one interconnect domain with `hours_per_chip` of work per chip.
+fn gang(
+    name: String,
+    priority: u32,
+    chips: u32,
+    accelerators: Vec<Accelerator>,
+    hours_per_chip: f64,
+    residency: Vec<String>,
+    spot: bool,
+) -> Training {
+    Training {
+        name,
+        priority,
+        chips,
+        images: images(&accelerators),
+        accelerators,
+        scope: GangScope::OneDomain,
+        work_chip_hours: ChipHours(chips as f64 * hours_per_chip),
+        checkpoint_minutes: 30.0,
+        deadline_hours: None,
+        data_region: None,
+        residency,
+        spot,
+    }
+}
+
 /// A generated workload set of `n` workloads shaped like the demo's mix: 0.5 % large training
 /// runs (256–1,024 chips), 50 % fine-tunes (1–64 chips), 25 % deferrable batch jobs (8–32
 /// chips) and 24 % inference services with 1–3 user locations of 5–50 req/s each. Demand is drawn from the demo's services so
@@ -75,20 +101,15 @@ pub fn generated(fleet: &Fleet, n: usize, seed: u64) -> Result<WorkloadSet, Inpu
         if roll < 1 && i % 2 == 0 {
             let accs = r.pick(&acc_sets[..6]).to_vec();
             let chips = *r.pick(&[256u32, 512, 1024]);
-            w.training.push(Training {
-                name: format!("train-{i}"),
-                priority: 250,
+            w.training.push(gang(
+                format!("train-{i}"),
+                250,
                 chips,
-                images: images(&accs),
-                accelerators: accs,
-                scope: GangScope::OneDomain,
-                work_chip_hours: ChipHours(chips as f64 * 500.0),
-                checkpoint_minutes: 30.0,
-                deadline_hours: None,
-                data_region: None,
-                residency: vec![],
-                spot: false,
-            });
+                accs,
+                500.0,
+                vec![],
+                false,
+            ));
         } else if roll < 51 {
             let accs = r.pick(&acc_sets).to_vec();
             let chips = if accs[0] == L4 {
@@ -96,24 +117,22 @@ pub fn generated(fleet: &Fleet, n: usize, seed: u64) -> Result<WorkloadSet, Inpu
             } else {
                 *r.pick(&[8u32, 8, 8, 16, 16, 32, 64])
             };
-            w.training.push(Training {
-                name: format!("ft-{i}"),
-                priority: *r.pick(&[100u32, 100, 120, 150]),
+            let priority = *r.pick(&[100u32, 100, 120, 150]);
+            let residency = if r.below(10) == 0 {
+                vec!["EU".into()]
+            } else {
+                vec![]
+            };
+            let spot = r.below(3) == 0;
+            w.training.push(gang(
+                format!("ft-{i}"),
+                priority,
                 chips,
-                images: images(&accs),
-                accelerators: accs,
-                scope: GangScope::OneDomain,
-                work_chip_hours: ChipHours(chips as f64 * 48.0),
-                checkpoint_minutes: 30.0,
-                deadline_hours: None,
-                data_region: None,
-                residency: if r.below(10) == 0 {
-                    vec!["EU".into()]
-                } else {
-                    vec![]
-                },
-                spot: r.below(3) == 0,
-            });
+                accs,
+                48.0,
+                residency,
+                spot,
+            ));
         } else if roll < 76 {
             let accs = r.pick(&acc_sets).to_vec();
             let chips = *r.pick(&[8u32, 8, 16, 32]);

@@ -269,7 +269,7 @@ fn run(cli: Cli) -> Result<()> {
             match format {
                 FleetFormat::Json => println!("{}", serde_json::to_string_pretty(&fleet)?),
                 FleetFormat::Yaml => {
-                    print!("{}", serde_saphyr_out(&fleet).context("writing YAML")?)
+                    print!("{}", parse::to_yaml(&fleet)?)
                 }
                 FleetFormat::Table => present::fleet(&fleet),
             }
@@ -301,8 +301,4 @@ fn run(cli: Cli) -> Result<()> {
         } => bench::plan(&sizes, seed, dual_iterations)?,
     }
     Ok(())
-}
-
-fn serde_saphyr_out(fleet: &Fleet) -> Result<String> {
-    Ok(stratus_model::parse::to_yaml(fleet)?)
 }

@@ -18,6 +18,15 @@ fn tmp(name: &str) -> PathBuf {
     d.join(name)
 }
 
+/// Run a command that must succeed and keep its standard output in a file.
+fn save(args: &[&str], name: &str) -> PathBuf {
+    let o = stratus(args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let f = tmp(name);
+    std::fs::write(&f, &o.stdout).unwrap();
+    f
+}
+
 fn examples(name: &str) -> String {
     format!("{}/../../examples/{name}", env!("CARGO_MANIFEST_DIR"))
 }
@@ -83,10 +92,10 @@ fn plan_json_has_the_documented_fields() {
 
 #[test]
 fn fleet_show_json_is_a_fleet_file_and_pool_ids_match_plans() {
-    let f = tmp("aws-fleet.json");
-    let o = stratus(&["fleet", "show", "--provider", "aws", "--format", "json"]);
-    assert!(o.status.success());
-    std::fs::write(&f, &o.stdout).unwrap();
+    let f = save(
+        &["fleet", "show", "--provider", "aws", "--format", "json"],
+        "aws-fleet.json",
+    );
     let w = examples("small-workloads.yaml");
     let o = stratus(&[
         "plan",
@@ -122,10 +131,10 @@ fn fleet_show_json_is_a_fleet_file_and_pool_ids_match_plans() {
 
 #[test]
 fn fleet_show_yaml_reads_back_the_same_fleet() {
-    let y = tmp("h200.yaml");
-    let o = stratus(&["fleet", "show", "--accelerator", "H200", "--format", "yaml"]);
-    assert!(o.status.success());
-    std::fs::write(&y, &o.stdout).unwrap();
+    let y = save(
+        &["fleet", "show", "--accelerator", "H200", "--format", "yaml"],
+        "h200.yaml",
+    );
     let j1 = stratus(&[
         "fleet",
         "show",
@@ -147,7 +156,9 @@ fn fleet_show_yaml_reads_back_the_same_fleet() {
 }
 
 #[test]
-fn a_previous_plan_is_kept_when_nothing_changed() {
+fn a_plan_printed_as_json_is_accepted_as_previous() {
+    // The planner's hysteresis itself is tested in crates/plan/tests/properties.rs
+    // (`a_previous_placement_is_kept_unless_moving_pays`); this checks the file round trip.
     let w = examples("small-workloads.yaml");
     let first = tmp("first.json");
     let o = stratus(&["plan", "--workloads", &w, "--format", "json"]);

@@ -198,9 +198,21 @@ pub fn find_line(text: &str, needle: &str, nth: usize) -> Option<usize> {
 }
 
 fn err(file: &str, text: &str, needle: &str, field: String, reason: String) -> InputError {
+    err_nth(file, text, needle, 0, field, reason)
+}
+
+/// An error located at the `nth` line mentioning `needle` (a duplicate's second mention).
+fn err_nth(
+    file: &str,
+    text: &str,
+    needle: &str,
+    nth: usize,
+    field: String,
+    reason: String,
+) -> InputError {
     InputError {
         file: file.into(),
-        line: find_line(text, needle, 0),
+        line: find_line(text, needle, nth),
         field: Some(field),
         reason,
     }
@@ -226,23 +238,27 @@ pub fn validate_fleet(fleet: &Fleet, file: &str, text: &str) -> Result<(), Input
     let mut pools = HashSet::new();
     for (pi, p) in fleet.providers.iter().enumerate() {
         if !providers.insert(p.name.as_str()) {
-            return Err(InputError {
-                file: file.into(),
-                line: find_line(text, &p.name, 1),
-                field: Some(format!("providers[{pi}].name")),
-                reason: format!("duplicate provider name {:?}", p.name),
-            });
+            return Err(err_nth(
+                file,
+                text,
+                &p.name,
+                1,
+                format!("providers[{pi}].name"),
+                format!("duplicate provider name {:?}", p.name),
+            ));
         }
         let mut regions = HashSet::new();
         for (ri, r) in p.regions.iter().enumerate() {
             let at = format!("providers[{pi}].regions[{ri}]");
             if !regions.insert(r.name.as_str()) {
-                return Err(InputError {
-                    file: file.into(),
-                    line: find_line(text, &r.name, 1),
-                    field: Some(format!("{at}.name")),
-                    reason: format!("duplicate region name {:?} in provider {}", r.name, p.name),
-                });
+                return Err(err_nth(
+                    file,
+                    text,
+                    &r.name,
+                    1,
+                    format!("{at}.name"),
+                    format!("duplicate region name {:?} in provider {}", r.name, p.name),
+                ));
             }
             if !(1.0..=3.0).contains(&r.pue) {
                 return Err(err(
@@ -265,12 +281,14 @@ pub fn validate_fleet(fleet: &Fleet, file: &str, text: &str) -> Result<(), Input
             for (qi, q) in r.pools.iter().enumerate() {
                 let at = format!("{at}.pools[{qi}]");
                 if !pools.insert(q.id.as_str()) {
-                    return Err(InputError {
-                        file: file.into(),
-                        line: find_line(text, &q.id, 1),
-                        field: Some(format!("{at}.id")),
-                        reason: format!("duplicate pool id {:?}", q.id),
-                    });
+                    return Err(err_nth(
+                        file,
+                        text,
+                        &q.id,
+                        1,
+                        format!("{at}.id"),
+                        format!("duplicate pool id {:?}", q.id),
+                    ));
                 }
                 if q.chips_per_node == 0 {
                     return Err(err(
@@ -330,12 +348,14 @@ pub fn validate_workloads(
         let seen = names.entry(name.to_string()).or_insert(0);
         *seen += 1;
         if *seen > 1 {
-            return Err(InputError {
-                file: file.into(),
-                line: find_line(text, name, *seen - 1),
-                field: Some(field),
-                reason: format!("duplicate workload name {name:?}"),
-            });
+            return Err(err_nth(
+                file,
+                text,
+                name,
+                *seen - 1,
+                field,
+                format!("duplicate workload name {name:?}"),
+            ));
         }
         if name.is_empty() {
             return Err(InputError {

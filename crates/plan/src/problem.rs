@@ -544,41 +544,40 @@ pub fn compile(
                 let rtt = from_idx
                     .map(|f| lat.rtt(f, region_lat[o.region]).0)
                     .unwrap_or(f64::INFINITY);
-                let reject = if let Some(spec) = s.replica.get(&o.accelerator) {
-                    let replicas = (rps / spec.rps.0).ceil().max(1.0) as u32;
-                    let nodes = nodes_for_replicas(replicas, spec.chips, o.chips_per_node);
-                    let watts = nodes as f64 * o.node_facility_watts;
-                    if !residency_allows(&s.residency, &reg.jurisdictions) {
-                        Some(Constraint::Residency)
-                    } else if o.category == Category::Spot && !s.spot {
-                        Some(Constraint::Spot)
-                    } else if nodes > o.capacity_nodes {
-                        Some(Constraint::PoolSize)
-                    } else if watts > region_cap_watts[o.region] {
-                        Some(Constraint::PowerCap)
-                    } else if rtt > s.latency_slo_ms.0 {
-                        Some(Constraint::LatencySlo)
-                    } else {
-                        let dollars = nodes as f64 * o.node_price;
-                        let mut cost = dollars
-                            + carbon_cost(watts, o.carbon, policy)
-                            + policy.latency_usd_per_ms_krps_hour * rtt * rps / 1000.0;
-                        if let Some(p) = previous_offer {
-                            if p as usize != oi {
-                                cost += dollars * policy.restart_hours
-                                    / policy.migration_amortization_hours;
-                            }
-                        }
-                        let size = (replicas * spec.chips, replicas);
-                        cands.push(Cand::new(oi, o, nodes, watts, cost, dollars, size, rtt));
-                        None
-                    }
+                // `considered_offers` kept only accelerators the service has a replica for.
+                let spec = s.replica[&o.accelerator];
+                let replicas = (rps / spec.rps.0).ceil().max(1.0) as u32;
+                let nodes = nodes_for_replicas(replicas, spec.chips, o.chips_per_node);
+                let watts = nodes as f64 * o.node_facility_watts;
+                let reject = if !residency_allows(&s.residency, &reg.jurisdictions) {
+                    Some(Constraint::Residency)
+                } else if o.category == Category::Spot && !s.spot {
+                    Some(Constraint::Spot)
+                } else if nodes > o.capacity_nodes {
+                    Some(Constraint::PoolSize)
+                } else if watts > region_cap_watts[o.region] {
+                    Some(Constraint::PowerCap)
+                } else if rtt > s.latency_slo_ms.0 {
+                    Some(Constraint::LatencySlo)
                 } else {
-                    Some(Constraint::Accelerator)
+                    None
                 };
                 if let Some(c) = reject {
                     *rejected.entry(c).or_insert(0) += 1;
+                    continue;
                 }
+                let dollars = nodes as f64 * o.node_price;
+                let mut cost = dollars
+                    + carbon_cost(watts, o.carbon, policy)
+                    + policy.latency_usd_per_ms_krps_hour * rtt * rps / 1000.0;
+                if let Some(p) = previous_offer {
+                    if p as usize != oi {
+                        cost +=
+                            dollars * policy.restart_hours / policy.migration_amortization_hours;
+                    }
+                }
+                let size = (replicas * spec.chips, replicas);
+                cands.push(Cand::new(oi, o, nodes, watts, cost, dollars, size, rtt));
             }
             let (tail_floor, tail_mask) =
                 trim_cands(&mut cands, policy.max_candidates_per_unit, &offers);

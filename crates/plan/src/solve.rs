@@ -180,14 +180,7 @@ pub fn group_dp(
     g: usize,
     score: &dyn Fn(usize, usize) -> Option<f64>,
 ) -> Option<(f64, Vec<Option<usize>>)> {
-    let np = p.providers.len();
-    if np > DP_MAX_PROVIDERS {
-        return None;
-    }
-    let grp = &p.groups[g];
-    let mut best = vec![None; grp.units.len() * np];
-    for (k, &u) in grp.units.iter().enumerate() {
-        let b = &mut best[k * np..(k + 1) * np];
+    dp_with(p, g, |u, b| {
         for (ci, c) in p.units[u].cands.iter().enumerate() {
             if let Some(v) = score(u, ci) {
                 let pr = p.offers[c.offer as usize].provider;
@@ -196,6 +189,23 @@ pub fn group_dp(
                 }
             }
         }
+    })
+}
+
+/// Fill each unit's best option per provider with `fill(unit, row)`, then run the DP.
+fn dp_with(
+    p: &Problem,
+    g: usize,
+    mut fill: impl FnMut(usize, &mut [Option<(f64, usize)>]),
+) -> Option<(f64, Vec<Option<usize>>)> {
+    let np = p.providers.len();
+    if np > DP_MAX_PROVIDERS {
+        return None;
+    }
+    let grp = &p.groups[g];
+    let mut best = vec![None; grp.units.len() * np];
+    for (k, &u) in grp.units.iter().enumerate() {
+        fill(u, &mut best[k * np..(k + 1) * np]);
     }
     dp_over_providers(p, g, &best)
 }
@@ -238,15 +248,9 @@ fn group_dp_priced(
     pi: &[f64],
     lists: &ProviderLists,
 ) -> Option<(f64, Vec<Option<usize>>)> {
-    let np = p.providers.len();
-    if np > DP_MAX_PROVIDERS {
-        return None;
-    }
-    let grp = &p.groups[g];
-    let mut best = vec![None; grp.units.len() * np];
-    for (k, &u) in grp.units.iter().enumerate() {
+    dp_with(p, g, |u, row| {
         let unit = &p.units[u];
-        for pr in 0..np {
+        for (pr, slot) in row.iter_mut().enumerate() {
             let mut b: Option<(f64, usize)> = (unit.tail_floor.is_finite()
                 && unit.tail_mask & (1 << pr) != 0)
                 .then_some((unit.tail_floor, usize::MAX));
@@ -260,10 +264,9 @@ fn group_dp_priced(
                     b = Some((v, ci as usize));
                 }
             }
-            best[k * np + pr] = b;
+            *slot = b;
         }
-    }
-    dp_over_providers(p, g, &best)
+    })
 }
 
 fn dp_over_providers(

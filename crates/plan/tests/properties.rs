@@ -430,7 +430,6 @@ fn every_placement_explains_itself_and_every_unplaced_unit_says_why() {
     for u in &plan.unplaced {
         assert!(!u.reason.is_empty());
     }
-    let _ = UnitKind::Training;
 }
 
 #[test]
@@ -503,4 +502,70 @@ fn a_gang_larger_than_a_commitment_uses_all_of_it_plus_on_demand_nodes() {
     );
     assert_eq!(plan.summary.committed_nodes_used, 2);
     check_plan(&fleet, &w, &plan).unwrap();
+}
+
+#[test]
+fn a_previous_placement_is_kept_unless_moving_pays() {
+    // Two identical pools but for price: $40.0 and $40.5 per node-hour.
+    let mut r = Rng(2);
+    let mut fleet = gen_fleet(&mut r, 1);
+    fleet.providers.truncate(1);
+    fleet.providers[0].regions.truncate(1);
+    let region = &mut fleet.providers[0].regions[0];
+    region.power_cap_mw = Megawatts(100.0);
+    region.pools.truncate(1);
+    let mut pool = region.pools[0].clone();
+    pool.accelerator = Accelerator::H100;
+    pool.nodes = 4;
+    pool.spot_nodes = 0;
+    pool.spot_per_node_hour = None;
+    pool.committed = None;
+    pool.domain_chips = 16;
+    let mut dear = pool.clone();
+    pool.on_demand_per_node_hour = UsdPerHour(40.0);
+    dear.id = format!("{}-dear", pool.id);
+    dear.on_demand_per_node_hour = UsdPerHour(40.5);
+    region.pools = vec![pool.clone(), dear.clone()];
+    let job = |name: &str| Training {
+        name: name.into(),
+        priority: 100,
+        chips: 8,
+        accelerators: vec![Accelerator::H100],
+        images: images(),
+        scope: GangScope::OneDomain,
+        work_chip_hours: ChipHours(10.0),
+        checkpoint_minutes: 60.0,
+        deadline_hours: None,
+        data_region: None,
+        residency: vec![],
+        spot: false,
+    };
+    let w = WorkloadSet {
+        training: vec![job("a")],
+        ..WorkloadSet::default()
+    };
+    let fresh = plan(&fleet, &w, &Policy::default(), None);
+    assert_eq!(
+        fresh.placements[0].pool, pool.id,
+        "cheapest pool without history"
+    );
+    let mut previous = stratus_plan::PreviousPlan::default();
+    previous.placements.insert(
+        "a".into(),
+        (dear.id.clone(), stratus_plan::Category::OnDemand),
+    );
+    // Moving saves $1/h but loses half a checkpoint interval and a restart on 2 nodes.
+    let kept = plan(&fleet, &w, &Policy::default(), Some(&previous));
+    assert_eq!(
+        kept.placements[0].pool, dear.id,
+        "{}",
+        kept.placements[0].explanation
+    );
+    // With migrations spread over a long enough horizon, moving pays again.
+    let patient = Policy {
+        migration_amortization_hours: 1e6,
+        ..Policy::default()
+    };
+    let moved = plan(&fleet, &w, &patient, Some(&previous));
+    assert_eq!(moved.placements[0].pool, pool.id);
 }
