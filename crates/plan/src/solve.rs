@@ -810,56 +810,19 @@ fn dual(
         // The relaxed subproblems are independent: two halves on two threads, combined in a
         // fixed order so the result does not depend on scheduling.
         let (mu_r, pi_r) = (&mu, &pi);
+        let half = |second: bool, buf: &mut (Vec<f64>, Vec<f64>)| {
+            let (nodes, mw) = buf;
+            relaxed_part(p, cls, lists, mu_r, pi_r, split, second, (nodes, mw))
+        };
         let (ua, ub) = (&mut half_a, &mut half_b);
         let (la, lb) = if split.threaded {
             std::thread::scope(|sc| {
-                let b = sc.spawn(|| {
-                    relaxed_part(
-                        p,
-                        cls,
-                        lists,
-                        mu_r,
-                        pi_r,
-                        split,
-                        true,
-                        (&mut ub.0, &mut ub.1),
-                    )
-                });
-                let a = relaxed_part(
-                    p,
-                    cls,
-                    lists,
-                    mu_r,
-                    pi_r,
-                    split,
-                    false,
-                    (&mut ua.0, &mut ua.1),
-                );
+                let b = sc.spawn(|| half(true, ub));
+                let a = half(false, ua);
                 (a, b.join().expect("dual worker"))
             })
         } else {
-            (
-                relaxed_part(
-                    p,
-                    cls,
-                    lists,
-                    mu_r,
-                    pi_r,
-                    split,
-                    false,
-                    (&mut ua.0, &mut ua.1),
-                ),
-                relaxed_part(
-                    p,
-                    cls,
-                    lists,
-                    mu_r,
-                    pi_r,
-                    split,
-                    true,
-                    (&mut ub.0, &mut ub.1),
-                ),
-            )
+            (half(false, ua), half(true, ub))
         };
         let mut l = la + lb;
         for o in 0..no {

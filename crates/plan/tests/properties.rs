@@ -447,18 +447,23 @@ fn large_plans_are_identical_run_to_run_although_computed_on_two_threads() {
     assert!(a.lower_bound_per_hour <= a.objective_per_hour);
 }
 
-#[test]
-fn a_gang_larger_than_a_commitment_uses_all_of_it_plus_on_demand_nodes() {
-    let mut r = Rng(1);
-    let mut fleet = gen_fleet(&mut r, 1);
-    // One pool only: 6 nodes of 4 H100, 2 of them committed at marginal cost 0.
+/// A generated fleet cut down to one region with one H100 pool and ample power.
+fn one_pool_fleet(seed: u64) -> Fleet {
+    let mut fleet = gen_fleet(&mut Rng(seed), 1);
     fleet.providers.truncate(1);
     fleet.providers[0].regions.truncate(1);
     let region = &mut fleet.providers[0].regions[0];
     region.power_cap_mw = Megawatts(100.0);
     region.pools.truncate(1);
-    let pool = &mut region.pools[0];
-    pool.accelerator = Accelerator::H100;
+    region.pools[0].accelerator = Accelerator::H100;
+    fleet
+}
+
+#[test]
+fn a_gang_larger_than_a_commitment_uses_all_of_it_plus_on_demand_nodes() {
+    // One pool only: 6 nodes of 4 H100, 2 of them committed at marginal cost 0.
+    let mut fleet = one_pool_fleet(1);
+    let pool = &mut fleet.providers[0].regions[0].pools[0];
     pool.nodes = 6;
     pool.spot_nodes = 0;
     pool.domain_chips = 24;
@@ -507,15 +512,9 @@ fn a_gang_larger_than_a_commitment_uses_all_of_it_plus_on_demand_nodes() {
 #[test]
 fn a_previous_placement_is_kept_unless_moving_pays() {
     // Two identical pools but for price: $40.0 and $40.5 per node-hour.
-    let mut r = Rng(2);
-    let mut fleet = gen_fleet(&mut r, 1);
-    fleet.providers.truncate(1);
-    fleet.providers[0].regions.truncate(1);
+    let mut fleet = one_pool_fleet(2);
     let region = &mut fleet.providers[0].regions[0];
-    region.power_cap_mw = Megawatts(100.0);
-    region.pools.truncate(1);
     let mut pool = region.pools[0].clone();
-    pool.accelerator = Accelerator::H100;
     pool.nodes = 4;
     pool.spot_nodes = 0;
     pool.spot_per_node_hour = None;
