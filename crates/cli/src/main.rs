@@ -8,6 +8,7 @@ mod present;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use stratus_model::{parse, Fleet, InputError, UsdPerTonne, WorkloadSet};
@@ -160,10 +161,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn load_fleet(path: Option<&Path>) -> Result<Fleet> {
+/// The fleet a command works on: a file, or the built-in one (borrowed, not copied).
+fn load_fleet(path: Option<&Path>) -> Result<Cow<'static, Fleet>> {
     match path {
-        Some(p) => Ok(parse::load_fleet(p).context("reading fleet")?),
-        None => Ok(stratus_catalog::builtin().clone()),
+        Some(p) => Ok(Cow::Owned(parse::load_fleet(p).context("reading fleet")?)),
+        None => Ok(Cow::Borrowed(stratus_catalog::builtin())),
     }
 }
 
@@ -239,7 +241,7 @@ fn run(cli: Cli) -> Result<()> {
                     format,
                 },
         } => {
-            let mut fleet = load_fleet(fleet.as_deref())?;
+            let mut fleet = load_fleet(fleet.as_deref())?.into_owned();
             if let Some(a) = &accelerator {
                 let acc: stratus_model::Accelerator = a.parse().map_err(|e| InputError {
                     file: "--accelerator".into(),
