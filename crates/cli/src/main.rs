@@ -5,6 +5,7 @@
 
 mod bench;
 mod present;
+mod sim;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -63,6 +64,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: CatalogCmd,
     },
+    /// Simulate a scenario: real traces and faults against the fleet, every policy compared.
+    Sim {
+        #[command(subcommand)]
+        cmd: SimCmd,
+    },
     /// Benchmarks that print ratios against baselines measured in the same run.
     Bench {
         #[command(subcommand)]
@@ -103,6 +109,29 @@ enum CatalogCmd {
 }
 
 #[derive(Subcommand)]
+enum SimCmd {
+    /// Run a scenario file; writes metrics.json, report.md and SVG plots into --out.
+    Run {
+        /// Scenario file (YAML).
+        scenario: PathBuf,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Override the scenario's seed.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// The data directory with the traces (default: STRATUS_DATA or ../shared/data).
+        #[arg(long)]
+        data: Option<PathBuf>,
+    },
+    /// Print the policies of a finished run side by side (reads DIR/metrics.json).
+    Compare {
+        /// Output directory of `stratus sim run`, or a metrics.json file.
+        dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum BenchCmd {
     /// Generated workload sets on the built-in fleet: stratus vs cheapest-first.
     Plan {
@@ -115,6 +144,15 @@ enum BenchCmd {
         /// Minimum iterations of the Lagrangian dual (more: tighter bound, longer run).
         #[arg(long)]
         dual_iterations: Option<usize>,
+    },
+    /// Simulator throughput: events per second on one core, and the wall time of a whole
+    /// scenario (every policy, two threads).
+    Sim {
+        /// Scenario file; the shipped 7-day benchmark scenario when omitted.
+        scenario: Option<PathBuf>,
+        /// The data directory with the traces.
+        #[arg(long)]
+        data: Option<PathBuf>,
     },
 }
 
@@ -293,6 +331,21 @@ fn run(cli: Cli) -> Result<()> {
                 fleet.pool_count()
             );
         }
+        Cmd::Sim {
+            cmd:
+                SimCmd::Run {
+                    scenario,
+                    out,
+                    seed,
+                    data,
+                },
+        } => sim::run(&scenario, &out, seed, data.as_deref())?,
+        Cmd::Sim {
+            cmd: SimCmd::Compare { dir },
+        } => sim::compare(&dir)?,
+        Cmd::Bench {
+            cmd: BenchCmd::Sim { scenario, data },
+        } => sim::bench(scenario.as_deref(), data.as_deref())?,
         Cmd::Bench {
             cmd:
                 BenchCmd::Plan {

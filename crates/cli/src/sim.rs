@@ -1,0 +1,153 @@
+//! `stratus sim run|compare` and `stratus bench sim`: load, run, present.
+
+use crate::present::thousands;
+use anyhow::{Context, Result};
+use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, CellAlignment, Table};
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Instant;
+use stratus_sim::metrics::Metrics;
+use stratus_sim::scenario::{self, Loaded};
+
+/// The shipped 7-day benchmark scenario, relative to the repository.
+const BENCH_SCENARIO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/sim-week.yaml");
+
+fn load(path: &Path, data: Option<&Path>, seed: Option<u64>) -> Result<Loaded> {
+    let data: PathBuf = data
+        .map(Path::to_path_buf)
+        .unwrap_or_else(scenario::data_dir);
+    let mut ld = scenario::load(path, &data).context("reading the scenario")?;
+    if let Some(s) = seed {
+        ld.scenario.seed = s;
+    }
+    Ok(ld)
+}
+
+/// A one-line progress bar on stderr while the run goes (only when stderr is a terminal).
+fn progress_bar() -> impl Fn(f64) + Sync {
+    let tty = std::io::stderr().is_terminal();
+    let last = Mutex::new(-1i64);
+    move |f: f64| {
+        if !tty {
+            return;
+        }
+        let pct = (f * 100.0).floor() as i64;
+        let mut l = last.lock().expect("progress lock");
+        if pct != *l {
+            *l = pct;
+            let n = (f * 40.0) as usize;
+            eprint!(
+                "\r[{}{}] {pct:>3}%",
+                "#".repeat(n.min(40)),
+                " ".repeat(40 - n.min(40))
+            );
+            let _ = std::io::stderr().flush();
+        }
+    }
+}
+
+/// `stratus sim run`.
+pub fn run(path: &Path, out: &Path, seed: Option<u64>, data: Option<&Path>) -> Result<()> {
+    let ld = load(path, data, seed)?;
+    let started = Instant::now();
+    let bar = progress_bar();
+    let m = stratus_sim::simulate(&ld, &bar);
+    if std::io::stderr().is_terminal() {
+        eprintln!();
+    }
+    stratus_sim::report::write(&m, out).with_context(|| format!("writing {}", out.display()))?;
+    print_table(&m);
+    for p in &m.policies {
+        if !p.conservation.holds() {
+            anyhow::bail!(
+                "conservation violated for {}: {:?}",
+                p.policy,
+                p.conservation
+            );
+        }
+    }
+    eprintln!(
+        "wrote {}/metrics.json, report.md and {} plots in {:.1} s",
+        out.display(),
+        stratus_sim::report::PLOTS.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// `stratus sim compare`.
+pub fn compare(dir: &Path) -> Result<()> {
+    let file = if dir.is_dir() {
+        dir.join("metrics.json")
+    } else {
+        dir.to_path_buf()
+    };
+    let text =
+        std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+    let m: Metrics = serde_json::from_str(&text).map_err(|e| stratus_model::InputError {
+        file: file.display().to_string(),
+        line: Some(e.line()),
+        field: None,
+        reason: format!("not a metrics.json written by `stratus sim run`: {e}"),
+    })?;
+    print_table(&m);
+    Ok(())
+}
+
+fn print_table(m: &Metrics) {
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED);
+    let mut header = vec![Cell::new(format!("{} (seed {})", m.scenario, m.seed))];
+    header.extend(m.policies.iter().map(|p| Cell::new(&p.policy)));
+    t.set_header(header);
+    for (k, vals) in stratus_sim::report::table(m) {
+        let mut row = vec![Cell::new(k)];
+        row.extend(
+            vals.into_iter()
+                .map(|v| Cell::new(v).set_alignment(CellAlignment::Right)),
+        );
+        t.add_row(row);
+    }
+    println!("{t}");
+}
+
+/// `stratus bench sim`.
+pub fn bench(path: Option<&Path>, data: Option<&Path>) -> Result<()> {
+    let path = path.unwrap_or(Path::new(BENCH_SCENARIO));
+    let ld = load(path, data, None)?;
+    println!(
+        "stratus bench sim: {} ({} h, {} pools, {} services, {} jobs); wall clock, this machine",
+        ld.scenario.name,
+        ld.scenario.horizon_hours,
+        ld.fleet.pool_count(),
+        ld.services.inference.len(),
+        ld.jobs.len()
+    );
+    println!(
+        "{:<26} {:>12} {:>10} {:>14} {:>10}",
+        "policy (one core each)", "events", "wall s", "events/s", "requests"
+    );
+    for s in &ld.strategies {
+        let t = Instant::now();
+        let (m, events) = stratus_sim::engine::run_counting(&ld, s.clone());
+        let secs = t.elapsed().as_secs_f64();
+        println!(
+            "{:<26} {:>12} {:>10.2} {:>14} {:>10}",
+            m.policy,
+            thousands(events),
+            secs,
+            thousands((events as f64 / secs) as u64),
+            thousands(m.totals.requests)
+        );
+    }
+    let t = Instant::now();
+    let m = stratus_sim::simulate(&ld, &|_| {});
+    println!(
+        "whole scenario, {} policies on 2 threads: {:.2} s wall for {} requests per policy",
+        m.policies.len(),
+        t.elapsed().as_secs_f64(),
+        thousands(m.policies.first().map(|p| p.totals.requests).unwrap_or(0))
+    );
+    Ok(())
+}

@@ -1,0 +1,411 @@
+//! `sim`: simulated providers in-process. The embedded default driver, and the ground truth
+//! the simulator injects faults into (outages, capacity loss, preemptions). The controller sees
+//! it only through [`Driver`], exactly as it sees a real cloud.
+
+use crate::driver::{
+    Driver, DriverError, Instance, InstanceState, LaunchRequest, LossCause, PoolCapacity, Time,
+};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use stratus_model::fleet::region_id;
+use stratus_model::Fleet;
+use stratus_plan::Category;
+
+/// Per-pool ground truth.
+#[derive(Debug, Clone)]
+struct PoolState {
+    region: String,
+    committed: u32,
+    on_demand: u32,
+    spot: u32,
+    /// Share of the pool still working (1 = all; capacity-loss faults lower it).
+    factor: f64,
+    used: PoolCapacity,
+}
+
+impl PoolState {
+    fn total(&self) -> PoolCapacity {
+        let f = |n: u32| (n as f64 * self.factor).floor() as u32;
+        PoolCapacity {
+            committed: f(self.committed),
+            on_demand: f(self.on_demand),
+            spot: f(self.spot),
+        }
+    }
+    fn free(&self) -> PoolCapacity {
+        let t = self.total();
+        PoolCapacity {
+            committed: t.committed.saturating_sub(self.used.committed),
+            on_demand: t.on_demand.saturating_sub(self.used.on_demand),
+            spot: t.spot.saturating_sub(self.used.spot),
+        }
+    }
+}
+
+/// Nodes a request takes from each bucket.
+fn take(req: &LaunchRequest) -> PoolCapacity {
+    match req.category {
+        Category::Spot => PoolCapacity {
+            spot: req.nodes,
+            ..Default::default()
+        },
+        _ => PoolCapacity {
+            committed: req.committed_nodes,
+            on_demand: req.nodes - req.committed_nodes.min(req.nodes),
+            spot: 0,
+        },
+    }
+}
+
+/// Simulated providers: every pool of a fleet, with boot and shutdown delays.
+#[derive(Debug, Clone)]
+pub struct SimProvider {
+    pools: HashMap<String, PoolState>,
+    down: BTreeSet<String>,
+    instances: BTreeMap<String, Instance>,
+    /// Seconds from an accepted launch to running.
+    pub launch_delay_s: f64,
+    /// Seconds from a stop to released nodes.
+    pub stop_delay_s: f64,
+}
+
+impl SimProvider {
+    /// Providers shaped like `fleet`, all healthy and empty.
+    pub fn new(fleet: &Fleet, launch_delay_s: f64, stop_delay_s: f64) -> SimProvider {
+        let mut pools = HashMap::new();
+        for (p, r, pool) in fleet.pools() {
+            let committed = pool.committed.as_ref().map(|c| c.nodes).unwrap_or(0);
+            pools.insert(
+                pool.id.clone(),
+                PoolState {
+                    region: region_id(&p.name, &r.name),
+                    committed,
+                    on_demand: pool.nodes.saturating_sub(committed),
+                    spot: pool.spot_nodes,
+                    factor: 1.0,
+                    used: PoolCapacity::default(),
+                },
+            );
+        }
+        SimProvider {
+            pools,
+            down: BTreeSet::new(),
+            instances: BTreeMap::new(),
+            launch_delay_s,
+            stop_delay_s,
+        }
+    }
+
+    /// Earliest pending state change (boot finished, stop finished), for the event queue.
+    pub fn next_transition(&self) -> Option<Time> {
+        self.instances
+            .values()
+            .filter_map(|i| match i.state {
+                InstanceState::Pending { ready_at } => Some(ready_at),
+                InstanceState::Stopping { done_at } => Some(done_at),
+                _ => None,
+            })
+            .min_by(|a, b| a.0.total_cmp(&b.0))
+    }
+
+    /// Apply every state change due by `now`; returns whether anything changed.
+    pub fn advance(&mut self, now: Time) -> bool {
+        let mut changed = false;
+        let mut gone = Vec::new();
+        for (tok, i) in self.instances.iter_mut() {
+            match i.state {
+                InstanceState::Pending { ready_at } if ready_at.0 <= now.0 => {
+                    i.state = InstanceState::Running;
+                    i.since = ready_at;
+                    changed = true;
+                }
+                InstanceState::Stopping { done_at } if done_at.0 <= now.0 => {
+                    gone.push(tok.clone());
+                }
+                _ => {}
+            }
+        }
+        for t in gone {
+            self.release(&t);
+            self.instances.remove(&t);
+            changed = true;
+        }
+        changed
+    }
+
+    fn release(&mut self, token: &str) {
+        if let Some(i) = self.instances.get(token) {
+            let t = take(&i.request);
+            if let Some(p) = self.pools.get_mut(&i.request.pool) {
+                p.used.committed -= t.committed;
+                p.used.on_demand -= t.on_demand;
+                p.used.spot -= t.spot;
+            }
+        }
+    }
+
+    fn lose(&mut self, token: &str, now: Time, cause: LossCause) {
+        let live = matches!(
+            self.instances.get(token).map(|i| i.state),
+            Some(InstanceState::Pending { .. } | InstanceState::Running)
+        );
+        if live {
+            self.release(token);
+            let i = self.instances.get_mut(token).expect("checked above");
+            i.state = InstanceState::Lost(cause);
+            i.since = now;
+        }
+    }
+
+    /// A region goes dark (`down`) or comes back. Everything in it is lost.
+    pub fn set_region_down(&mut self, now: Time, region: &str, down: bool) -> Vec<String> {
+        if !down {
+            self.down.remove(region);
+            return Vec::new();
+        }
+        self.down.insert(region.to_string());
+        let hit: Vec<String> = self
+            .instances
+            .iter()
+            .filter(|(_, i)| i.request.region == region)
+            .map(|(t, _)| t.clone())
+            .collect();
+        for t in &hit {
+            self.lose(t, now, LossCause::Outage);
+        }
+        hit
+    }
+
+    /// A pool keeps only `factor` of its nodes; the newest instances beyond that are evicted.
+    /// Returns the evicted tokens.
+    pub fn set_capacity_factor(&mut self, now: Time, pool: &str, factor: f64) -> Vec<String> {
+        let Some(p) = self.pools.get_mut(pool) else {
+            return Vec::new();
+        };
+        p.factor = factor.clamp(0.0, 1.0);
+        let mut evicted = Vec::new();
+        loop {
+            let p = &self.pools[pool];
+            let t = p.total();
+            let over = p.used.committed > t.committed
+                || p.used.on_demand > t.on_demand
+                || p.used.spot > t.spot;
+            if !over {
+                break;
+            }
+            let newest = self
+                .instances
+                .iter()
+                .filter(|(_, i)| {
+                    i.request.pool == pool
+                        && matches!(
+                            i.state,
+                            InstanceState::Pending { .. } | InstanceState::Running
+                        )
+                })
+                .max_by(|a, b| {
+                    a.1.launched_at
+                        .0
+                        .total_cmp(&b.1.launched_at.0)
+                        .then(a.0.cmp(b.0))
+                })
+                .map(|(t, _)| t.clone());
+            match newest {
+                Some(tok) => {
+                    self.lose(&tok, now, LossCause::CapacityLoss);
+                    evicted.push(tok);
+                }
+                None => break,
+            }
+        }
+        evicted
+    }
+
+    /// The provider reclaims a spot instance. Returns whether it was live.
+    pub fn preempt(&mut self, now: Time, token: &str) -> bool {
+        let live = matches!(
+            self.instances.get(token).map(|i| i.state),
+            Some(InstanceState::Running | InstanceState::Pending { .. })
+        );
+        self.lose(token, now, LossCause::Preempted);
+        live
+    }
+
+    /// The instance launched with `token`, if any.
+    pub fn instance(&self, token: &str) -> Option<&Instance> {
+        self.instances.get(token)
+    }
+
+    /// Every instance, in token order, without copying.
+    pub fn instances(&self) -> impl Iterator<Item = &Instance> {
+        self.instances.values()
+    }
+
+    /// Forget lost instances once the controller has seen them.
+    pub fn reap_lost(&mut self) {
+        self.instances
+            .retain(|_, i| !matches!(i.state, InstanceState::Lost(_)));
+    }
+}
+
+impl Driver for SimProvider {
+    fn launch(&mut self, now: Time, req: &LaunchRequest) -> Result<(), DriverError> {
+        if self.instances.contains_key(&req.token) {
+            return Ok(());
+        }
+        let Some(pool) = self.pools.get(&req.pool) else {
+            return Err(DriverError::UnknownPool(req.pool.clone()));
+        };
+        if self.down.contains(&pool.region) {
+            return Err(DriverError::Unreachable {
+                region: pool.region.clone(),
+            });
+        }
+        let free = pool.free();
+        let t = take(req);
+        if t.committed > free.committed || t.on_demand > free.on_demand || t.spot > free.spot {
+            return Err(DriverError::Capacity {
+                pool: req.pool.clone(),
+                asked: req.nodes,
+                free,
+            });
+        }
+        let pool = self.pools.get_mut(&req.pool).expect("looked up above");
+        pool.used.committed += t.committed;
+        pool.used.on_demand += t.on_demand;
+        pool.used.spot += t.spot;
+        self.instances.insert(
+            req.token.clone(),
+            Instance {
+                request: req.clone(),
+                state: InstanceState::Pending {
+                    ready_at: now.plus(self.launch_delay_s),
+                },
+                launched_at: now,
+                since: now,
+            },
+        );
+        Ok(())
+    }
+
+    fn stop(&mut self, now: Time, token: &str) -> Result<(), DriverError> {
+        let delay = self.stop_delay_s;
+        match self.instances.get_mut(token) {
+            None => Err(DriverError::UnknownToken(token.to_string())),
+            Some(i) => {
+                if matches!(
+                    i.state,
+                    InstanceState::Pending { .. } | InstanceState::Running
+                ) {
+                    i.state = InstanceState::Stopping {
+                        done_at: now.plus(delay),
+                    };
+                    i.since = now;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn observe(&mut self, _now: Time) -> Vec<Instance> {
+        self.instances.values().cloned().collect()
+    }
+
+    fn capacity(&mut self, _now: Time, pool: &str) -> Result<PoolCapacity, DriverError> {
+        let p = self
+            .pools
+            .get(pool)
+            .ok_or_else(|| DriverError::UnknownPool(pool.to_string()))?;
+        if self.down.contains(&p.region) {
+            return Err(DriverError::Unreachable {
+                region: p.region.clone(),
+            });
+        }
+        Ok(p.free())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fleet() -> Fleet {
+        serde_json::from_str(include_str!("../tests/two-pool-fleet.json")).unwrap()
+    }
+
+    fn req(token: &str, pool: &str, nodes: u32) -> LaunchRequest {
+        LaunchRequest {
+            token: token.into(),
+            unit: "u".into(),
+            workload: "w".into(),
+            pool: pool.into(),
+            region: pool.rsplit_once(':').unwrap().0.into(),
+            category: Category::OnDemand,
+            nodes,
+            committed_nodes: 0,
+            replicas: 1,
+        }
+    }
+
+    #[test]
+    fn a_replayed_token_never_launches_twice() {
+        let f = fleet();
+        let mut d = SimProvider::new(&f, 60.0, 10.0);
+        let pool = &f.providers[0].regions[0].pools[0].id;
+        let before = d.capacity(Time(0.0), pool).unwrap();
+        d.launch(Time(0.0), &req("t1", pool, 2)).unwrap();
+        d.launch(Time(1.0), &req("t1", pool, 2)).unwrap();
+        assert_eq!(d.observe(Time(1.0)).len(), 1);
+        let after = d.capacity(Time(1.0), pool).unwrap();
+        assert_eq!(after.on_demand, before.on_demand - 2);
+        assert!(d.advance(Time(60.0)));
+        assert_eq!(d.observe(Time(60.0))[0].state, InstanceState::Running);
+        d.stop(Time(61.0), "t1").unwrap();
+        d.stop(Time(62.0), "t1").unwrap();
+        d.advance(Time(71.0));
+        assert!(d.observe(Time(71.0)).is_empty());
+        assert_eq!(d.capacity(Time(71.0), pool).unwrap(), before);
+    }
+
+    #[test]
+    fn capacity_errors_and_outages_are_reported() {
+        let f = fleet();
+        let mut d = SimProvider::new(&f, 60.0, 10.0);
+        let pool = f.providers[0].regions[0].pools[0].id.clone();
+        let all = d.capacity(Time(0.0), &pool).unwrap().on_demand;
+        let e = d
+            .launch(Time(0.0), &req("big", &pool, all + 1))
+            .unwrap_err();
+        assert!(matches!(e, DriverError::Capacity { .. }), "{e}");
+        d.launch(Time(0.0), &req("a", &pool, 1)).unwrap();
+        let region = d.instance("a").unwrap().request.region.clone();
+        let hit = d.set_region_down(Time(5.0), &region, true);
+        assert_eq!(hit, vec!["a".to_string()]);
+        assert_eq!(
+            d.instance("a").unwrap().state,
+            InstanceState::Lost(LossCause::Outage)
+        );
+        let e = d.launch(Time(6.0), &req("b", &pool, 1)).unwrap_err();
+        assert!(matches!(e, DriverError::Unreachable { .. }));
+        d.set_region_down(Time(7.0), &region, false);
+        d.reap_lost();
+        assert_eq!(d.capacity(Time(7.0), &pool).unwrap().on_demand, all);
+    }
+
+    #[test]
+    fn capacity_loss_evicts_the_newest() {
+        let f = fleet();
+        let mut d = SimProvider::new(&f, 0.0, 0.0);
+        let pool = f.providers[0].regions[0].pools[0].id.clone();
+        let all = d.capacity(Time(0.0), &pool).unwrap().on_demand;
+        d.launch(Time(0.0), &req("old", &pool, all / 2)).unwrap();
+        d.launch(Time(1.0), &req("new", &pool, all / 2)).unwrap();
+        let ev = d.set_capacity_factor(Time(2.0), &pool, 0.6);
+        assert_eq!(ev, vec!["new".to_string()]);
+        assert_eq!(
+            d.instance("old").unwrap().state,
+            InstanceState::Pending {
+                ready_at: Time(0.0)
+            }
+        );
+    }
+}
