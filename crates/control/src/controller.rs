@@ -185,6 +185,8 @@ pub struct Controller {
     known: BTreeSet<String>,
     seq: u64,
     last_full: Option<Time>,
+    /// Capacity was released since unplaced work was last retried.
+    freed: bool,
     dirty: bool,
     rr_next: usize,
     rr_of: BTreeMap<String, usize>,
@@ -215,6 +217,7 @@ impl Controller {
             known: BTreeSet::new(),
             seq: 0,
             last_full: None,
+            freed: false,
             dirty: true,
             rr_next: 0,
             rr_of: BTreeMap::new(),
@@ -262,8 +265,10 @@ impl Controller {
 
         // Finished or withdrawn workloads: forget their plan, stop what runs.
         let active: BTreeSet<&str> = names(workloads).collect();
+        let before = self.desired.len();
         self.desired
             .retain(|_, d| active.contains(d.workload.as_str()));
+        self.freed |= self.desired.len() != before;
         self.incomplete.retain(|w| active.contains(w.as_str()));
         self.unplaced.retain(|w| active.contains(w.as_str()));
         self.rr_of.retain(|w, _| active.contains(w.as_str()));
@@ -284,7 +289,16 @@ impl Controller {
             self.last_full = Some(now);
             self.dirty = false;
         } else {
-            let todo: BTreeSet<String> = self.incomplete.union(&self.unplaced).cloned().collect();
+            // Work that did not fit is retried when capacity was released, and on the
+            // re-plan period otherwise: not on every tick, where nothing would have changed.
+            let mut todo = self.incomplete.clone();
+            if self.freed || due {
+                todo.extend(self.unplaced.iter().cloned());
+                self.freed = false;
+                if !self.strategy.global() {
+                    self.last_full = Some(now);
+                }
+            }
             if !todo.is_empty() {
                 self.plan_workloads(&todo, workloads, false);
                 self.stats.incremental_plans += 1;
@@ -338,6 +352,7 @@ impl Controller {
             self.desired.remove(&unit);
             self.incomplete.insert(t.desired.workload.clone());
             self.stats.losses += 1;
+            self.freed = true;
             self.dirty |= self.strategy.global();
             log.push(Action {
                 at: now,
@@ -482,9 +497,13 @@ impl Controller {
         for prov in &mut f.providers {
             for r in &mut prov.regions {
                 let rid = stratus_model::fleet::region_id(&prov.name, &r.name);
-                // Other providers stay in the view with no capacity: their regions are still
+                // Other providers stay in the view without pools: their regions are still
                 // where users are and where latency is measured from.
-                let down = self.down.contains_key(&rid) || only.is_some_and(|p| p != prov.name);
+                if only.is_some_and(|p| p != prov.name) {
+                    r.pools.clear();
+                    continue;
+                }
+                let down = self.down.contains_key(&rid);
                 if let Some(mw) = power.get(rid.as_str()) {
                     r.power_cap_mw.0 = (r.power_cap_mw.0 - mw).max(0.0);
                 }
@@ -549,6 +568,7 @@ impl Controller {
                 let t = self.tracked.remove(&unit).expect("listed above");
                 // A stop of an instance the driver already forgot is not an error here.
                 let _ = driver.stop(now, &t.token);
+                self.freed = true;
                 match kind {
                     ActionKind::Migrate => self.stats.migrations += 1,
                     _ => self.stats.stops += 1,

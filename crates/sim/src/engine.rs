@@ -193,6 +193,9 @@ struct Engine<'a> {
     dropped: BTreeMap<String, u64>,
     queued_requests: u64,
     events: u64,
+    /// Wall time spent in the controller (planning), for `stratus bench sim` only; never in
+    /// the metrics, which must not depend on the machine.
+    control_wall: std::time::Duration,
 }
 
 impl<'a> Engine<'a> {
@@ -411,6 +414,7 @@ impl<'a> Engine<'a> {
             dropped: BTreeMap::new(),
             queued_requests: 0,
             events: 0,
+            control_wall: std::time::Duration::ZERO,
         };
         for (i, j) in ld.jobs.iter().enumerate() {
             if j.arrival_s < horizon {
@@ -585,7 +589,9 @@ impl<'a> Engine<'a> {
         if self.now == 0.0 {
             self.driver.launch_delay_s = 0.0;
         }
+        let wall = std::time::Instant::now();
         self.ctl.tick(Time(self.now), &w, &mut self.driver);
+        self.control_wall += wall.elapsed();
         self.driver.launch_delay_s = boot;
         self.driver.advance(Time(self.now));
         self.driver.reap_lost();
@@ -1082,10 +1088,30 @@ fn cause_name(c: LossCause) -> &'static str {
     }
 }
 
-/// Events processed by a run (requests plus control events), for the benchmark.
-pub fn run_counting(ld: &Loaded, strategy: Strategy) -> (PolicyMetrics, u64) {
+/// What `stratus bench sim` measures of one run.
+#[derive(Debug, Clone)]
+pub struct RunCost {
+    /// Events processed (requests plus control events).
+    pub events: u64,
+    /// Wall time of the whole run.
+    pub wall: std::time::Duration,
+    /// Of which in the controller (planning and reconciling).
+    pub control: std::time::Duration,
+}
+
+/// Run one policy and measure it, for the benchmark.
+pub fn run_measured(ld: &Loaded, strategy: Strategy) -> (PolicyMetrics, RunCost) {
+    let t = std::time::Instant::now();
     let mut e = Engine::new(ld, strategy);
     e.run(&|_| {});
-    let n = e.events;
-    (e.finish(), n)
+    let (events, control) = (e.events, e.control_wall);
+    let m = e.finish();
+    (
+        m,
+        RunCost {
+            events,
+            wall: t.elapsed(),
+            control,
+        },
+    )
 }
