@@ -7,7 +7,7 @@ use crate::driver::{Driver, DriverError, InstanceState, LaunchRequest, LossCause
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use stratus_model::{Fleet, WorkloadSet};
-use stratus_plan::{Algorithm, Category, Placement, Policy, PreviousPlan};
+use stratus_plan::{Algorithm, Category, Constraint, Placement, Policy, PreviousPlan, UnitKind};
 
 /// How the controller decides placements. `Stratus` is the product; the others are the
 /// baselines the simulator compares it with, run by the same loop so only the decision differs.
@@ -86,6 +86,8 @@ pub enum ActionKind {
     Stop,
     /// Checkpointed and stopped a unit to start it elsewhere.
     Migrate,
+    /// Resized a unit in place (inference replicas following demand).
+    Scale,
     /// A launch the driver refused.
     LaunchFailed,
     /// A unit the provider took away (preemption, outage, capacity loss).
@@ -122,6 +124,11 @@ pub struct ControllerStats {
     pub stops: u64,
     /// Moves (checkpoint, stop, launch elsewhere).
     pub migrations: u64,
+    /// Resizes in place.
+    pub scales: u64,
+    /// Plans that ran a service below its redundancy because the providers or regions it
+    /// needs were unavailable.
+    pub degraded: u64,
     /// Launches refused for capacity.
     pub capacity_errors: u64,
     /// Launches refused because the region did not answer.
@@ -164,6 +171,8 @@ struct Tracked {
     token: String,
     desired: Desired,
     launched_at: Time,
+    /// The instance this one replaces, kept serving until this one runs (make before break).
+    retiring: Option<String>,
 }
 
 /// The controller: beliefs about the world, the desired state, and what it launched.
@@ -187,6 +196,10 @@ pub struct Controller {
     last_full: Option<Time>,
     /// Capacity was released since unplaced work was last retried.
     freed: bool,
+    /// Each service's total demand (req/s) when it was last sized.
+    demand_seen: BTreeMap<String, f64>,
+    /// Workloads with an instance still booting, as of the last observation.
+    booting: BTreeSet<String>,
     dirty: bool,
     rr_next: usize,
     rr_of: BTreeMap<String, usize>,
@@ -218,6 +231,8 @@ impl Controller {
             seq: 0,
             last_full: None,
             freed: false,
+            demand_seen: BTreeMap::new(),
+            booting: BTreeSet::new(),
             dirty: true,
             rr_next: 0,
             rr_of: BTreeMap::new(),
@@ -278,6 +293,21 @@ impl Controller {
             }
         }
         self.known.retain(|w| active.contains(w.as_str()));
+        // A service whose demand moved by more than a tenth is re-sized (autoscaling).
+        self.demand_seen.retain(|w, _| active.contains(w.as_str()));
+        for s in &workloads.inference {
+            let total: f64 = s.demand.iter().map(|d| d.rps.0).sum();
+            let prev = self.demand_seen.insert(s.name.clone(), total);
+            match prev {
+                Some(p) if (total - p).abs() > 0.1 * p.max(1e-9) => {
+                    self.incomplete.insert(s.name.clone());
+                }
+                Some(p) => {
+                    self.demand_seen.insert(s.name.clone(), p);
+                }
+                None => {}
+            }
+        }
 
         let due = self
             .last_full
@@ -321,6 +351,27 @@ impl Controller {
             .observe(now)
             .into_iter()
             .map(|i| (i.request.token, i.state))
+            .collect();
+        // Replacements that run now retire the instance they replace; a lost replacement
+        // takes its predecessor with it (the unit is re-placed as a whole).
+        for t in self.tracked.values_mut() {
+            let Some(old) = t.retiring.clone() else {
+                continue;
+            };
+            match seen.get(&t.token) {
+                Some(InstanceState::Pending { .. }) => {}
+                _ => {
+                    let _ = driver.stop(now, &old);
+                    t.retiring = None;
+                    self.freed = true;
+                }
+            }
+        }
+        self.booting = self
+            .tracked
+            .values()
+            .filter(|t| matches!(seen.get(&t.token), Some(InstanceState::Pending { .. })))
+            .map(|t| t.desired.workload.clone())
             .collect();
         let mut lost = Vec::new();
         for (unit, t) in &self.tracked {
@@ -398,17 +449,50 @@ impl Controller {
         let mut placed: Vec<Placement> = Vec::new();
         let mut unplaced_units: BTreeSet<String> = BTreeSet::new();
         match &self.strategy {
-            Strategy::Stratus | Strategy::CheapestFirst => {
-                let view = self.view(None);
+            Strategy::Stratus | Strategy::CheapestFirst | Strategy::SingleProvider(_) => {
+                let only = match &self.strategy {
+                    Strategy::SingleProvider(p) => Some(p.clone()),
+                    _ => None,
+                };
+                let view = self.view(only.as_deref());
                 let plan = stratus_plan::plan(&view, &subset, &self.policy, Some(&previous));
+                // Services whose redundancy cannot hold now (an outage took the providers
+                // they need) run degraded, on what is left, rather than not at all.
+                let degraded: BTreeSet<String> = plan
+                    .unplaced
+                    .iter()
+                    .filter(|u| {
+                        u.kind == UnitKind::Inference && u.constraint == Constraint::Redundancy
+                    })
+                    .map(|u| u.workload.clone())
+                    .collect();
                 placed = plan.placements;
                 unplaced_units.extend(plan.unplaced.into_iter().map(|u| u.workload));
-            }
-            Strategy::SingleProvider(p) => {
-                let view = self.view(Some(p));
-                let plan = stratus_plan::plan(&view, &subset, &self.policy, Some(&previous));
-                placed = plan.placements;
-                unplaced_units.extend(plan.unplaced.into_iter().map(|u| u.workload));
+                if !degraded.is_empty() {
+                    let mut part = filter(&subset, |n| degraded.contains(n));
+                    for s in &mut part.inference {
+                        s.min_providers = 1;
+                        s.min_regions = 1;
+                    }
+                    for p in &placed {
+                        self.desired
+                            .insert(p.unit.clone(), Desired::from_placement(p));
+                    }
+                    let view = self.view(only.as_deref());
+                    let plan = stratus_plan::plan(&view, &part, &self.policy, Some(&previous));
+                    let got: BTreeSet<&str> = plan
+                        .placements
+                        .iter()
+                        .map(|p| p.workload.as_str())
+                        .collect();
+                    self.stats.degraded += got.len() as u64;
+                    for w in &got {
+                        unplaced_units.remove(*w);
+                    }
+                    // Still short of redundancy: retried as capacity comes back.
+                    unplaced_units.extend(got.iter().map(|w| w.to_string()));
+                    placed.extend(plan.placements);
+                }
             }
             Strategy::RoundRobin => {
                 // Deal new workloads to providers in turn (arrival order), then fail over.
@@ -464,8 +548,17 @@ impl Controller {
             }
         }
         for p in &placed {
-            self.desired
-                .insert(p.unit.clone(), Desired::from_placement(p));
+            let mut d = Desired::from_placement(p);
+            if !self.strategy.global() {
+                // Baselines never move running work for cost: a unit that runs keeps its pool
+                // (it may still be resized there).
+                if let Some(t) = self.tracked.get(&p.unit) {
+                    if t.desired.pool != d.pool || t.desired.category != d.category {
+                        d = t.desired.clone();
+                    }
+                }
+            }
+            self.desired.insert(p.unit.clone(), d);
         }
         for w in todo {
             self.incomplete.remove(w);
@@ -542,13 +635,29 @@ impl Controller {
         driver: &mut dyn Driver,
         log: &mut Vec<Action>,
     ) -> BTreeSet<String> {
-        // Stops and moves first, so launches find the capacity they free.
+        // Stops and moves first, so launches find the capacity they free. Inference moves and
+        // resizes are made before they break: the old instance keeps serving until its
+        // replacement runs (see `observe`); a gang checkpoints and stops, then starts anew.
+        let mut replacing: BTreeMap<String, Tracked> = BTreeMap::new();
+        // A service's replicas that leave the plan keep serving while the service has
+        // replicas booting or about to launch, so a re-plan never leaves it without any.
+        let mut settling = self.booting.clone();
+        for (u, d) in &self.desired {
+            if !self.tracked.contains_key(u) {
+                settling.insert(d.workload.clone());
+            }
+        }
         let units: Vec<String> = self.tracked.keys().cloned().collect();
         for unit in units {
             let t = &self.tracked[&unit];
             let action = match self.desired.get(&unit) {
+                None if unit.contains('@') && settling.contains(&t.desired.workload) => None,
                 None => Some((ActionKind::Stop, "no longer in the plan".to_string())),
                 Some(d) if *d == t.desired => None,
+                Some(d) if d.pool == t.desired.pool && d.category == t.desired.category => Some((
+                    ActionKind::Scale,
+                    format!("{} → {} nodes", t.desired.nodes, d.nodes),
+                )),
                 Some(d) => {
                     let young = now.0 - t.launched_at.0 < self.config.min_dwell_s;
                     if young && self.strategy.global() {
@@ -564,23 +673,32 @@ impl Controller {
                     }
                 }
             };
-            if let Some((kind, reason)) = action {
-                let t = self.tracked.remove(&unit).expect("listed above");
+            let Some((kind, reason)) = action else {
+                continue;
+            };
+            let t = self.tracked.remove(&unit).expect("listed above");
+            match kind {
+                ActionKind::Migrate => self.stats.migrations += 1,
+                ActionKind::Scale => self.stats.scales += 1,
+                _ => self.stats.stops += 1,
+            }
+            log.push(Action {
+                at: now,
+                kind,
+                unit: unit.clone(),
+                pool: t.desired.pool.clone(),
+                token: t.token.clone(),
+                reason,
+            });
+            if kind != ActionKind::Stop && unit.contains('@') && t.retiring.is_none() {
+                replacing.insert(unit, t);
+            } else {
                 // A stop of an instance the driver already forgot is not an error here.
                 let _ = driver.stop(now, &t.token);
-                self.freed = true;
-                match kind {
-                    ActionKind::Migrate => self.stats.migrations += 1,
-                    _ => self.stats.stops += 1,
+                if let Some(old) = &t.retiring {
+                    let _ = driver.stop(now, old);
                 }
-                log.push(Action {
-                    at: now,
-                    kind,
-                    unit,
-                    pool: t.desired.pool,
-                    token: t.token,
-                    reason,
-                });
+                self.freed = true;
             }
         }
         let mut failed = BTreeSet::new();
@@ -620,12 +738,14 @@ impl Controller {
                         token: token.clone(),
                         reason: format!("{} nodes ({:?})", d.nodes, d.category),
                     });
+                    let retiring = replacing.remove(&unit).map(|old| old.token);
                     self.tracked.insert(
                         unit,
                         Tracked {
                             token,
                             desired: d,
                             launched_at: now,
+                            retiring,
                         },
                     );
                 }
@@ -668,10 +788,24 @@ impl Controller {
                         token,
                         reason: e.to_string(),
                     });
-                    self.desired.remove(&unit);
+                    match replacing.remove(&unit) {
+                        // The replacement did not start: the old instance keeps serving.
+                        Some(old) => {
+                            self.desired.insert(unit.clone(), old.desired.clone());
+                            self.tracked.insert(unit.clone(), old);
+                        }
+                        None => {
+                            self.desired.remove(&unit);
+                        }
+                    }
                     failed.insert(d.workload.clone());
                 }
             }
+        }
+        // Replacements not launched this tick (rate limit) keep the old instance.
+        for (unit, old) in replacing {
+            self.desired.insert(unit.clone(), old.desired.clone());
+            self.tracked.insert(unit, old);
         }
         failed
     }

@@ -112,3 +112,59 @@ fn every_strategy_places_inference() {
         );
     }
 }
+
+#[test]
+fn a_service_is_resized_in_place_and_the_old_replicas_serve_until_the_new_run() {
+    let (mut c, mut d, mut w) = setup(Strategy::CheapestFirst);
+    c.tick(Time(0.0), &w, &mut d);
+    d.advance(Time(200.0));
+    let before: Vec<_> = d
+        .instances()
+        .filter(|i| i.request.workload == "chat")
+        .map(|i| {
+            (
+                i.request.token.clone(),
+                i.request.pool.clone(),
+                i.request.replicas,
+            )
+        })
+        .collect();
+    assert_eq!(before.len(), 1);
+    // Demand triples: the service is re-sized in the same pool.
+    w.inference[0].demand[0].rps.0 *= 3.0;
+    let acts = c.tick(Time(900.0), &w, &mut d);
+    assert!(
+        acts.iter().any(|a| a.kind == ActionKind::Scale),
+        "{acts:#?}"
+    );
+    assert_eq!(c.stats.scales, 1);
+    let live: Vec<_> = d
+        .instances()
+        .filter(|i| i.request.workload == "chat")
+        .map(|i| {
+            (
+                i.request.token.clone(),
+                i.request.pool.clone(),
+                i.request.replicas,
+                i.state,
+            )
+        })
+        .collect();
+    assert_eq!(live.len(), 2, "old and new side by side: {live:?}");
+    assert_eq!(
+        live[0].3,
+        stratus_control::InstanceState::Running,
+        "old keeps serving"
+    );
+    let new = live.iter().find(|x| x.0 != before[0].0).unwrap();
+    assert_eq!(new.1, before[0].1, "same pool");
+    assert!(new.2 > before[0].2, "more replicas: {live:?}");
+    // Once the new instance runs, the old one is stopped.
+    d.advance(Time(1200.0));
+    c.tick(Time(1800.0), &w, &mut d);
+    let old = d.instance(&before[0].0).unwrap();
+    assert!(
+        matches!(old.state, stratus_control::InstanceState::Stopping { .. }),
+        "{old:?}"
+    );
+}

@@ -6,6 +6,7 @@
 
 use crate::metrics::{Conservation, Histogram, Hourly, PolicyMetrics, Totals};
 use crate::scenario::{Fault, JobSpec, Loaded};
+use crate::trace::PROFILE_WINDOW_S;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use stratus_control::{Controller, InstanceState, LossCause, SimProvider, Strategy, Time};
@@ -122,8 +123,53 @@ struct Group {
     prefill_s_per_token: f64,
 }
 
+/// Time warp for a rate profile: the trace plays in "virtual" seconds at the mean rate; real
+/// time runs faster through busy windows and slower through quiet ones.
+#[derive(Debug, Clone)]
+struct Warp {
+    mult: Vec<f64>,
+    /// Virtual seconds elapsed at the start of each window.
+    cum: Vec<f64>,
+}
+
+impl Warp {
+    fn new(profile: &[f64], horizon: f64) -> Warp {
+        let n = (horizon / PROFILE_WINDOW_S).ceil() as usize + 2;
+        let mult: Vec<f64> = (0..n)
+            .map(|k| profile[k % profile.len()].max(0.0))
+            .collect();
+        let mut cum = Vec::with_capacity(n + 1);
+        let mut acc = 0.0;
+        cum.push(0.0);
+        for m in &mult {
+            acc += m * PROFILE_WINDOW_S;
+            cum.push(acc);
+        }
+        Warp { mult, cum }
+    }
+
+    /// Real time of virtual time `tau` (infinite past the end).
+    #[inline]
+    fn real(&self, tau: f64) -> f64 {
+        let k = self.cum.partition_point(|&c| c <= tau);
+        if k == 0 || k >= self.cum.len() {
+            return if k == 0 { 0.0 } else { f64::INFINITY };
+        }
+        let k = k - 1;
+        k as f64 * PROFILE_WINDOW_S + (tau - self.cum[k]) / self.mult[k]
+    }
+
+    /// The highest multiplier over real times [from, to].
+    fn peak(&self, from: f64, to: f64) -> f64 {
+        let a = (from / PROFILE_WINDOW_S) as usize;
+        let b = ((to / PROFILE_WINDOW_S) as usize).min(self.mult.len() - 1);
+        self.mult[a.min(b)..=b].iter().copied().fold(0.0, f64::max)
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Service {
+    warp: Option<Warp>,
     slo_ms: f64,
     loc_lat: Vec<usize>,
     loc_cum: Vec<f64>,
@@ -305,7 +351,9 @@ impl<'a> Engine<'a> {
                 .iter()
                 .map(|d| lat.index_of(&d.from).unwrap_or(0))
                 .collect::<Vec<_>>();
+            let warp = ld.profiles[ti].as_ref().map(|p| Warp::new(p, horizon));
             let svc = Service {
+                warp,
                 slo_ms: s.latency_slo_ms.0,
                 order: vec![Vec::new(); loc_lat.len()],
                 loc_lat,
@@ -321,7 +369,8 @@ impl<'a> Engine<'a> {
                 rng: Rng::new(sc.seed, 1000 + si as u64),
             };
             if declared > 0.0 && !reqs.is_empty() {
-                let t0 = reqs[0].t_s / svc.dilation;
+                let v0 = reqs[0].t_s / svc.dilation;
+                let t0 = svc.warp.as_ref().map_or(v0, |w| w.real(v0));
                 stream_heap.push(Reverse((t0.to_bits(), si)));
             }
             service_of.insert(s.name.clone(), si);
@@ -357,6 +406,7 @@ impl<'a> Engine<'a> {
         let mut hourly = Hourly {
             cost_usd: vec![0.0; hours],
             requests: vec![0; hours],
+            dropped: vec![0; hours],
             slo_attainment: vec![0.0; hours],
             tco2e: vec![0.0; hours],
             energy_mwh: vec![0.0; hours],
@@ -562,6 +612,17 @@ impl<'a> Engine<'a> {
             inference: self.ld.services.inference.clone(),
             ..Default::default()
         };
+        // Services on a rate profile are sized for the busiest window until the next
+        // reconcile has had time to act (tick + boot).
+        let ahead = self.now + self.ctl.config.tick_s + self.driver.launch_delay_s;
+        for (s, svc) in w.inference.iter_mut().zip(&self.services) {
+            if let Some(warp) = &svc.warp {
+                let m = warp.peak(self.now, ahead);
+                for d in &mut s.demand {
+                    d.rps.0 *= m;
+                }
+            }
+        }
         for i in self.running_jobs.clone() {
             self.settle(i);
         }
@@ -970,7 +1031,8 @@ impl<'a> Engine<'a> {
             s.idx = 0;
             s.base += s.span / s.dilation;
         }
-        let next = s.base + reqs[s.idx].t_s / s.dilation;
+        let virt = s.base + reqs[s.idx].t_s / s.dilation;
+        let next = s.warp.as_ref().map_or(virt, |w| w.real(virt));
         self.stream_heap.pop();
         self.stream_heap.push(Reverse((next.to_bits(), si)));
 
@@ -985,6 +1047,7 @@ impl<'a> Engine<'a> {
         let order = &s.order[loc];
         if order.is_empty() {
             *self.dropped.entry("no replica running".into()).or_default() += 1;
+            self.hourly.dropped[h] += 1;
             return;
         }
         let mut best = (usize::MAX, f64::INFINITY, 0.0);
@@ -1002,6 +1065,7 @@ impl<'a> Engine<'a> {
                 .dropped
                 .entry("overloaded (queue > max_queue_s)".into())
                 .or_default() += 1;
+            self.hourly.dropped[h] += 1;
             return;
         }
         let start = t + wait;

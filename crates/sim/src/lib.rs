@@ -74,8 +74,12 @@ fn inputs(ld: &Loaded) -> Vec<String> {
         let declared: f64 = s.demand.iter().map(|d| d.rps.0).sum();
         let n = reqs.len() as f64;
         let span = reqs.last().map(|r| r.t_s).unwrap_or(0.0).max(1e-3);
+        let shape = match &ld.scenario.traces.inference[ld.service_trace[i]].rate_profile {
+            Some(p) => format!(" on average, shaped by the day/night profile of {p}"),
+            None => String::new(),
+        };
         v.push(format!(
-            "service {}: {} ({} requests, {:.2} req/s) time-scaled to {:.2} req/s over {} user locations",
+            "service {}: {} ({} requests, {:.2} req/s) time-scaled to {:.2} req/s{shape}, over {} user locations",
             s.name,
             file,
             reqs.len(),

@@ -93,6 +93,8 @@ pub struct Hourly {
     pub requests: Vec<u64>,
     /// Served within SLO / arrived (1 when none arrived).
     pub slo_attainment: Vec<f64>,
+    /// Requests dropped (any reason).
+    pub dropped: Vec<u64>,
     /// Emissions, tCO2e.
     pub tco2e: Vec<f64>,
     /// Energy, MWh.

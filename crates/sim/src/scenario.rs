@@ -117,6 +117,13 @@ pub struct InferenceTrace {
     /// Services driven by it; empty = every service no other trace names.
     #[serde(default)]
     pub services: Vec<String>,
+    /// A ServeGen rate-series directory (relative to the data directory) whose day/night
+    /// shape modulates the arrival rate around the declared mean; none: a constant rate.
+    #[serde(default)]
+    pub rate_profile: Option<String>,
+    /// Hour of the rate profile at which the simulation starts.
+    #[serde(default)]
+    pub profile_start_hour: f64,
 }
 
 fn eight() -> u32 {
@@ -343,6 +350,8 @@ pub struct Loaded {
     pub service_trace: Vec<usize>,
     /// Loaded request traces.
     pub request_traces: Vec<(String, Vec<Request>)>,
+    /// Per request trace: its rate profile (mean 1, 600-s windows from the simulation start).
+    pub profiles: Vec<Option<Vec<f64>>>,
     /// Region id → hourly intensity series starting at the simulation start.
     pub carbon: BTreeMap<String, Vec<f64>>,
     /// Strategies in scenario order.
@@ -434,6 +443,7 @@ pub fn resolve(
 
     // Request traces → services.
     let mut request_traces = Vec::new();
+    let mut profiles = Vec::new();
     let mut service_trace = vec![usize::MAX; services.inference.len()];
     for (ti, t) in sc.traces.inference.iter().enumerate() {
         let reqs = trace::load_llm_trace(&data_dir.join(&t.file))?;
@@ -450,6 +460,28 @@ pub fn resolve(
             }
         }
         request_traces.push((t.file.clone(), reqs));
+        profiles.push(match &t.rate_profile {
+            None => None,
+            Some(dir) => {
+                let p = trace::load_rate_profile(&data_dir.join(dir))?;
+                if !(positive(t.profile_start_hour) || t.profile_start_hour == 0.0) {
+                    return Err(at(
+                        &format!("traces.inference[{ti}].profile_start_hour"),
+                        "profile_start_hour",
+                        "must be >= 0".into(),
+                    ));
+                }
+                let start =
+                    (t.profile_start_hour * 3600.0 / trace::PROFILE_WINDOW_S) as usize % p.len();
+                Some(
+                    p[start..]
+                        .iter()
+                        .chain(p[..start].iter())
+                        .copied()
+                        .collect(),
+                )
+            }
+        });
     }
     if !services.inference.is_empty() {
         if request_traces.is_empty() {
@@ -578,6 +610,7 @@ pub fn resolve(
         jobs,
         service_trace,
         request_traces,
+        profiles,
         carbon,
         strategies,
         skipped_pods,

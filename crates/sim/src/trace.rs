@@ -239,6 +239,101 @@ pub fn load_carbon_series(path: &Path, year: i32) -> Result<Vec<f64>, InputError
 
 /// Azure LLM 2023: `TIMESTAMP,ContextTokens,GeneratedTokens`. Times are relative to the first
 /// row's day so f64 keeps sub-microsecond precision.
+/// Seconds per window of a ServeGen rate series.
+pub const PROFILE_WINDOW_S: f64 = 600.0;
+
+/// A real diurnal demand shape from the Alibaba ServeGen per-client rate series: every
+/// `chunk-*-trace.csv` in `dir` (no header: `window_start_s,rate,cv,dist,param1,param2`,
+/// 600-s windows) summed per window, then divided by the mean, so 1.0 is the average rate.
+/// Request traces cover an hour; this carries the day/night swing across a multi-day run.
+pub fn load_rate_profile(dir: &Path) -> Result<Vec<f64>, InputError> {
+    let name = dir.display().to_string();
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        let reason = if e.kind() == std::io::ErrorKind::NotFound {
+            "directory is missing (the data directory can be set with the STRATUS_DATA \
+             environment variable)"
+                .to_string()
+        } else {
+            format!("cannot read directory: {e}")
+        };
+        err(&name, None, None, reason)
+    })?;
+    let mut files: Vec<std::path::PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("chunk-") && n.ends_with("-trace.csv"))
+        })
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(err(
+            &name,
+            None,
+            None,
+            "no ServeGen `chunk-*-trace.csv` files in this directory",
+        ));
+    }
+    let mut sum: Vec<f64> = Vec::new();
+    for path in &files {
+        let file = path.display().to_string();
+        let text = String::from_utf8(read_bytes(path, &file)?)
+            .map_err(|_| err(&file, None, None, "invalid UTF-8"))?;
+        for (i, row) in text.lines().enumerate() {
+            let line = i + 1;
+            if row.trim().is_empty() {
+                continue;
+            }
+            let mut cols = row.split(',');
+            let start = cols.next().unwrap_or("").trim();
+            let rate = cols.next().unwrap_or("").trim();
+            let start = parse_time(start, "window_start_s", &file, line)?;
+            let rate: f64 = if rate.is_empty() {
+                0.0
+            } else {
+                match rate.parse::<f64>() {
+                    Ok(v) if v.is_finite() && v >= 0.0 => v,
+                    _ => {
+                        return Err(err(
+                            &file,
+                            Some(line),
+                            Some("rate"),
+                            format!("expected a non-negative requests/s, got `{rate}`"),
+                        ))
+                    }
+                }
+            };
+            if start < 0.0 {
+                return Err(err(
+                    &file,
+                    Some(line),
+                    Some("window_start_s"),
+                    "negative window start",
+                ));
+            }
+            let w = (start / PROFILE_WINDOW_S).round() as usize;
+            if w >= 1_000_000 {
+                return Err(err(
+                    &file,
+                    Some(line),
+                    Some("window_start_s"),
+                    "window start beyond 19 years",
+                ));
+            }
+            if sum.len() <= w {
+                sum.resize(w + 1, 0.0);
+            }
+            sum[w] += rate;
+        }
+    }
+    let mean = sum.iter().sum::<f64>() / sum.len().max(1) as f64;
+    if mean.is_nan() || mean <= 0.0 {
+        return Err(err(&name, None, None, "the rate series carry no traffic"));
+    }
+    Ok(sum.into_iter().map(|r| r / mean).collect())
+}
+
 fn load_azure(file: &str, bytes: &[u8]) -> Result<Vec<Request>, InputError> {
     let mut rdr = csv_reader(bytes);
     let [c_ts, c_in, c_out] = columns(
@@ -761,6 +856,22 @@ mod tests {
         assert_eq!(v[8759], 40.0);
         let e = load_carbon_series(&p, 2019).unwrap_err();
         assert!(e.reason.contains("2019"), "{e}");
+    }
+
+    #[test]
+    fn servegen_profile_has_a_day_night_swing() {
+        let dir = data("llm_inference_traces/alibaba_servegen/language/m-small");
+        let p = load_rate_profile(&dir).unwrap();
+        assert_eq!(p.len(), 2016, "14 days of 600-s windows");
+        let mean = p.iter().sum::<f64>() / p.len() as f64;
+        assert!((mean - 1.0).abs() < 1e-9);
+        let max = p.iter().cloned().fold(0.0, f64::max);
+        let min = p.iter().cloned().fold(f64::INFINITY, f64::min);
+        assert!(max > 1.3 && min < 0.5, "max {max} min {min}");
+        let e = load_rate_profile(&dir.join("nope"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nope") && e.contains("STRATUS_DATA"), "{e}");
     }
 
     #[test]
