@@ -209,6 +209,58 @@ impl LatencyTable {
         }
     }
 
+    /// The table for `fleet`, memoised per thread on the fleet's region ids, coordinates and
+    /// measured pairs: the controller plans many views of one fleet that differ only in pools,
+    /// and the table (trigonometry for every pair of regions) would dominate their cost.
+    pub fn cached(fleet: &Fleet) -> std::sync::Arc<LatencyTable> {
+        use std::cell::RefCell;
+        use std::sync::Arc;
+        thread_local! {
+            static CACHE: RefCell<Option<(u64, Arc<LatencyTable>)>> = const { RefCell::new(None) };
+        }
+        // A word-at-a-time multiplicative hash over everything the table depends on.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |bytes: &[u8]| {
+            let mut mix = |w: u64| {
+                h = (h ^ w).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                h ^= h >> 29;
+            };
+            mix(bytes.len() as u64);
+            let mut chunks = bytes.chunks_exact(8);
+            for c in &mut chunks {
+                mix(u64::from_le_bytes(c.try_into().expect("8 bytes")));
+            }
+            let mut last = [0u8; 8];
+            last[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+            mix(u64::from_le_bytes(last));
+        };
+        for p in &fleet.providers {
+            eat(p.name.as_bytes());
+            for r in &p.regions {
+                eat(r.name.as_bytes());
+                eat(&r.lat.to_bits().to_le_bytes());
+                eat(&r.lon.to_bits().to_le_bytes());
+            }
+            eat(b"/");
+        }
+        for l in &fleet.latency {
+            eat(l.a.as_bytes());
+            eat(l.b.as_bytes());
+            eat(&l.rtt_ms.0.to_bits().to_le_bytes());
+        }
+        CACHE.with(|c| {
+            let mut c = c.borrow_mut();
+            match &*c {
+                Some((k, t)) if *k == h => t.clone(),
+                _ => {
+                    let t = Arc::new(LatencyTable::new(fleet));
+                    *c = Some((h, t.clone()));
+                    t
+                }
+            }
+        })
+    }
+
     /// Index of a region id.
     pub fn index_of(&self, id: &str) -> Option<usize> {
         self.index.get(id).copied()

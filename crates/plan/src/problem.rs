@@ -271,7 +271,7 @@ pub fn compile(
     policy: &Policy,
     previous: Option<&PreviousPlan>,
 ) -> Problem {
-    let lat = LatencyTable::new(fleet);
+    let lat = LatencyTable::cached(fleet);
     let mut offers = Vec::new();
     let mut regions = Vec::new();
     let mut region_cap_watts = Vec::new();
