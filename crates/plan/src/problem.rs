@@ -92,6 +92,9 @@ pub struct Offer {
     pub capacity_nodes: u32,
     /// Price per node-hour in this category (marginal for committed).
     pub node_price: f64,
+    /// The pool's on-demand list price per node-hour: what an hour of these nodes is worth
+    /// even when a commitment makes using them free, so moving work off them is never free.
+    pub list_price: f64,
     /// Accelerator.
     pub accelerator: Accelerator,
     /// Chips per node.
@@ -299,6 +302,7 @@ pub fn compile(
                             category,
                             capacity_nodes,
                             node_price,
+                            list_price: pool.on_demand_per_node_hour.0,
                             accelerator: pool.accelerator,
                             chips_per_node: pool.chips_per_node,
                             node_facility_watts: facility,
@@ -476,7 +480,10 @@ pub fn compile(
             }
             if let Some(p) = previous_offer {
                 if p as usize != oi {
-                    cost += dollars * (g.checkpoint_h / 2.0 + policy.restart_hours)
+                    // Lost progress and restart, valued at list price: a move onto committed
+                    // (marginal-free) nodes still costs the work it throws away.
+                    let worth = nodes as f64 * o.list_price;
+                    cost += dollars.max(worth) * (g.checkpoint_h / 2.0 + policy.restart_hours)
                         / policy.migration_amortization_hours;
                 }
             }
@@ -572,8 +579,9 @@ pub fn compile(
                     + policy.latency_usd_per_ms_krps_hour * rtt * rps / 1000.0;
                 if let Some(p) = previous_offer {
                     if p as usize != oi {
-                        cost +=
-                            dollars * policy.restart_hours / policy.migration_amortization_hours;
+                        let worth = nodes as f64 * o.list_price;
+                        cost += dollars.max(worth) * policy.restart_hours
+                            / policy.migration_amortization_hours;
                     }
                 }
                 let size = (replicas * spec.chips, replicas);

@@ -99,6 +99,19 @@ fn inputs(ld: &Loaded) -> Vec<String> {
         traced,
         ld.skipped_pods
     ));
+    for c in &ld.scenario.traces.clusters {
+        let (nodes, pools) = ld
+            .fleet
+            .providers
+            .iter()
+            .filter(|p| p.name == c.provider)
+            .flat_map(|p| p.regions.iter().flat_map(|r| &r.pools))
+            .fold((0, 0), |(n, k), p| (n + p.nodes, k + 1));
+        v.push(format!(
+            "cluster {}:{} shaped by {}: {nodes} GPU nodes in {pools} pools, owned ({} nodes of unmapped models left out)",
+            c.provider, c.region, c.file, ld.skipped_nodes
+        ));
+    }
     for (r, s) in &ld.carbon {
         if s.len() > 1 {
             v.push(format!(

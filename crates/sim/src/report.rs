@@ -94,7 +94,6 @@ pub fn charts(m: &Metrics) -> Vec<Chart> {
         "share of the provider's chips",
         util,
     );
-    util.y_range = Some((0.0, 1.0));
     let mut commit = chart(
         "Commitment burn-down: committed node-hours used (cumulative)",
         "node-hours",

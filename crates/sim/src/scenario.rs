@@ -106,6 +106,52 @@ pub struct Traces {
     /// Hourly grid carbon series.
     #[serde(default)]
     pub carbon: Vec<CarbonTrace>,
+    /// Real clusters added to the fleet as owned sites, shaped by their node lists.
+    #[serde(default)]
+    pub clusters: Vec<ClusterTrace>,
+}
+
+fn owned_pue() -> f64 {
+    1.2
+}
+fn owned_host_watts() -> f64 {
+    500.0
+}
+
+/// A cluster node list (Alibaba GPU 2023 `openb_node_list_*.csv`) as an owned site: one region
+/// of a new provider, one pool per (GPU model, GPUs per node), all of it already paid for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterTrace {
+    /// The node list.
+    pub file: String,
+    /// Provider name of the site (must not clash with the fleet's).
+    pub provider: String,
+    /// Region name of the site.
+    pub region: String,
+    /// Latitude.
+    pub lat: f64,
+    /// Longitude.
+    pub lon: f64,
+    /// Jurisdictions (country code first).
+    #[serde(default)]
+    pub jurisdictions: Vec<String>,
+    /// Grid carbon intensity, g/kWh.
+    pub carbon_g_per_kwh: f64,
+    /// Power usage effectiveness.
+    #[serde(default = "owned_pue")]
+    pub pue: f64,
+    /// Facility power cap, MW.
+    pub power_cap_mw: f64,
+    /// Amortised cost per node-hour, paid used or not.
+    #[serde(default)]
+    pub owned_per_node_hour: f64,
+    /// Host watts per node beyond the GPUs.
+    #[serde(default = "owned_host_watts")]
+    pub host_watts_per_node: f64,
+    /// Trace GPU model → accelerator (the trace's `G1`–`G3` are undisclosed; models left out
+    /// are skipped and counted).
+    pub models: BTreeMap<String, Accelerator>,
 }
 
 /// One LLM request trace and the services it drives.
@@ -358,6 +404,8 @@ pub struct Loaded {
     pub strategies: Vec<Strategy>,
     /// GPU pods skipped from job traces (no deletion time or no duration).
     pub skipped_pods: usize,
+    /// Cluster nodes left out for lack of a model mapping.
+    pub skipped_nodes: usize,
 }
 
 fn bad(file: &str, field: &str, reason: impl Into<String>) -> InputError {
@@ -412,11 +460,89 @@ pub fn resolve(
             "must be a positive number".into(),
         ));
     }
-    let fleet = if sc.fleet == "builtin" {
+    let mut fleet = if sc.fleet == "builtin" {
         stratus_catalog::builtin().clone()
     } else {
         parse::load_fleet(&base.join(&sc.fleet))?
     };
+    let mut skipped_nodes = 0;
+    for (ci, c) in sc.traces.clusters.iter().enumerate() {
+        let field = format!("traces.clusters[{ci}]");
+        if fleet.providers.iter().any(|p| p.name == c.provider) {
+            return Err(at(
+                &format!("{field}.provider"),
+                &c.provider,
+                format!("provider `{}` is already in the fleet", c.provider),
+            ));
+        }
+        let numbers = [
+            c.carbon_g_per_kwh,
+            c.power_cap_mw,
+            c.owned_per_node_hour,
+            c.host_watts_per_node,
+        ];
+        if numbers.iter().any(|x| !(positive(*x) || *x == 0.0))
+            || c.pue < 1.0
+            || !(-90.0..=90.0).contains(&c.lat)
+            || !(-180.0..=180.0).contains(&c.lon)
+        {
+            return Err(at(
+                &field,
+                &c.file,
+                "carbon, power cap, prices and watts must be >= 0, pue >= 1, lat/lon in range"
+                    .into(),
+            ));
+        }
+        let classes = trace::load_node_list(&data_dir.join(&c.file))?;
+        let mut pools = Vec::new();
+        for k in classes {
+            let Some(&acc) = c.models.get(&k.model) else {
+                skipped_nodes += k.count as usize;
+                continue;
+            };
+            let kind = format!("{}x{}", k.model, k.gpus);
+            pools.push(stratus_model::fleet::Pool {
+                id: format!("{}:{}:{kind}", c.provider, c.region),
+                instance_type: kind,
+                accelerator: acc,
+                chips_per_node: k.gpus,
+                nodes: k.count,
+                on_demand_per_node_hour: stratus_model::units::UsdPerHour(c.owned_per_node_hour),
+                spot_per_node_hour: None,
+                spot_nodes: 0,
+                committed: Some(stratus_model::fleet::Committed {
+                    name: format!("{}-owned", c.provider),
+                    nodes: k.count,
+                    rate_per_node_hour: stratus_model::units::UsdPerHour(c.owned_per_node_hour),
+                    marginal_per_node_hour: stratus_model::units::UsdPerHour(0.0),
+                }),
+                domain_chips: k.gpus,
+                host_watts_per_node: stratus_model::units::Watts(c.host_watts_per_node),
+            });
+        }
+        if pools.is_empty() {
+            return Err(at(
+                &format!("{field}.models"),
+                "models",
+                "no node of the list has a mapped model".into(),
+            ));
+        }
+        fleet.providers.push(stratus_model::fleet::Provider {
+            name: c.provider.clone(),
+            regions: vec![stratus_model::fleet::Region {
+                name: c.region.clone(),
+                location: format!("cluster from {}", c.file),
+                jurisdictions: c.jurisdictions.clone(),
+                lat: c.lat,
+                lon: c.lon,
+                carbon_g_per_kwh: stratus_model::units::GramsPerKwh(c.carbon_g_per_kwh),
+                carbon_hourly: None,
+                pue: c.pue,
+                power_cap_mw: stratus_model::units::Megawatts(c.power_cap_mw),
+                pools,
+            }],
+        });
+    }
     let mut workloads = match sc.workloads.as_str() {
         "demo" => stratus_catalog::scenario::demo_workloads(&fleet)?,
         "none" => WorkloadSet::default(),
@@ -614,6 +740,7 @@ pub fn resolve(
         carbon,
         strategies,
         skipped_pods,
+        skipped_nodes,
     })
 }
 

@@ -239,6 +239,59 @@ pub fn load_carbon_series(path: &Path, year: i32) -> Result<Vec<f64>, InputError
 
 /// Azure LLM 2023: `TIMESTAMP,ContextTokens,GeneratedTokens`. Times are relative to the first
 /// row's day so f64 keeps sub-microsecond precision.
+/// Nodes of one kind in a cluster node list.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct NodeClass {
+    /// GPU model as the trace names it (`T4`, `V100M32`, `G2`, …).
+    pub model: String,
+    /// GPUs per node.
+    pub gpus: u32,
+    /// Nodes of this kind.
+    pub count: u32,
+}
+
+/// The shape of a real cluster from the Alibaba GPU 2023 node list (`sn,cpu_milli,memory_mib,
+/// gpu,model`): nodes grouped by (model, GPUs per node), sorted. CPU-only nodes are left out.
+pub fn load_node_list(path: &Path) -> Result<Vec<NodeClass>, InputError> {
+    let file = path.display().to_string();
+    let bytes = read_bytes(path, &file)?;
+    let mut rdr = csv_reader(&bytes);
+    let [gpu_col, model_col] = columns(&mut rdr, &file, &["gpu", "model"])?;
+    let mut counts: std::collections::BTreeMap<(String, u32), u32> = Default::default();
+    let mut rec = csv::StringRecord::new();
+    while next_record(&mut rdr, &mut rec, &file)? {
+        let line = record_line(&rec);
+        let gpus = parse_uint(
+            get_field(&rec, gpu_col, "gpu", &file, line)?,
+            "gpu",
+            &file,
+            line,
+        )?;
+        let model = get_field(&rec, model_col, "model", &file, line)?
+            .trim()
+            .to_string();
+        if gpus == 0 {
+            continue;
+        }
+        if model.is_empty() {
+            return Err(err(
+                &file,
+                Some(line),
+                Some("model"),
+                "a GPU node without a model",
+            ));
+        }
+        *counts.entry((model, gpus)).or_default() += 1;
+    }
+    if counts.is_empty() {
+        return Err(err(&file, None, None, "no GPU nodes in the node list"));
+    }
+    Ok(counts
+        .into_iter()
+        .map(|((model, gpus), count)| NodeClass { model, gpus, count })
+        .collect())
+}
+
 /// Seconds per window of a ServeGen rate series.
 pub const PROFILE_WINDOW_S: f64 = 600.0;
 
@@ -856,6 +909,20 @@ mod tests {
         assert_eq!(v[8759], 40.0);
         let e = load_carbon_series(&p, 2019).unwrap_err();
         assert!(e.reason.contains("2019"), "{e}");
+    }
+
+    #[test]
+    fn node_list_gives_the_cluster_shape() {
+        let n = load_node_list(&data(
+            "gpu_cluster_traces/alibaba_gpu_v2023/openb_node_list_gpu_node.csv",
+        ))
+        .unwrap();
+        let total: u32 = n.iter().map(|c| c.count).sum();
+        assert_eq!(total, 1213, "GPU nodes per SOURCE.md");
+        let g2 = n.iter().find(|c| c.model == "G2" && c.gpus == 8).unwrap();
+        assert_eq!(g2.count, 549);
+        let t4 = n.iter().find(|c| c.model == "T4" && c.gpus == 2).unwrap();
+        assert_eq!(t4.count, 387);
     }
 
     #[test]

@@ -190,3 +190,40 @@ fn bad_scenarios_name_file_line_and_field() {
     );
     assert!(e.contains("missing.yaml"), "{e}");
 }
+
+#[test]
+fn a_cluster_node_list_becomes_an_owned_site_that_jobs_use_first() {
+    let text = std::fs::read_to_string(examples().join("sim-cluster.yaml")).unwrap();
+    let mut sc = parse(&text);
+    sc.horizon_hours = 6.0;
+    sc.traces.jobs[0].max_jobs = 150;
+    sc.policies = parse("name: x\nhorizon_hours: 1\npolicies: [stratus]\n").policies;
+    let ld = resolve(sc.clone());
+    let site = ld
+        .fleet
+        .providers
+        .iter()
+        .find(|p| p.name == "onprem")
+        .unwrap();
+    let nodes: u32 = site.regions[0].pools.iter().map(|p| p.nodes).sum();
+    // Mapped and unmapped nodes add up to the list's 1,213 GPU nodes.
+    assert_eq!(nodes as usize + ld.skipped_nodes, 1213);
+    let m = stratus_sim::simulate(&ld, &|_| {});
+    let p = &m.policies[0];
+    assert!(p.conservation.holds());
+    assert!(p.totals.commitment_utilisation > 0.0);
+    // Owned nodes cost nothing to use: on-demand spend stays far below the site's fee.
+    let od = p.totals.cost_by_category["on-demand"];
+    let fee = p.totals.cost_by_category["committed"];
+    assert!(od < 0.1 * fee, "on-demand {od} vs owned {fee}");
+    // A clash with a fleet provider is refused, naming the field.
+    let mut bad = sc;
+    bad.traces.clusters[0].provider = "aws".into();
+    let e = scenario::resolve(bad, "test.yaml", "", &examples(), &scenario::data_dir())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("traces.clusters[0].provider") && e.contains("aws"),
+        "{e}"
+    );
+}
