@@ -86,7 +86,7 @@ pub fn charts(m: &Metrics) -> Vec<Chart> {
                 .collect()
         })
         .unwrap_or_default();
-    let mut util = chart(
+    let util = chart(
         &format!(
             "Chips in use by provider ({})",
             m.policies.first().map(|p| p.policy.as_str()).unwrap_or("")
