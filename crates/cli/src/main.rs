@@ -4,6 +4,7 @@
 //! Exit codes: 0 success, 1 runtime failure, 2 bad input (a file, a flag value).
 
 mod bench;
+mod client;
 mod present;
 mod sim;
 
@@ -68,6 +69,46 @@ enum Cmd {
     Sim {
         #[command(subcommand)]
         cmd: SimCmd,
+    },
+    /// Run the control plane: HTTP API, persistence and the reconcile loop.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8470")]
+        listen: std::net::SocketAddr,
+        /// Database: `sqlite://FILE` (created if missing) or `postgres://…`.
+        #[arg(long, default_value = "sqlite://stratus.db")]
+        db: String,
+        /// A file holding an admin API token, stored (hashed) at start. Also read from
+        /// STRATUS_ADMIN_TOKEN.
+        #[arg(long)]
+        admin_token_file: Option<PathBuf>,
+        /// Seconds between reconciles.
+        #[arg(long, default_value_t = 10.0)]
+        tick: f64,
+        /// Seconds the simulated providers take to boot an instance.
+        #[arg(long, default_value_t = 5.0)]
+        boot: f64,
+    },
+    /// Send a workload file to the server (create or replace, all or none).
+    Apply {
+        /// Workload file (YAML or JSON).
+        #[arg(short, long)]
+        file: PathBuf,
+        #[command(flatten)]
+        server: client::ServerArgs,
+    },
+    /// Read from the server: workloads, the current plan, plan history, or the actions log.
+    Get {
+        /// What to get.
+        #[arg(value_enum)]
+        what: client::What,
+        #[command(flatten)]
+        server: client::ServerArgs,
+    },
+    /// The server's counters, instances and current plan.
+    Status {
+        #[command(flatten)]
+        server: client::ServerArgs,
     },
     /// Benchmarks that print ratios against baselines measured in the same run.
     Bench {
@@ -331,6 +372,40 @@ fn run(cli: Cli) -> Result<()> {
                 fleet.pool_count()
             );
         }
+        Cmd::Serve {
+            listen,
+            db,
+            admin_token_file,
+            tick,
+            boot,
+        } => {
+            let admin_token = match admin_token_file {
+                Some(f) => Some(
+                    std::fs::read_to_string(&f)
+                        .with_context(|| format!("reading {}", f.display()))?
+                        .trim()
+                        .to_string(),
+                ),
+                None => std::env::var("STRATUS_ADMIN_TOKEN")
+                    .ok()
+                    .filter(|t| !t.is_empty()),
+            };
+            let config = stratus_server::Config {
+                listen,
+                db,
+                tick_s: tick,
+                boot_s: boot,
+                admin_token,
+            };
+            let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            rt.block_on(stratus_server::serve(
+                config,
+                stratus_catalog::builtin().clone(),
+            ))?;
+        }
+        Cmd::Apply { file, server } => client::apply(&server, &file)?,
+        Cmd::Get { what, server } => client::get(&server, what)?,
+        Cmd::Status { server } => client::status(&server)?,
         Cmd::Sim {
             cmd:
                 SimCmd::Run {

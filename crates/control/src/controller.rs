@@ -7,7 +7,9 @@ use crate::driver::{Driver, DriverError, InstanceState, LaunchRequest, LossCause
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use stratus_model::{Fleet, WorkloadSet};
-use stratus_plan::{Algorithm, Category, Constraint, Placement, Policy, PreviousPlan, UnitKind};
+use stratus_plan::{
+    Algorithm, Category, Constraint, Placement, Plan, Policy, PreviousPlan, UnitKind,
+};
 
 /// How the controller decides placements. `Stratus` is the product; the others are the
 /// baselines the simulator compares it with, run by the same loop so only the decision differs.
@@ -200,6 +202,8 @@ pub struct Controller {
     demand_seen: BTreeMap<String, f64>,
     /// Workloads with an instance still booting, as of the last observation.
     booting: BTreeSet<String>,
+    /// The planner's output of the last global re-optimisation, for plan history and APIs.
+    last_plan: Option<Plan>,
     dirty: bool,
     rr_next: usize,
     rr_of: BTreeMap<String, usize>,
@@ -233,6 +237,7 @@ impl Controller {
             freed: false,
             demand_seen: BTreeMap::new(),
             booting: BTreeSet::new(),
+            last_plan: None,
             dirty: true,
             rr_next: 0,
             rr_of: BTreeMap::new(),
@@ -259,6 +264,11 @@ impl Controller {
         self.desired
             .iter()
             .map(|(u, d)| (u.as_str(), d.pool.as_str(), d.category, d.nodes))
+    }
+
+    /// The planner's output at the last global re-optimisation (global strategies).
+    pub fn last_plan(&self) -> Option<&Plan> {
+        self.last_plan.as_ref()
     }
 
     /// Workloads with at least one unit the last plan could not place.
@@ -419,7 +429,7 @@ impl Controller {
     /// Plan `todo` (workload names); everything else planned keeps its capacity.
     fn plan_workloads(&mut self, todo: &BTreeSet<String>, workloads: &WorkloadSet, full: bool) {
         let mut subset = filter(workloads, |n| todo.contains(n));
-        if subset.is_empty() {
+        if subset.is_empty() && !full {
             return;
         }
         if matches!(
@@ -456,6 +466,9 @@ impl Controller {
                 };
                 let view = self.view(only.as_deref());
                 let plan = stratus_plan::plan(&view, &subset, &self.policy, Some(&previous));
+                if full {
+                    self.last_plan = Some(plan.clone());
+                }
                 // Services whose redundancy cannot hold now (an outage took the providers
                 // they need) run degraded, on what is left, rather than not at all.
                 let degraded: BTreeSet<String> = plan
@@ -568,7 +581,6 @@ impl Controller {
                 self.unplaced.remove(w);
             }
         }
-        let _ = full;
     }
 
     /// The fleet as plans should see it: believed-down regions and capacity errors applied,

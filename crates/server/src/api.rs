@@ -1,0 +1,560 @@
+//! The HTTP API. Reads need a viewer token, workload changes an operator, token management an
+//! admin. Bad input is a 4xx whose message names the field and line, and changes nothing.
+
+use crate::auth::{self, Role};
+use crate::store::{StoreError, StoredWorkload};
+use crate::{now_ms, App};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use stratus_model::parse::{self, Format};
+use stratus_model::{Batch, Inference, Training, WorkloadSet};
+
+/// Request bodies larger than this are refused (413) before they are parsed.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// An error answer: status and a JSON body `{"error": …}` (plus `line` and `field` for bad input).
+#[derive(Debug)]
+pub struct ApiError(StatusCode, Value);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(self.1)).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"error": e.to_string()}),
+        )
+    }
+}
+
+fn err(code: StatusCode, msg: impl Into<String>) -> ApiError {
+    ApiError(code, json!({"error": msg.into()}))
+}
+
+/// The routes.
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
+        .route("/v1/workloads", get(list_workloads).post(apply))
+        .route(
+            "/v1/workloads/{name}",
+            get(get_workload).delete(delete_workload),
+        )
+        .route("/v1/plan", get(current_plan))
+        .route("/v1/plans", get(plans))
+        .route("/v1/plans/{id}", get(plan_by_id))
+        .route("/v1/plans/{id}/diff", get(plan_diff))
+        .route("/v1/actions", get(actions))
+        .route("/v1/status", get(status))
+        .route("/v1/tokens", post(create_token))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(app)
+}
+
+/// The caller's role, or 401 (no or unknown token) / 403 (role too low).
+async fn require(app: &App, headers: &HeaderMap, need: Role) -> Result<Role, ApiError> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| {
+            err(
+                StatusCode::UNAUTHORIZED,
+                "missing `Authorization: Bearer <token>`",
+            )
+        })?;
+    let role = app
+        .store
+        .role_of(&auth::hash(token))
+        .await?
+        .and_then(|r| Role::parse(&r))
+        .ok_or_else(|| err(StatusCode::UNAUTHORIZED, "unknown token"))?;
+    if role < need {
+        return Err(err(
+            StatusCode::FORBIDDEN,
+            format!(
+                "this needs the {} role; the token is {}",
+                need.name(),
+                role.name()
+            ),
+        ));
+    }
+    Ok(role)
+}
+
+async fn readyz(State(app): State<Arc<App>>) -> Response {
+    if app.store.ping().await {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n").into_response()
+    }
+}
+
+/// Stored workloads as a workload set (specs that no longer parse are skipped).
+pub fn workload_set(items: &[StoredWorkload]) -> WorkloadSet {
+    let mut w = WorkloadSet::default();
+    for it in items {
+        match it.kind.as_str() {
+            "training" => {
+                if let Ok(t) = serde_json::from_value::<Training>(it.spec.clone()) {
+                    w.training.push(t);
+                }
+            }
+            "inference" => {
+                if let Ok(s) = serde_json::from_value::<Inference>(it.spec.clone()) {
+                    w.inference.push(s);
+                }
+            }
+            "batch" => {
+                if let Ok(b) = serde_json::from_value::<Batch>(it.spec.clone()) {
+                    w.batch.push(b);
+                }
+            }
+            _ => {}
+        }
+    }
+    w
+}
+
+async fn list_workloads(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    require(&app, &headers, Role::Viewer).await?;
+    let items = app.store.workloads().await?;
+    Ok(Json(json!({ "workloads": items })))
+}
+
+async fn get_workload(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    require(&app, &headers, Role::Viewer).await?;
+    match app.store.workload(&name).await? {
+        Some(w) => Ok(Json(json!(w))),
+        None => Err(err(
+            StatusCode::NOT_FOUND,
+            format!("no workload named `{name}`"),
+        )),
+    }
+}
+
+async fn delete_workload(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    require(&app, &headers, Role::Operator).await?;
+    if app.store.delete(&name).await? {
+        app.changed.store(true, std::sync::atomic::Ordering::SeqCst);
+        app.wake.notify_one();
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(err(
+            StatusCode::NOT_FOUND,
+            format!("no workload named `{name}`"),
+        ))
+    }
+}
+
+/// Apply a workload document (the workload file format, YAML or JSON by `Content-Type`):
+/// every workload in it is created or replaced, all or none.
+async fn apply(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: String,
+) -> Result<Json<Value>, ApiError> {
+    require(&app, &headers, Role::Operator).await?;
+    let json_body = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("json"));
+    let fmt = if json_body {
+        Format::Json
+    } else {
+        Format::Yaml
+    };
+    let bad = |e: stratus_model::InputError| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            json!({"error": e.to_string(), "line": e.line, "field": e.field, "reason": e.reason}),
+        )
+    };
+    let w: WorkloadSet = parse::from_str("request body", &body, fmt).map_err(bad)?;
+    parse::validate_workloads(&w, &app.fleet, "request body", &body).map_err(bad)?;
+    if w.is_empty() {
+        return Err(err(
+            StatusCode::BAD_REQUEST,
+            "request body: no workloads (expected `training`, `inference` or `batch` lists)",
+        ));
+    }
+    let mut items = Vec::new();
+    for t in &w.training {
+        items.push((t.name.clone(), "training".to_string(), json!(t)));
+    }
+    for s in &w.inference {
+        items.push((s.name.clone(), "inference".to_string(), json!(s)));
+    }
+    for b in &w.batch {
+        items.push((b.name.clone(), "batch".to_string(), json!(b)));
+    }
+    let result = app.store.apply(&items, now_ms()).await?;
+    app.changed.store(true, std::sync::atomic::Ordering::SeqCst);
+    app.wake.notify_one();
+    let applied: Vec<Value> = result
+        .into_iter()
+        .map(|(name, r)| json!({"name": name, "result": r}))
+        .collect();
+    Ok(Json(json!({ "applied": applied })))
+}
+
+async fn current_plan(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    require(&app, &headers, Role::Viewer).await?;
+    match app.store.plan(None).await? {
+        Some(p) => Ok(Json(json!(p))),
+        None => Err(err(StatusCode::NOT_FOUND, "no plan yet")),
+    }
+}
+
+#[derive(Deserialize)]
+struct Limit {
+    limit: Option<i64>,
+    since: Option<i64>,
+}
+
+async fn plans(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Query(q): Query<Limit>,
+) -> Result<Json<Value>, ApiError> {
+    require(&app, &headers, Role::Viewer).await?;
+    let list = app
+        .store
+        .plans(q.limit.unwrap_or(50).clamp(1, 1000))
+        .await?;
+    Ok(Json(json!({ "plans": list })))
+}
+
+async fn plan_by_id(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+) -> Result<Json<Value>, ApiError> {
+    require(&app, &headers, Role::Viewer).await?;
+    match app.store.plan(Some(id)).await? {
+        Some(p) => Ok(Json(json!(p))),
+        None => Err(err(StatusCode::NOT_FOUND, format!("no plan {id}"))),
+    }
+}
+
+/// Units added, removed and moved between plan `id` and the one before it.
+async fn plan_diff(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+) -> Result<Json<Value>, ApiError> {
+    require(&app, &headers, Role::Viewer).await?;
+    let new = app
+        .store
+        .plan(Some(id))
+        .await?
+        .ok_or_else(|| err(StatusCode::NOT_FOUND, format!("no plan {id}")))?;
+    let old = app.store.plan(Some(id - 1)).await?;
+    let places = |p: &Value| -> BTreeMap<String, (String, String)> {
+        p["placements"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|x| {
+                        (
+                            x["unit"].as_str().unwrap_or("").to_string(),
+                            (
+                                x["pool"].as_str().unwrap_or("").to_string(),
+                                x["category"].as_str().unwrap_or("").to_string(),
+                            ),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let b = places(&new.plan);
+    let a = old.as_ref().map(|o| places(&o.plan)).unwrap_or_default();
+    let added: Vec<Value> = b
+        .iter()
+        .filter(|(u, _)| !a.contains_key(*u))
+        .map(|(u, (p, c))| json!({"unit": u, "pool": p, "category": c}))
+        .collect();
+    let removed: Vec<Value> = a
+        .iter()
+        .filter(|(u, _)| !b.contains_key(*u))
+        .map(|(u, (p, c))| json!({"unit": u, "pool": p, "category": c}))
+        .collect();
+    let moved: Vec<Value> = b
+        .iter()
+        .filter_map(|(u, to)| {
+            a.get(u).filter(|from| *from != to).map(|from| {
+                json!({"unit": u, "from": {"pool": from.0, "category": from.1},
+                       "to": {"pool": to.0, "category": to.1}})
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "plan": id,
+        "against": old.map(|o| o.id),
+        "added": added,
+        "removed": removed,
+        "moved": moved,
+    })))
+}
+
+async fn actions(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Query(q): Query<Limit>,
+) -> Result<Json<Value>, ApiError> {
+    require(&app, &headers, Role::Viewer).await?;
+    let list = app
+        .store
+        .actions(
+            q.since.unwrap_or(0),
+            q.limit.unwrap_or(500).clamp(1, 10_000),
+        )
+        .await?;
+    Ok(Json(json!({ "actions": list })))
+}
+
+/// Counters and observed state, for `stratus status` and dashboards.
+fn observed(app: &App) -> Value {
+    let c = app.control.lock().expect("control lock");
+    let mut states: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut chips: u64 = 0;
+    for i in c.driver.instances() {
+        let s = match i.state {
+            stratus_control::InstanceState::Pending { .. } => "pending",
+            stratus_control::InstanceState::Running => "running",
+            stratus_control::InstanceState::Stopping { .. } => "stopping",
+            stratus_control::InstanceState::Lost(_) => "lost",
+        };
+        *states.entry(s).or_default() += 1;
+        if s == "running" {
+            let cpn = app
+                .fleet
+                .pools()
+                .find(|(_, _, p)| p.id == i.request.pool)
+                .map(|(_, _, p)| p.chips_per_node)
+                .unwrap_or(0);
+            chips += (i.request.nodes * cpn) as u64;
+        }
+    }
+    json!({
+        "reconciles": c.ticks,
+        "controller": c.controller.stats,
+        "instances": states,
+        "running_chips": chips,
+        "unplaced_workloads": c.controller.unplaced_workloads(),
+    })
+}
+
+async fn status(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+    require(&app, &headers, Role::Viewer).await?;
+    let workloads = app.store.workloads().await?.len();
+    let plan = app.store.plans(1).await?.into_iter().next();
+    let mut v = observed(&app);
+    v["workloads"] = json!(workloads);
+    v["plan"] = json!(plan);
+    Ok(Json(v))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewToken {
+    name: String,
+    role: String,
+}
+
+async fn create_token(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: String,
+) -> Result<Json<Value>, ApiError> {
+    require(&app, &headers, Role::Admin).await?;
+    let req: NewToken = serde_json::from_str(&body).map_err(|e| {
+        err(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "request body:{}: {e} (expected {{\"name\": …, \"role\": viewer|operator|admin}})",
+                e.line()
+            ),
+        )
+    })?;
+    let role = Role::parse(&req.role).ok_or_else(|| {
+        err(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "request body: field `role`: `{}` is not viewer, operator or admin",
+                req.role
+            ),
+        )
+    })?;
+    let token = auth::new_token().map_err(|e| {
+        err(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("no random source: {e}"),
+        )
+    })?;
+    app.store
+        .add_token(&auth::hash(&token), &req.name, role.name(), now_ms())
+        .await?;
+    Ok(Json(
+        json!({"name": req.name, "role": role.name(), "token": token}),
+    ))
+}
+
+/// Prometheus text exposition.
+async fn metrics(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
+    let workloads = app.store.workloads().await?.len();
+    let plan = app.store.plans(1).await?.into_iter().next();
+    let o = observed(&app);
+    let mut s = String::new();
+    let mut g = |name: &str, help: &str, kind: &str, v: f64| {
+        s.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"
+        ));
+    };
+    g(
+        "stratus_workloads",
+        "Workloads stored.",
+        "gauge",
+        workloads as f64,
+    );
+    g(
+        "stratus_reconciles_total",
+        "Reconciles run.",
+        "counter",
+        o["reconciles"].as_f64().unwrap_or(0.0),
+    );
+    for k in [
+        "replans",
+        "launches",
+        "stops",
+        "migrations",
+        "scales",
+        "losses",
+        "capacity_errors",
+        "unreachable_errors",
+    ] {
+        g(
+            &format!("stratus_controller_{k}_total"),
+            &format!("Controller {} since start.", k.replace('_', " ")),
+            "counter",
+            o["controller"][k].as_f64().unwrap_or(0.0),
+        );
+    }
+    g(
+        "stratus_running_chips",
+        "Chips on running instances.",
+        "gauge",
+        o["running_chips"].as_f64().unwrap_or(0.0),
+    );
+    if let Some(p) = plan {
+        g(
+            "stratus_plan_cost_per_hour_usd",
+            "Marginal $/h of the current plan.",
+            "gauge",
+            p.cost_per_hour,
+        );
+        g(
+            "stratus_plan_unplaced_units",
+            "Units the current plan leaves out.",
+            "gauge",
+            p.unplaced as f64,
+        );
+    }
+    s.push_str("# HELP stratus_instances Instances by state.\n# TYPE stratus_instances gauge\n");
+    if let Some(m) = o["instances"].as_object() {
+        for (k, v) in m {
+            s.push_str(&format!(
+                "stratus_instances{{state=\"{k}\"}} {}\n",
+                v.as_f64().unwrap_or(0.0)
+            ));
+        }
+    }
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s).into_response())
+}
+
+async fn openapi() -> Json<Value> {
+    Json(openapi_doc())
+}
+
+/// The OpenAPI 3.0 document of this API.
+pub fn openapi_doc() -> Value {
+    let bearer = json!([{"bearer": []}]);
+    let op = |summary: &str, role: &str| {
+        json!({
+            "summary": summary,
+            "description": format!("Needs the {role} role."),
+            "security": bearer,
+            "responses": {
+                "200": {"description": "OK", "content": {"application/json": {}}},
+                "401": {"description": "No or unknown token"},
+                "403": {"description": "Role too low"}
+            }
+        })
+    };
+    let mut apply = op(
+        "Create or replace the workloads of a workload document (YAML or JSON), all or none",
+        "operator",
+    );
+    apply["requestBody"] = json!({"required": true, "content": {
+        "application/yaml": {"schema": {"type": "string"}},
+        "application/json": {"schema": {"type": "object"}}}});
+    apply["responses"]["400"] =
+        json!({"description": "Bad input: the message names line and field; nothing is stored"});
+    apply["responses"]["413"] = json!({"description": "Body larger than 1 MiB"});
+    json!({
+        "openapi": "3.0.3",
+        "info": {"title": "stratus", "version": env!("CARGO_PKG_VERSION"),
+                 "description": "Multi-cloud control plane for AI compute."},
+        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "paths": {
+            "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "alive"}}}},
+            "/readyz": {"get": {"summary": "Readiness (database reachable)", "responses": {"200": {"description": "ready"}, "503": {"description": "database unavailable"}}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text exposition"}}}},
+            "/v1/workloads": {"get": op("List workloads", "viewer"), "post": apply},
+            "/v1/workloads/{name}": {
+                "parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "get": op("One workload", "viewer"),
+                "delete": op("Delete a workload (its units are stopped at the next reconcile)", "operator")},
+            "/v1/plan": {"get": op("The current plan", "viewer")},
+            "/v1/plans": {"get": op("Plan history, newest first (?limit=)", "viewer")},
+            "/v1/plans/{id}": {
+                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "integer"}}],
+                "get": op("One plan of the history", "viewer")},
+            "/v1/plans/{id}/diff": {
+                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "integer"}}],
+                "get": op("Units added, removed and moved since the plan before it", "viewer")},
+            "/v1/actions": {"get": op("The controller's actions log (?since=ID&limit=)", "viewer")},
+            "/v1/status": {"get": op("Counters, observed instances, the current plan's summary", "viewer")},
+            "/v1/tokens": {"post": op("Create an API token {name, role}; the token is shown once", "admin")}
+        }
+    })
+}

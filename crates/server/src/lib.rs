@@ -1,0 +1,206 @@
+//! `stratus serve`: the control plane as a service. An HTTP API under `/v1/` (workloads,
+//! plans and their history, the actions log, status), health and Prometheus metrics, API
+//! tokens with roles, persistence in SQLite or PostgreSQL, and the reconcile loop: the same
+//! [`Controller`] the simulator runs, here on the wall clock.
+#![warn(missing_docs)]
+
+pub mod api;
+pub mod auth;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use store::Store;
+use stratus_control::{Controller, ControllerConfig, SimProvider, Strategy, Time};
+use stratus_model::Fleet;
+
+/// How to run the service.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to listen on (loopback by default).
+    pub listen: SocketAddr,
+    /// `sqlite://FILE` or `postgres://…`.
+    pub db: String,
+    /// Seconds between reconciles (also run at once after a change through the API).
+    pub tick_s: f64,
+    /// Seconds the simulated providers take to boot an instance.
+    pub boot_s: f64,
+    /// An admin token to store (hashed) at start, so a fresh database can be used.
+    pub admin_token: Option<String>,
+}
+
+/// Milliseconds since the Unix epoch: the service's clock (the controller's `Time` is
+/// seconds on the same epoch, so beliefs survive a restart).
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// What the reconcile loop owns.
+pub struct Control {
+    /// The controller.
+    pub controller: Controller,
+    /// The simulated providers (the embedded default driver).
+    pub driver: SimProvider,
+    /// Replans already written to the plan history.
+    pub replans_seen: u64,
+    /// What the last recorded plan placed where, so an identical re-plan is not recorded again.
+    pub last_plan_key: String,
+    /// Reconciles run.
+    pub ticks: u64,
+}
+
+/// Shared state of the service.
+pub struct App {
+    /// The database.
+    pub store: Store,
+    /// The fleet plans are made on.
+    pub fleet: Arc<Fleet>,
+    /// The controller and its driver.
+    pub control: Mutex<Control>,
+    /// Wakes the reconcile loop early after a change.
+    pub wake: tokio::sync::Notify,
+    /// A workload changed through the API: the next reconcile re-plans globally.
+    pub changed: std::sync::atomic::AtomicBool,
+}
+
+/// Errors starting the service.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The database could not be opened or migrated.
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    /// The address could not be bound.
+    #[error("cannot listen on {0}: {1}")]
+    Listen(SocketAddr, std::io::Error),
+    /// Nobody could use the API.
+    #[error("no API token is stored: pass --admin-token-file FILE or set STRATUS_ADMIN_TOKEN")]
+    NoToken,
+}
+
+/// Open the database, build the app state.
+pub async fn app(config: &Config, fleet: Fleet) -> Result<Arc<App>, ServeError> {
+    let store = Store::open(&config.db).await?;
+    if let Some(t) = &config.admin_token {
+        store
+            .add_token(&auth::hash(t), "bootstrap-admin", "admin", now_ms())
+            .await?;
+    }
+    if !store.has_tokens().await? {
+        return Err(ServeError::NoToken);
+    }
+    let driver = SimProvider::new(&fleet, config.boot_s, 1.0);
+    let controller = Controller::new(
+        fleet.clone(),
+        Strategy::Stratus,
+        ControllerConfig {
+            tick_s: config.tick_s,
+            react_s: config.tick_s.min(1.0),
+            ..ControllerConfig::default()
+        },
+    );
+    Ok(Arc::new(App {
+        store,
+        fleet: Arc::new(fleet),
+        control: Mutex::new(Control {
+            controller,
+            driver,
+            replans_seen: 0,
+            last_plan_key: String::new(),
+            ticks: 0,
+        }),
+        wake: tokio::sync::Notify::new(),
+        // A restart re-plans at once.
+        changed: std::sync::atomic::AtomicBool::new(true),
+    }))
+}
+
+/// Serve until interrupted (Ctrl-C or SIGTERM).
+pub async fn serve(config: Config, fleet: Fleet) -> Result<(), ServeError> {
+    let app = app(&config, fleet).await?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| ServeError::Listen(config.listen, e))?;
+    let local = listener.local_addr().unwrap_or(config.listen);
+    eprintln!("stratus serve: listening on http://{local}");
+    tokio::spawn(reconcile_loop(app.clone(), config.tick_s));
+    let router = api::router(app);
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown())
+        .await
+        .map_err(|e| ServeError::Listen(local, e))
+}
+
+async fn shutdown() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Reconcile on the period, and at once when the API changed something.
+pub async fn reconcile_loop(app: Arc<App>, tick_s: f64) {
+    loop {
+        if let Err(e) = reconcile_once(&app).await {
+            eprintln!("stratus serve: reconcile failed: {e}");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs_f64(tick_s.max(0.05))) => {}
+            _ = app.wake.notified() => {}
+        }
+    }
+}
+
+/// One reconcile: read the desired workloads, let the controller act, record what it did.
+pub async fn reconcile_once(app: &Arc<App>) -> Result<(), store::StoreError> {
+    let stored = app.store.workloads().await?;
+    let workloads = api::workload_set(&stored);
+    let a = app.clone();
+    let (actions, plan) = tokio::task::spawn_blocking(move || {
+        let now = Time(now_ms() as f64 / 1000.0);
+        let mut c = a.control.lock().expect("control lock");
+        let c = &mut *c;
+        if a.changed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            c.controller.mark_dirty();
+        }
+        c.driver.advance(now);
+        let actions = c.controller.tick(now, &workloads, &mut c.driver);
+        c.driver.reap_lost();
+        c.ticks += 1;
+        let mut plan = None;
+        if c.controller.stats.replans != c.replans_seen {
+            c.replans_seen = c.controller.stats.replans;
+            if let Some(p) = c.controller.last_plan() {
+                let key: String = p
+                    .placements
+                    .iter()
+                    .map(|x| format!("{}={}/{:?}/{};", x.unit, x.pool, x.category, x.nodes))
+                    .chain(p.unplaced.iter().map(|u| format!("{}=-;", u.unit)))
+                    .collect();
+                if key != c.last_plan_key {
+                    c.last_plan_key = key;
+                    plan = Some(p.clone());
+                }
+            }
+        }
+        (actions, plan)
+    })
+    .await
+    .expect("reconcile task");
+    let now = now_ms();
+    app.store.add_actions(&actions, now).await?;
+    if let Some(p) = plan {
+        app.store.add_plan(now, &p).await?;
+    }
+    Ok(())
+}

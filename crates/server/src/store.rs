@@ -1,0 +1,432 @@
+//! Persistence: SQLite (a file, the embedded default) or PostgreSQL (by URL), through one
+//! runtime-generic pool and one set of migrations. Every change a request makes is one
+//! transaction, so a crash never leaves half of it applied.
+
+use serde::{Deserialize, Serialize};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+
+/// Migrations, in order. Each runs once, in a transaction, and is recorded.
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/0001_init.sql"))];
+
+/// A storage failure (the database is down, a constraint broke).
+#[derive(Debug, thiserror::Error)]
+#[error("database: {0}")]
+pub struct StoreError(#[from] pub sqlx::Error);
+
+/// A stored workload: its kind and spec (as the workload file's JSON for that kind).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredWorkload {
+    /// Name (unique across kinds).
+    pub name: String,
+    /// `training`, `inference` or `batch`.
+    pub kind: String,
+    /// The spec.
+    pub spec: serde_json::Value,
+    /// Bumped on every change.
+    pub generation: i64,
+    /// Last change, ms since the Unix epoch.
+    pub updated_ms: i64,
+}
+
+/// One plan of the history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredPlan {
+    /// Increasing id.
+    pub id: i64,
+    /// When, ms since the Unix epoch.
+    pub created_ms: i64,
+    /// Marginal $/h.
+    pub cost_per_hour: f64,
+    /// Units placed.
+    pub placed: i64,
+    /// Units left out.
+    pub unplaced: i64,
+    /// The planner's output.
+    pub plan: serde_json::Value,
+}
+
+/// One entry of the actions log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredAction {
+    /// Increasing id.
+    pub id: i64,
+    /// When, ms since the Unix epoch.
+    pub at_ms: i64,
+    /// `launch`, `stop`, `migrate`, `scale`, `launch-failed`, `lost`.
+    pub kind: String,
+    /// Unit key.
+    pub unit: String,
+    /// Pool.
+    pub pool: String,
+    /// Idempotency token of the instance.
+    pub token: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// The database.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+}
+
+fn workload(r: &AnyRow) -> Result<StoredWorkload, sqlx::Error> {
+    let spec: String = r.try_get("spec")?;
+    Ok(StoredWorkload {
+        name: r.try_get("name")?,
+        kind: r.try_get("kind")?,
+        spec: serde_json::from_str(&spec).unwrap_or(serde_json::Value::Null),
+        generation: r.try_get("generation")?,
+        updated_ms: r.try_get("updated_ms")?,
+    })
+}
+
+impl Store {
+    /// Connect (`sqlite://FILE` creates the file; `postgres://…`) and migrate.
+    pub async fn open(url: &str) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let url = if let Some(path) = url.strip_prefix("sqlite://") {
+            if path.contains('?') {
+                url.to_string()
+            } else {
+                format!("sqlite://{path}?mode=rwc")
+            }
+        } else {
+            url.to_string()
+        };
+        let sqlite = url.starts_with("sqlite:");
+        let pool = AnyPoolOptions::new()
+            // One writer at a time is what SQLite allows anyway.
+            .max_connections(if sqlite { 1 } else { 8 })
+            .connect(&url)
+            .await?;
+        if sqlite {
+            // Durable writes that survive a kill -9 of the server.
+            sqlx::query("PRAGMA journal_mode=WAL")
+                .execute(&pool)
+                .await?;
+            sqlx::query("PRAGMA synchronous=FULL")
+                .execute(&pool)
+                .await?;
+        }
+        let s = Store { pool };
+        s.migrate().await?;
+        Ok(s)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY)")
+            .execute(&self.pool)
+            .await?;
+        for (version, sql) in MIGRATIONS {
+            let mut tx = self.pool.begin().await?;
+            let done: Option<i64> =
+                sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
+                    .bind(*version)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if done.is_some() {
+                continue;
+            }
+            for stmt in statements(sql) {
+                sqlx::query(&stmt).execute(&mut *tx).await?;
+            }
+            sqlx::query("INSERT INTO schema_migrations (version) VALUES ($1)")
+                .bind(*version)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+
+    /// Insert or replace workloads, all or none.
+    pub async fn apply(
+        &self,
+        items: &[(String, String, serde_json::Value)],
+        now_ms: i64,
+    ) -> Result<Vec<(String, &'static str)>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut out = Vec::new();
+        for (name, kind, spec) in items {
+            let text = spec.to_string();
+            let row = sqlx::query("SELECT kind, spec, generation FROM workloads WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&mut *tx)
+                .await?;
+            match row {
+                None => {
+                    sqlx::query(
+                        "INSERT INTO workloads (name, kind, spec, generation, updated_ms) \
+                         VALUES ($1, $2, $3, $4, $5)",
+                    )
+                    .bind(name)
+                    .bind(kind)
+                    .bind(&text)
+                    .bind(1i64)
+                    .bind(now_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                    out.push((name.clone(), "created"));
+                }
+                Some(r) => {
+                    let (k, s, g): (String, String, i64) =
+                        (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
+                    let same = k == *kind
+                        && serde_json::from_str::<serde_json::Value>(&s).ok().as_ref()
+                            == Some(spec);
+                    if same {
+                        out.push((name.clone(), "unchanged"));
+                        continue;
+                    }
+                    sqlx::query(
+                        "UPDATE workloads SET kind = $1, spec = $2, generation = $3, \
+                         updated_ms = $4 WHERE name = $5",
+                    )
+                    .bind(kind)
+                    .bind(&text)
+                    .bind(g + 1)
+                    .bind(now_ms)
+                    .bind(name)
+                    .execute(&mut *tx)
+                    .await?;
+                    out.push((name.clone(), "configured"));
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// Every workload, by name.
+    pub async fn workloads(&self) -> Result<Vec<StoredWorkload>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT name, kind, spec, generation, updated_ms FROM workloads ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(workload).collect::<Result<_, _>>()?)
+    }
+
+    /// One workload.
+    pub async fn workload(&self, name: &str) -> Result<Option<StoredWorkload>, StoreError> {
+        let row = sqlx::query(
+            "SELECT name, kind, spec, generation, updated_ms FROM workloads WHERE name = $1",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(workload).transpose()?)
+    }
+
+    /// Delete one workload; whether it existed.
+    pub async fn delete(&self, name: &str) -> Result<bool, StoreError> {
+        let r = sqlx::query("DELETE FROM workloads WHERE name = $1")
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// Append a plan to the history; returns its id.
+    pub async fn add_plan(
+        &self,
+        now_ms: i64,
+        plan: &stratus_plan::Plan,
+    ) -> Result<i64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let id: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) + 1 FROM plans")
+            .fetch_one(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO plans (id, created_ms, cost_per_hour, placed, unplaced, plan) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(id)
+        .bind(now_ms)
+        .bind(plan.cost_per_hour)
+        .bind(plan.placements.len() as i64)
+        .bind(plan.unplaced.len() as i64)
+        .bind(serde_json::to_string(plan).expect("a plan serializes"))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// Plan history, newest first, without the plan bodies.
+    pub async fn plans(&self, limit: i64) -> Result<Vec<StoredPlan>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, created_ms, cost_per_hour, placed, unplaced FROM plans \
+             ORDER BY id DESC LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(StoredPlan {
+                    id: r.try_get(0)?,
+                    created_ms: r.try_get(1)?,
+                    cost_per_hour: r.try_get(2)?,
+                    placed: r.try_get(3)?,
+                    unplaced: r.try_get(4)?,
+                    plan: serde_json::Value::Null,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError)
+    }
+
+    /// One plan with its body (`None` id: the newest).
+    pub async fn plan(&self, id: Option<i64>) -> Result<Option<StoredPlan>, StoreError> {
+        let q = match id {
+            Some(_) => "SELECT id, created_ms, cost_per_hour, placed, unplaced, plan FROM plans WHERE id = $1",
+            None => "SELECT id, created_ms, cost_per_hour, placed, unplaced, plan FROM plans ORDER BY id DESC LIMIT 1",
+        };
+        let mut query = sqlx::query(q);
+        if let Some(i) = id {
+            query = query.bind(i);
+        }
+        let row = query.fetch_optional(&self.pool).await?;
+        row.map(|r| {
+            let body: String = r.try_get(5)?;
+            Ok(StoredPlan {
+                id: r.try_get(0)?,
+                created_ms: r.try_get(1)?,
+                cost_per_hour: r.try_get(2)?,
+                placed: r.try_get(3)?,
+                unplaced: r.try_get(4)?,
+                plan: serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
+            })
+        })
+        .transpose()
+        .map_err(StoreError)
+    }
+
+    /// Append actions, all or none.
+    pub async fn add_actions(
+        &self,
+        actions: &[stratus_control::Action],
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        if actions.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        let mut id: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM actions")
+            .fetch_one(&mut *tx)
+            .await?;
+        for a in actions {
+            id += 1;
+            let kind = serde_json::to_value(a.kind)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default();
+            sqlx::query(
+                "INSERT INTO actions (id, at_ms, kind, unit, pool, token, reason) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(id)
+            .bind(now_ms)
+            .bind(kind)
+            .bind(&a.unit)
+            .bind(&a.pool)
+            .bind(&a.token)
+            .bind(&a.reason)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Actions after `since` (exclusive), oldest first, at most `limit`.
+    pub async fn actions(&self, since: i64, limit: i64) -> Result<Vec<StoredAction>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, at_ms, kind, unit, pool, token, reason FROM actions WHERE id > $1 \
+             ORDER BY id LIMIT $2",
+        )
+        .bind(since)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(StoredAction {
+                    id: r.try_get(0)?,
+                    at_ms: r.try_get(1)?,
+                    kind: r.try_get(2)?,
+                    unit: r.try_get(3)?,
+                    pool: r.try_get(4)?,
+                    token: r.try_get(5)?,
+                    reason: r.try_get(6)?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError)
+    }
+
+    /// Store an API token's hash with its role (replacing one of the same hash).
+    pub async fn add_token(
+        &self,
+        hash: &str,
+        name: &str,
+        role: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM api_tokens WHERE hash = $1")
+            .bind(hash)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO api_tokens (hash, name, role, created_ms) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(hash)
+        .bind(name)
+        .bind(role)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The role of a token hash, if known.
+    pub async fn role_of(&self, hash: &str) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT role FROM api_tokens WHERE hash = $1")
+                .bind(hash)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Whether any API token is stored.
+    pub async fn has_tokens(&self) -> Result<bool, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_tokens")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n > 0)
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+}
+
+/// The statements of a migration file: split on `;`, comments and blanks dropped.
+fn statements(sql: &str) -> Vec<String> {
+    sql.split(';')
+        .map(|s| {
+            s.lines()
+                .filter(|l| !l.trim_start().starts_with("--"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .filter(|s| !s.trim().is_empty())
+        .collect()
+}
