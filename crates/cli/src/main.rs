@@ -88,6 +88,19 @@ enum Cmd {
         /// Seconds the simulated providers take to boot an instance.
         #[arg(long, default_value_t = 5.0)]
         boot: f64,
+        /// Provider back end: `sim` (simulated providers in-process) or `local` (processes).
+        #[arg(long, default_value = "sim")]
+        driver: String,
+        /// State directory of the local driver.
+        #[arg(long, default_value = "stratus-local")]
+        state_dir: PathBuf,
+        /// `sh -c` script each local instance runs (default: a counter that checkpoints its
+        /// progress into $STRATUS_WORKDIR/progress and resumes from it).
+        #[arg(long)]
+        job: Option<String>,
+        /// Fleet file (default: the built-in fleet).
+        #[arg(long)]
+        fleet: Option<PathBuf>,
     },
     /// Send a workload file to the server (create or replace, all or none).
     Apply {
@@ -378,7 +391,28 @@ fn run(cli: Cli) -> Result<()> {
             admin_token_file,
             tick,
             boot,
+            driver,
+            state_dir,
+            job,
+            fleet,
         } => {
+            let driver = match driver.as_str() {
+                "sim" => stratus_server::DriverChoice::Sim,
+                "local" => stratus_server::DriverChoice::Local {
+                    dir: state_dir,
+                    job: job.unwrap_or_else(|| stratus_control::local::DEFAULT_JOB.to_string()),
+                },
+                other => {
+                    return Err(InputError {
+                        file: "--driver".into(),
+                        line: None,
+                        field: None,
+                        reason: format!("`{other}` is not a driver (sim, local)"),
+                    }
+                    .into())
+                }
+            };
+            let fleet = load_fleet(fleet.as_deref())?.into_owned();
             let admin_token = match admin_token_file {
                 Some(f) => Some(
                     std::fs::read_to_string(&f)
@@ -396,12 +430,10 @@ fn run(cli: Cli) -> Result<()> {
                 tick_s: tick,
                 boot_s: boot,
                 admin_token,
+                driver,
             };
             let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            rt.block_on(stratus_server::serve(
-                config,
-                stratus_catalog::builtin().clone(),
-            ))?;
+            rt.block_on(stratus_server::serve(config, fleet))?;
         }
         Cmd::Apply { file, server } => client::apply(&server, &file)?,
         Cmd::Get { what, server } => client::get(&server, what)?,

@@ -17,18 +17,25 @@ fn free_port() -> u16 {
 }
 
 fn spawn(db: &str, port: u16) -> Child {
+    spawn_with(db, port, &[])
+}
+
+fn spawn_with(db: &str, port: u16, extra: &[&str]) -> Child {
+    let listen = format!("127.0.0.1:{port}");
+    let mut args = vec![
+        "serve",
+        "--listen",
+        listen.as_str(),
+        "--db",
+        db,
+        "--tick",
+        "0.05",
+        "--boot",
+        "0.2",
+    ];
+    args.extend_from_slice(extra);
     let mut child = Command::new(env!("CARGO_BIN_EXE_stratus"))
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--db",
-            db,
-            "--tick",
-            "0.05",
-            "--boot",
-            "0.2",
-        ])
+        .args(&args)
         .env("STRATUS_ADMIN_TOKEN", TOKEN)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -145,4 +152,109 @@ fn serve_survives_kill_9_without_losing_workloads_or_history() {
     child.kill().unwrap();
     child.wait().unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Ends every job process the local driver started under `dir`, even when a test fails.
+struct Jobs(std::path::PathBuf);
+
+impl Jobs {
+    fn records(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.0.join("instances"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .filter(|n| n.ends_with(".json"))
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+impl Drop for Jobs {
+    fn drop(&mut self) {
+        for e in std::fs::read_dir(self.0.join("instances"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if e.path().extension().is_some_and(|x| x == "pid") {
+                if let Ok(pid) = std::fs::read_to_string(e.path()) {
+                    let _ = Command::new("kill")
+                        .args(["-KILL", "--", &format!("-{}", pid.trim())])
+                        .stderr(Stdio::null())
+                        .status();
+                }
+            }
+        }
+    }
+}
+
+fn launches(port: u16) -> usize {
+    cli(port, &["get", "actions"])
+        .1
+        .lines()
+        .filter(|l| l.split_whitespace().nth(1) == Some("launch"))
+        .count()
+}
+
+#[test]
+fn local_processes_survive_a_kill_9_of_the_server_and_are_never_launched_twice() {
+    let dir = std::env::temp_dir().join(format!("stratus-local-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let state = dir.join("state");
+    let jobs = Jobs(state.clone());
+    let db = format!("sqlite://{}/s.db", dir.display());
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let extra = ["--driver", "local", "--state-dir", state.to_str().unwrap()];
+    let port = free_port();
+    let mut child = spawn_with(&db, port, &extra);
+    let (ok, out) = cli(
+        port,
+        &[
+            "apply",
+            "-f",
+            examples.join("small-workloads.yaml").to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{out}");
+    // Four units (a job, a batch job, a service in two locations): four processes.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while jobs.records().len() < 4 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let before = jobs.records();
+    assert_eq!(before.len(), 4, "{before:?}");
+    assert_eq!(launches(port), 4);
+    let progress = |w: &str| {
+        let name: String = w.bytes().map(|b| format!("{b:02x}")).collect();
+        std::fs::read_to_string(state.join("work").join(name).join("progress"))
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    for round in 0..3 {
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let port2 = free_port();
+        child = spawn_with(&db, port2, &extra);
+        // Many reconciles later, the same instances run and nothing was launched again.
+        std::thread::sleep(Duration::from_millis(1500));
+        assert_eq!(jobs.records(), before, "round {round}");
+        let (_, acts) = cli(port2, &["get", "actions"]);
+        assert_eq!(launches(port2), 4, "round {round}: {acts}");
+        let (_, status) = cli(port2, &["status"]);
+        assert!(status.contains("\"running\": 4"), "round {round}: {status}");
+    }
+    // The training job's process kept counting its progress throughout.
+    assert!(
+        progress("llm-finetune") >= 3,
+        "{}",
+        progress("llm-finetune")
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    drop(jobs);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -153,6 +153,16 @@ struct Desired {
 }
 
 impl Desired {
+    /// Same placement and size (power is derived, and unknown for adopted instances).
+    fn same_as(&self, o: &Desired) -> bool {
+        self.workload == o.workload
+            && self.pool == o.pool
+            && self.category == o.category
+            && self.nodes == o.nodes
+            && self.committed_nodes == o.committed_nodes
+            && self.replicas == o.replicas
+    }
+
     fn from_placement(p: &Placement) -> Desired {
         Desired {
             workload: p.workload.clone(),
@@ -264,6 +274,48 @@ impl Controller {
         self.desired
             .iter()
             .map(|(u, d)| (u.as_str(), d.pool.as_str(), d.category, d.nodes))
+    }
+
+    /// Take over what a driver already runs (after a restart of the controller): live
+    /// instances become tracked units, so the next reconcile keeps them instead of launching
+    /// again, and new tokens continue after the highest one seen.
+    pub fn adopt(&mut self, instances: Vec<crate::driver::Instance>) {
+        for i in instances {
+            if matches!(
+                i.state,
+                InstanceState::Lost(_) | InstanceState::Stopping { .. }
+            ) {
+                continue;
+            }
+            let r = i.request;
+            if let Some(n) = r
+                .token
+                .rsplit_once('~')
+                .and_then(|(_, n)| n.parse::<u64>().ok())
+            {
+                self.seq = self.seq.max(n);
+            }
+            let d = Desired {
+                workload: r.workload,
+                pool: r.pool,
+                region: r.region,
+                category: r.category,
+                nodes: r.nodes,
+                committed_nodes: r.committed_nodes,
+                replicas: r.replicas,
+                power_mw: 0.0,
+            };
+            self.desired.insert(r.unit.clone(), d.clone());
+            self.tracked.insert(
+                r.unit,
+                Tracked {
+                    token: r.token,
+                    desired: d,
+                    launched_at: i.launched_at,
+                    retiring: None,
+                },
+            );
+        }
     }
 
     /// The planner's output at the last global re-optimisation (global strategies).
@@ -665,7 +717,7 @@ impl Controller {
             let action = match self.desired.get(&unit) {
                 None if unit.contains('@') && settling.contains(&t.desired.workload) => None,
                 None => Some((ActionKind::Stop, "no longer in the plan".to_string())),
-                Some(d) if *d == t.desired => None,
+                Some(d) if d.same_as(&t.desired) => None,
                 Some(d) if d.pool == t.desired.pool && d.category == t.desired.category => Some((
                     ActionKind::Scale,
                     format!("{} → {} nodes", t.desired.nodes, d.nodes),

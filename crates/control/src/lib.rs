@@ -5,10 +5,12 @@
 
 pub mod controller;
 pub mod driver;
+pub mod local;
 pub mod simprovider;
 
 pub use controller::{Action, ActionKind, Controller, ControllerConfig, ControllerStats, Strategy};
 pub use driver::{
     Driver, DriverError, Instance, InstanceState, LaunchRequest, LossCause, PoolCapacity, Time,
 };
+pub use local::LocalDriver;
 pub use simprovider::SimProvider;

@@ -12,8 +12,55 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use store::Store;
-use stratus_control::{Controller, ControllerConfig, SimProvider, Strategy, Time};
+use stratus_control::{
+    Controller, ControllerConfig, Driver, LocalDriver, SimProvider, Strategy, Time,
+};
 use stratus_model::Fleet;
+
+/// Which provider back end the service drives.
+#[derive(Debug, Clone)]
+pub enum DriverChoice {
+    /// Simulated providers in this process (the embedded default).
+    Sim,
+    /// Processes on this machine, with their records under `dir`, each running `job`.
+    Local {
+        /// State directory (instance records, pids, work directories).
+        dir: std::path::PathBuf,
+        /// `sh -c` script of every instance.
+        job: String,
+    },
+}
+
+/// The driver the reconcile loop owns.
+pub enum Backend {
+    /// Simulated providers.
+    Sim(SimProvider),
+    /// Local processes.
+    Local(LocalDriver),
+}
+
+impl Backend {
+    /// As the controller sees it.
+    pub fn driver(&mut self) -> &mut dyn Driver {
+        match self {
+            Backend::Sim(d) => d,
+            Backend::Local(d) => d,
+        }
+    }
+    /// Let time pass (simulated boots finish).
+    fn advance(&mut self, now: Time) {
+        if let Backend::Sim(d) = self {
+            d.advance(now);
+        }
+    }
+    /// Forget lost instances after the controller has seen them.
+    fn reap(&mut self, now: Time) {
+        match self {
+            Backend::Sim(d) => d.reap_lost(),
+            Backend::Local(d) => d.reap_lost(now),
+        }
+    }
+}
 
 /// How to run the service.
 #[derive(Debug, Clone)]
@@ -28,6 +75,8 @@ pub struct Config {
     pub boot_s: f64,
     /// An admin token to store (hashed) at start, so a fresh database can be used.
     pub admin_token: Option<String>,
+    /// The provider back end.
+    pub driver: DriverChoice,
 }
 
 /// Milliseconds since the Unix epoch: the service's clock (the controller's `Time` is
@@ -43,8 +92,8 @@ pub fn now_ms() -> i64 {
 pub struct Control {
     /// The controller.
     pub controller: Controller,
-    /// The simulated providers (the embedded default driver).
-    pub driver: SimProvider,
+    /// The provider back end.
+    pub backend: Backend,
     /// Replans already written to the plan history.
     pub replans_seen: u64,
     /// What the last recorded plan placed where, so an identical re-plan is not recorded again.
@@ -76,6 +125,9 @@ pub enum ServeError {
     /// The address could not be bound.
     #[error("cannot listen on {0}: {1}")]
     Listen(SocketAddr, std::io::Error),
+    /// The local driver's state directory is unusable.
+    #[error("local driver state directory {0}: {1}")]
+    Driver(std::path::PathBuf, std::io::Error),
     /// Nobody could use the API.
     #[error("no API token is stored: pass --admin-token-file FILE or set STRATUS_ADMIN_TOKEN")]
     NoToken,
@@ -92,7 +144,12 @@ pub async fn app(config: &Config, fleet: Fleet) -> Result<Arc<App>, ServeError> 
     if !store.has_tokens().await? {
         return Err(ServeError::NoToken);
     }
-    let driver = SimProvider::new(&fleet, config.boot_s, 1.0);
+    let backend = match &config.driver {
+        DriverChoice::Sim => Backend::Sim(SimProvider::new(&fleet, config.boot_s, 1.0)),
+        DriverChoice::Local { dir, job } => Backend::Local(
+            LocalDriver::new(dir, job, &fleet).map_err(|e| ServeError::Driver(dir.clone(), e))?,
+        ),
+    };
     let controller = Controller::new(
         fleet.clone(),
         Strategy::Stratus,
@@ -107,7 +164,7 @@ pub async fn app(config: &Config, fleet: Fleet) -> Result<Arc<App>, ServeError> 
         fleet: Arc::new(fleet),
         control: Mutex::new(Control {
             controller,
-            driver,
+            backend,
             replans_seen: 0,
             last_plan_key: String::new(),
             ticks: 0,
@@ -173,9 +230,14 @@ pub async fn reconcile_once(app: &Arc<App>) -> Result<(), store::StoreError> {
         if a.changed.swap(false, std::sync::atomic::Ordering::SeqCst) {
             c.controller.mark_dirty();
         }
-        c.driver.advance(now);
-        let actions = c.controller.tick(now, &workloads, &mut c.driver);
-        c.driver.reap_lost();
+        c.backend.advance(now);
+        if c.ticks == 0 {
+            // After a restart: take over what the driver already runs, launch nothing twice.
+            let seen = c.backend.driver().observe(now);
+            c.controller.adopt(seen);
+        }
+        let actions = c.controller.tick(now, &workloads, c.backend.driver());
+        c.backend.reap(now);
         c.ticks += 1;
         let mut plan = None;
         if c.controller.stats.replans != c.replans_seen {

@@ -25,6 +25,7 @@ fn start(db: &str) -> Server {
         tick_s: 3600.0,
         boot_s: 0.0,
         admin_token: Some(ADMIN.into()),
+        driver: stratus_server::DriverChoice::Sim,
     };
     let (app, base) = rt.block_on(async {
         let app = stratus_server::app(&config, stratus_catalog::builtin().clone())

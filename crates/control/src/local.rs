@@ -1,0 +1,295 @@
+//! `local`: workloads as processes on this machine. Each instance is a record in a state
+//! directory, written *before* the process starts (keyed by the client token), and the process
+//! writes its own pid beside it. A launch whose record exists is a no-op, so a controller that
+//! crashed between deciding and recording never starts a second copy; a restarted controller
+//! adopts what the directory shows.
+
+use crate::driver::{
+    Driver, DriverError, Instance, InstanceState, LaunchRequest, LossCause, PoolCapacity, Time,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use stratus_model::Fleet;
+use stratus_plan::Category;
+
+/// The default job: counts progress into `$STRATUS_WORKDIR/progress`, resuming from it, so a
+/// restarted instance continues where the last checkpoint left off.
+pub const DEFAULT_JOB: &str = "n=$(cat \"$STRATUS_WORKDIR/progress\" 2>/dev/null || echo 0); \
+while :; do n=$((n+1)); echo $n > \"$STRATUS_WORKDIR/progress.tmp\" && \
+mv \"$STRATUS_WORKDIR/progress.tmp\" \"$STRATUS_WORKDIR/progress\"; sleep 1; done";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Record {
+    request: LaunchRequest,
+    launched_at: Time,
+}
+
+/// Local processes as a provider.
+#[derive(Debug)]
+pub struct LocalDriver {
+    dir: PathBuf,
+    job: String,
+    capacity: HashMap<String, PoolCapacity>,
+    children: HashMap<String, Child>,
+}
+
+fn file_name(token: &str) -> String {
+    token.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+impl LocalDriver {
+    /// A driver keeping its records under `dir`, running `job` (a `sh -c` script; see
+    /// [`DEFAULT_JOB`]) for every instance, with the fleet's pools as capacity.
+    pub fn new(dir: &Path, job: &str, fleet: &Fleet) -> std::io::Result<LocalDriver> {
+        std::fs::create_dir_all(dir.join("instances"))?;
+        std::fs::create_dir_all(dir.join("work"))?;
+        let capacity = fleet
+            .pools()
+            .map(|(_, _, p)| {
+                let committed = p.committed.as_ref().map(|c| c.nodes).unwrap_or(0);
+                (
+                    p.id.clone(),
+                    PoolCapacity {
+                        committed,
+                        on_demand: p.nodes.saturating_sub(committed),
+                        spot: p.spot_nodes,
+                    },
+                )
+            })
+            .collect();
+        Ok(LocalDriver {
+            dir: dir.to_path_buf(),
+            job: job.to_string(),
+            capacity,
+            children: HashMap::new(),
+        })
+    }
+
+    fn record_path(&self, token: &str) -> PathBuf {
+        self.dir
+            .join("instances")
+            .join(format!("{}.json", file_name(token)))
+    }
+
+    fn pid_path(&self, token: &str) -> PathBuf {
+        self.dir
+            .join("instances")
+            .join(format!("{}.pid", file_name(token)))
+    }
+
+    /// The work directory of a workload (shared by its instances, so progress survives moves).
+    pub fn workdir(&self, workload: &str) -> PathBuf {
+        self.dir.join("work").join(file_name(workload))
+    }
+
+    fn records(&self) -> Vec<Record> {
+        let mut out: Vec<Record> = std::fs::read_dir(self.dir.join("instances"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+            .filter_map(|t| serde_json::from_str(&t).ok())
+            .collect();
+        out.sort_by(|a: &Record, b| a.request.token.cmp(&b.request.token));
+        out
+    }
+
+    fn write_record(&self, r: &Record) -> std::io::Result<()> {
+        let path = self.record_path(&r.request.token);
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::to_vec(r).expect("record serializes"))?;
+        std::fs::rename(tmp, path)
+    }
+
+    fn pid(&self, token: &str) -> Option<i32> {
+        std::fs::read_to_string(self.pid_path(token))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+    }
+
+    /// Whether the instance's process is alive (a zombie child counts as gone).
+    fn alive(&mut self, token: &str) -> Option<bool> {
+        if let Some(c) = self.children.get_mut(token) {
+            return Some(matches!(c.try_wait(), Ok(None)));
+        }
+        let pid = self.pid(token)?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok();
+        Some(match stat {
+            None => false,
+            // The state letter follows the parenthesised command name.
+            Some(s) => s
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .is_some_and(|st| st != "Z" && st != "X"),
+        })
+    }
+
+    fn used(&self, pool: &str) -> PoolCapacity {
+        let mut u = PoolCapacity::default();
+        for r in self.records() {
+            if r.request.pool != pool {
+                continue;
+            }
+            if r.request.category == Category::Spot {
+                u.spot += r.request.nodes;
+            } else {
+                u.committed += r.request.committed_nodes;
+                u.on_demand += r.request.nodes - r.request.committed_nodes.min(r.request.nodes);
+            }
+        }
+        u
+    }
+
+    fn kill(&mut self, token: &str) {
+        if let Some(pid) = self.pid(token) {
+            // The job runs in its own process group: end the shell and its children.
+            let _ = Command::new("kill")
+                .args(["-TERM", "--", &format!("-{pid}")])
+                .stderr(Stdio::null())
+                .status();
+        }
+        if let Some(mut c) = self.children.remove(token) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl LocalDriver {
+    /// Forget instances whose process is gone, once the controller has seen them lost.
+    pub fn reap_lost(&mut self, now: Time) {
+        for i in self.observe(now) {
+            if matches!(i.state, InstanceState::Lost(_)) {
+                let t = i.request.token;
+                self.kill(&t);
+                let _ = std::fs::remove_file(self.pid_path(&t));
+                let _ = std::fs::remove_file(self.record_path(&t));
+            }
+        }
+    }
+}
+
+impl Driver for LocalDriver {
+    fn launch(&mut self, now: Time, req: &LaunchRequest) -> Result<(), DriverError> {
+        if self.record_path(&req.token).exists() {
+            return Ok(());
+        }
+        let total = *self
+            .capacity
+            .get(&req.pool)
+            .ok_or_else(|| DriverError::UnknownPool(req.pool.clone()))?;
+        let used = self.used(&req.pool);
+        let free = PoolCapacity {
+            committed: total.committed.saturating_sub(used.committed),
+            on_demand: total.on_demand.saturating_sub(used.on_demand),
+            spot: total.spot.saturating_sub(used.spot),
+        };
+        let (c, o, s) = if req.category == Category::Spot {
+            (0, 0, req.nodes)
+        } else {
+            (
+                req.committed_nodes,
+                req.nodes - req.committed_nodes.min(req.nodes),
+                0,
+            )
+        };
+        if c > free.committed || o > free.on_demand || s > free.spot {
+            return Err(DriverError::Capacity {
+                pool: req.pool.clone(),
+                asked: req.nodes,
+                free,
+            });
+        }
+        // The record first: from here on a retry with this token is a no-op.
+        let rec = Record {
+            request: req.clone(),
+            launched_at: now,
+        };
+        self.write_record(&rec)
+            .map_err(|e| DriverError::Unreachable {
+                region: format!("local state directory: {e}"),
+            })?;
+        let work = self.workdir(&req.workload);
+        let _ = std::fs::create_dir_all(&work);
+        let script = format!(
+            "echo $$ > '{}'; exec sh -c \"$STRATUS_JOB\"",
+            self.pid_path(&req.token).display()
+        );
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", &script])
+            .env("STRATUS_JOB", &self.job)
+            .env("STRATUS_TOKEN", &req.token)
+            .env("STRATUS_UNIT", &req.unit)
+            .env("STRATUS_WORKLOAD", &req.workload)
+            .env("STRATUS_POOL", &req.pool)
+            .env("STRATUS_WORKDIR", &work)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        #[cfg(unix)]
+        {
+            use std::os::unix::process::CommandExt;
+            cmd.process_group(0);
+        }
+        match cmd.spawn() {
+            Ok(child) => {
+                self.children.insert(req.token.clone(), child);
+                Ok(())
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(self.record_path(&req.token));
+                Err(DriverError::Unreachable {
+                    region: format!("local: cannot start a process: {e}"),
+                })
+            }
+        }
+    }
+
+    fn stop(&mut self, _now: Time, token: &str) -> Result<(), DriverError> {
+        if !self.record_path(token).exists() {
+            return Err(DriverError::UnknownToken(token.to_string()));
+        }
+        self.kill(token);
+        let _ = std::fs::remove_file(self.pid_path(token));
+        let _ = std::fs::remove_file(self.record_path(token));
+        Ok(())
+    }
+
+    fn observe(&mut self, now: Time) -> Vec<Instance> {
+        let mut out = Vec::new();
+        for r in self.records() {
+            let token = r.request.token.clone();
+            let state = match self.alive(&token) {
+                Some(true) => InstanceState::Running,
+                // Started less than 10 s ago and no pid yet: still starting.
+                None if now.0 - r.launched_at.0 < 10.0 => InstanceState::Pending {
+                    ready_at: r.launched_at.plus(10.0),
+                },
+                _ => InstanceState::Lost(LossCause::Outage),
+            };
+            out.push(Instance {
+                request: r.request,
+                state,
+                launched_at: r.launched_at,
+                since: r.launched_at,
+            });
+        }
+        out
+    }
+
+    fn capacity(&mut self, _now: Time, pool: &str) -> Result<PoolCapacity, DriverError> {
+        let total = *self
+            .capacity
+            .get(pool)
+            .ok_or_else(|| DriverError::UnknownPool(pool.to_string()))?;
+        let used = self.used(pool);
+        Ok(PoolCapacity {
+            committed: total.committed.saturating_sub(used.committed),
+            on_demand: total.on_demand.saturating_sub(used.on_demand),
+            spot: total.spot.saturating_sub(used.spot),
+        })
+    }
+}
