@@ -214,6 +214,8 @@ enum BenchCmd {
 enum OutFormat {
     Table,
     Json,
+    /// Kubernetes manifests (JobSet, LeaderWorkerSet, Job) pinned to the planned pools.
+    K8s,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -277,6 +279,12 @@ fn run(cli: Cli) -> Result<()> {
             );
             match format {
                 OutFormat::Json => println!("{}", serde_json::to_string_pretty(&plan)?),
+                OutFormat::K8s => print!(
+                    "{}",
+                    stratus_control::k8s::to_yaml(&stratus_control::k8s::manifests(
+                        fleet, &workloads, &plan
+                    ))
+                ),
                 OutFormat::Table => present::demo(fleet, &workloads, &plan, &base, took),
             }
         }
@@ -321,6 +329,12 @@ fn run(cli: Cli) -> Result<()> {
             let plan = stratus_plan::plan(&fleet, &w, &pol, prev.as_ref());
             match format {
                 OutFormat::Json => println!("{}", serde_json::to_string_pretty(&plan)?),
+                OutFormat::K8s => print!(
+                    "{}",
+                    stratus_control::k8s::to_yaml(&stratus_control::k8s::manifests(
+                        &fleet, &w, &plan
+                    ))
+                ),
                 OutFormat::Table => present::plan(&plan),
             }
         }

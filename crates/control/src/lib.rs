@@ -5,6 +5,7 @@
 
 pub mod controller;
 pub mod driver;
+pub mod k8s;
 pub mod local;
 pub mod simprovider;
 
