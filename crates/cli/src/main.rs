@@ -88,9 +88,17 @@ enum Cmd {
         /// Seconds the simulated providers take to boot an instance.
         #[arg(long, default_value_t = 5.0)]
         boot: f64,
-        /// Provider back end: `sim` (simulated providers in-process) or `local` (processes).
+        /// Provider back end: `sim` (simulated providers in-process), `local` (processes), or
+        /// `aws` (EC2 through the AWS SDK; built with `--features aws`; credentials from
+        /// AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY).
         #[arg(long, default_value = "sim")]
         driver: String,
+        /// EC2 endpoint override (e.g. a moto server on 127.0.0.1).
+        #[arg(long)]
+        aws_endpoint: Option<String>,
+        /// AMI every EC2 instance boots.
+        #[arg(long, default_value = "ami-760aaa0f")]
+        aws_image: String,
         /// State directory of the local driver.
         #[arg(long, default_value = "stratus-local")]
         state_dir: PathBuf,
@@ -406,11 +414,31 @@ fn run(cli: Cli) -> Result<()> {
             tick,
             boot,
             driver,
+            aws_endpoint,
+            aws_image,
             state_dir,
             job,
             fleet,
         } => {
+            let fleet = load_fleet(fleet.as_deref())?.into_owned();
+            let _ = (&aws_endpoint, &aws_image);
             let driver = match driver.as_str() {
+                #[cfg(feature = "aws")]
+                "aws" => {
+                    let env = |k: &str| std::env::var(k).unwrap_or_default();
+                    stratus_server::DriverChoice::Aws(stratus_control::aws::AwsConfig {
+                        endpoint: aws_endpoint,
+                        access_key: env("AWS_ACCESS_KEY_ID"),
+                        secret_key: env("AWS_SECRET_ACCESS_KEY"),
+                        image_id: aws_image,
+                        regions: fleet
+                            .providers
+                            .iter()
+                            .filter(|p| p.name == "aws")
+                            .flat_map(|p| p.regions.iter().map(|r| r.name.clone()))
+                            .collect(),
+                    })
+                }
                 "sim" => stratus_server::DriverChoice::Sim,
                 "local" => stratus_server::DriverChoice::Local {
                     dir: state_dir,
@@ -421,12 +449,18 @@ fn run(cli: Cli) -> Result<()> {
                         file: "--driver".into(),
                         line: None,
                         field: None,
-                        reason: format!("`{other}` is not a driver (sim, local)"),
+                        reason: format!(
+                            "`{other}` is not a driver (sim, local{})",
+                            if cfg!(feature = "aws") {
+                                ", aws"
+                            } else {
+                                "; aws needs a build with --features aws"
+                            }
+                        ),
                     }
                     .into())
                 }
             };
-            let fleet = load_fleet(fleet.as_deref())?.into_owned();
             let admin_token = match admin_token_file {
                 Some(f) => Some(
                     std::fs::read_to_string(&f)

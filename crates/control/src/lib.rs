@@ -3,6 +3,8 @@
 //! drivers observe. Pure of clocks: time is passed in, so the simulator runs this exact code.
 #![warn(missing_docs)]
 
+#[cfg(feature = "aws")]
+pub mod aws;
 pub mod controller;
 pub mod driver;
 pub mod k8s;

@@ -29,6 +29,9 @@ pub enum DriverChoice {
         /// `sh -c` script of every instance.
         job: String,
     },
+    /// EC2 through the AWS SDK (feature `aws`).
+    #[cfg(feature = "aws")]
+    Aws(stratus_control::aws::AwsConfig),
 }
 
 /// The driver the reconcile loop owns.
@@ -37,6 +40,9 @@ pub enum Backend {
     Sim(SimProvider),
     /// Local processes.
     Local(LocalDriver),
+    /// EC2.
+    #[cfg(feature = "aws")]
+    Aws(Box<stratus_control::aws::AwsDriver>),
 }
 
 impl Backend {
@@ -45,6 +51,8 @@ impl Backend {
         match self {
             Backend::Sim(d) => d,
             Backend::Local(d) => d,
+            #[cfg(feature = "aws")]
+            Backend::Aws(d) => d.as_mut(),
         }
     }
     /// Let time pass (simulated boots finish).
@@ -58,6 +66,8 @@ impl Backend {
         match self {
             Backend::Sim(d) => d.reap_lost(),
             Backend::Local(d) => d.reap_lost(now),
+            #[cfg(feature = "aws")]
+            Backend::Aws(_) => {}
         }
     }
 }
@@ -149,6 +159,10 @@ pub async fn app(config: &Config, fleet: Fleet) -> Result<Arc<App>, ServeError> 
         DriverChoice::Local { dir, job } => Backend::Local(
             LocalDriver::new(dir, job, &fleet).map_err(|e| ServeError::Driver(dir.clone(), e))?,
         ),
+        #[cfg(feature = "aws")]
+        DriverChoice::Aws(cfg) => {
+            Backend::Aws(Box::new(stratus_control::aws::AwsDriver::new(cfg.clone())))
+        }
     };
     let controller = Controller::new(
         fleet.clone(),
