@@ -209,7 +209,8 @@ impl Driver for AwsDriver {
                         })
                     }
                     _ => Err(DriverError::Unreachable {
-                        region: format!("{}: {text}", req.region),
+                        region: req.region.clone(),
+                        reason: text,
                     }),
                 }
             }
@@ -220,7 +221,8 @@ impl Driver for AwsDriver {
         let regions = self.cfg.regions.clone();
         for region in regions {
             let by = self.tagged(&region).map_err(|e| DriverError::Unreachable {
-                region: format!("aws:{region}: {e}"),
+                region: format!("aws:{region}"),
+                reason: e,
             })?;
             if let Some(list) = by.get(token) {
                 let ids: Vec<String> = list
@@ -230,10 +232,8 @@ impl Driver for AwsDriver {
                 let c = self.client(&region);
                 self.block(c.terminate_instances().set_instance_ids(Some(ids)).send())
                     .map_err(|e| DriverError::Unreachable {
-                        region: format!(
-                            "aws:{region}: {}",
-                            aws_sdk_ec2::error::DisplayErrorContext(e)
-                        ),
+                        region: format!("aws:{region}"),
+                        reason: format!("{}", aws_sdk_ec2::error::DisplayErrorContext(e)),
                     })?;
                 self.stopped.insert(token.to_string());
                 return Ok(());
@@ -329,10 +329,8 @@ impl Driver for AwsDriver {
                     .send(),
             )
             .map_err(|e| DriverError::Unreachable {
-                region: format!(
-                    "aws:{region}: {}",
-                    aws_sdk_ec2::error::DisplayErrorContext(e)
-                ),
+                region: format!("aws:{region}"),
+                reason: format!("{}", aws_sdk_ec2::error::DisplayErrorContext(e)),
             })?;
         if out.instance_type_offerings().is_empty() {
             return Ok(PoolCapacity::default());

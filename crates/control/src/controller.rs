@@ -837,7 +837,7 @@ impl Controller {
                                 ),
                             );
                         }
-                        DriverError::Unreachable { region } => {
+                        DriverError::Unreachable { region, .. } => {
                             self.stats.unreachable_errors += 1;
                             self.down
                                 .insert(region.clone(), now.plus(self.config.probe_s));

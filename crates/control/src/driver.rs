@@ -115,8 +115,10 @@ pub enum DriverError {
     },
     /// The region's API does not answer.
     Unreachable {
-        /// Region id.
+        /// Region id (`provider:region`): the controller avoids it until probed again.
         region: String,
+        /// What failed.
+        reason: String,
     },
     /// No such pool at this provider.
     UnknownPool(String),
@@ -132,7 +134,9 @@ impl fmt::Display for DriverError {
                 "insufficient capacity in {pool}: asked {asked} nodes, free committed {} / on-demand {} / spot {}",
                 free.committed, free.on_demand, free.spot
             ),
-            DriverError::Unreachable { region } => write!(f, "region {region} unreachable"),
+            DriverError::Unreachable { region, reason } => {
+                write!(f, "region {region} unreachable: {reason}")
+            }
             DriverError::UnknownPool(p) => write!(f, "unknown pool {p}"),
             DriverError::UnknownToken(t) => write!(f, "unknown instance token {t}"),
         }

@@ -10,6 +10,7 @@ pub mod driver;
 pub mod k8s;
 pub mod local;
 pub mod simprovider;
+pub mod slurm;
 
 pub use controller::{Action, ActionKind, Controller, ControllerConfig, ControllerStats, Strategy};
 pub use driver::{
@@ -17,3 +18,4 @@ pub use driver::{
 };
 pub use local::LocalDriver;
 pub use simprovider::SimProvider;
+pub use slurm::SlurmDriver;

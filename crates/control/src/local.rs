@@ -210,7 +210,8 @@ impl Driver for LocalDriver {
         };
         self.write_record(&rec)
             .map_err(|e| DriverError::Unreachable {
-                region: format!("local state directory: {e}"),
+                region: req.region.clone(),
+                reason: format!("local state directory: {e}"),
             })?;
         let work = self.workdir(&req.workload);
         let _ = std::fs::create_dir_all(&work);
@@ -242,7 +243,8 @@ impl Driver for LocalDriver {
             Err(e) => {
                 let _ = std::fs::remove_file(self.record_path(&req.token));
                 Err(DriverError::Unreachable {
-                    region: format!("local: cannot start a process: {e}"),
+                    region: req.region.clone(),
+                    reason: format!("cannot start a process: {e}"),
                 })
             }
         }

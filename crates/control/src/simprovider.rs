@@ -258,6 +258,7 @@ impl Driver for SimProvider {
         if self.down.contains(&pool.region) {
             return Err(DriverError::Unreachable {
                 region: pool.region.clone(),
+                reason: "the region is down".into(),
             });
         }
         let free = pool.free();
@@ -318,6 +319,7 @@ impl Driver for SimProvider {
         if self.down.contains(&p.region) {
             return Err(DriverError::Unreachable {
                 region: p.region.clone(),
+                reason: "the region is down".into(),
             });
         }
         Ok(p.free())

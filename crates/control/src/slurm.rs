@@ -1,0 +1,327 @@
+//! `slurm`: each provider of the fleet is a Slurm cluster (its own `slurm.conf`), reached
+//! with the Slurm commands. A launch is `sbatch` with the controller's token as the job's
+//! comment; `squeue` on the comment makes a retried launch a no-op and finds the controller's
+//! jobs again after a restart. Jobs checkpoint into a per-workload directory (shared storage
+//! between the clusters here), and a fencing file names the one token allowed to run, so a
+//! job stranded on a cluster whose controller died stops itself once its work moved.
+
+use crate::driver::{
+    Driver, DriverError, Instance, InstanceState, LaunchRequest, LossCause, PoolCapacity, Time,
+};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use stratus_model::Fleet;
+use stratus_plan::Category;
+
+/// The default job: resumes its progress counter from `$STRATUS_WORKDIR/progress`, appends a
+/// checkpoint marker every second, and runs only while `$STRATUS_WORKDIR/owner` names its own
+/// token (the fence).
+pub const DEFAULT_JOB: &str = "n=$(cat \"$STRATUS_WORKDIR/progress\" 2>/dev/null || echo 0); \
+while [ \"$(cat \"$STRATUS_WORKDIR/owner\" 2>/dev/null)\" = \"$STRATUS_TOKEN\" ]; do \
+n=$((n+1)); echo $n > \"$STRATUS_WORKDIR/progress.tmp\" && \
+mv \"$STRATUS_WORKDIR/progress.tmp\" \"$STRATUS_WORKDIR/progress\"; \
+echo \"$STRATUS_TOKEN $n\" >> \"$STRATUS_WORKDIR/checkpoints\"; sleep 1; done";
+
+/// How long a Slurm command may take before its cluster counts as unreachable.
+pub const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Slurm clusters as providers.
+#[derive(Debug)]
+pub struct SlurmDriver {
+    clusters: BTreeMap<String, PathBuf>,
+    work: PathBuf,
+    job: String,
+    pools: HashMap<String, (u32, PoolCapacity)>,
+    stopped: HashSet<String>,
+}
+
+/// One of our jobs as `squeue` shows it.
+#[derive(Debug, Clone)]
+struct Job {
+    id: String,
+    token: String,
+    state: String,
+}
+
+fn dir_name(s: &str) -> String {
+    s.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+impl SlurmDriver {
+    /// `clusters`: provider name → its `slurm.conf`. Jobs run `job` (`sh` script; see
+    /// [`DEFAULT_JOB`]) in `work/<workload>`.
+    pub fn new(
+        clusters: BTreeMap<String, PathBuf>,
+        work: &Path,
+        job: &str,
+        fleet: &Fleet,
+    ) -> SlurmDriver {
+        let pools = fleet
+            .pools()
+            .map(|(_, _, p)| {
+                let committed = p.committed.as_ref().map(|c| c.nodes).unwrap_or(0);
+                (
+                    p.id.clone(),
+                    (
+                        p.chips_per_node,
+                        PoolCapacity {
+                            committed,
+                            on_demand: p.nodes.saturating_sub(committed),
+                            spot: p.spot_nodes,
+                        },
+                    ),
+                )
+            })
+            .collect();
+        SlurmDriver {
+            clusters,
+            work: work.to_path_buf(),
+            job: job.to_string(),
+            pools,
+            stopped: HashSet::new(),
+        }
+    }
+
+    /// The work directory of a workload.
+    pub fn workdir(&self, workload: &str) -> PathBuf {
+        self.work.join(dir_name(workload))
+    }
+
+    fn conf(&self, pool: &str) -> Result<(&str, &PathBuf), DriverError> {
+        let provider = pool.split(':').next().unwrap_or("");
+        self.clusters
+            .get_key_value(provider)
+            .map(|(k, v)| (k.as_str(), v))
+            .ok_or_else(|| DriverError::UnknownPool(pool.to_string()))
+    }
+
+    /// Run a Slurm command against one cluster, giving up after [`COMMAND_TIMEOUT`] (a
+    /// cluster that does not answer must not stall every other provider's reconcile).
+    fn run(&self, conf: &Path, cmd: &str, args: &[&str]) -> Result<String, String> {
+        let mut child = Command::new(cmd)
+            .args(args)
+            .env("SLURM_CONF", conf)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("{cmd}: {e}"))?;
+        let deadline = std::time::Instant::now() + COMMAND_TIMEOUT;
+        loop {
+            match child.try_wait() {
+                Ok(Some(_)) => break,
+                Ok(None) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20))
+                }
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(format!("{cmd}: no answer within {COMMAND_TIMEOUT:?}"));
+                }
+            }
+        }
+        let out = child
+            .wait_with_output()
+            .map_err(|e| format!("{cmd}: {e}"))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(format!(
+                "{cmd}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    }
+
+    /// Our jobs on one cluster (those with a comment), every state `squeue` still remembers.
+    fn jobs(&self, conf: &Path) -> Result<Vec<Job>, String> {
+        let out = self.run(conf, "squeue", &["-h", "--states=all", "-o", "%i|%k|%T"])?;
+        Ok(out
+            .lines()
+            .filter_map(|l| {
+                let mut f = l.split('|');
+                let (id, token, state) = (f.next()?, f.next()?, f.next()?);
+                (!token.is_empty() && token != "(null)").then(|| Job {
+                    id: id.trim().to_string(),
+                    token: token.trim().to_string(),
+                    state: state.trim().to_string(),
+                })
+            })
+            .collect())
+    }
+
+    fn live(state: &str) -> bool {
+        matches!(
+            state,
+            "PENDING"
+                | "CONFIGURING"
+                | "RUNNING"
+                | "COMPLETING"
+                | "SUSPENDED"
+                | "REQUEUED"
+                | "RESIZING"
+        )
+    }
+}
+
+impl Driver for SlurmDriver {
+    fn launch(&mut self, _now: Time, req: &LaunchRequest) -> Result<(), DriverError> {
+        let (provider, conf) = self.conf(&req.pool)?;
+        let conf = conf.clone();
+        let unreachable = |e: String| DriverError::Unreachable {
+            region: req.region.clone(),
+            reason: e,
+        };
+        let provider = provider.to_string();
+        let existing = self.jobs(&conf).map_err(unreachable)?;
+        if existing
+            .iter()
+            .any(|j| j.token == req.token && Self::live(&j.state))
+        {
+            return Ok(());
+        }
+        let cpn = self.pools.get(&req.pool).map(|p| p.0).unwrap_or(1);
+        let work = self.workdir(&req.workload);
+        std::fs::create_dir_all(&work).map_err(|e| unreachable(e.to_string()))?;
+        // The fence: from now on only this token's job may run for this workload.
+        std::fs::write(work.join("owner"), &req.token).map_err(|e| unreachable(e.to_string()))?;
+        let export = format!(
+            "ALL,STRATUS_TOKEN={},STRATUS_UNIT={},STRATUS_WORKLOAD={},STRATUS_POOL={},STRATUS_WORKDIR={}",
+            req.token,
+            req.unit,
+            req.workload,
+            req.pool,
+            work.display()
+        );
+        // What the job is, beside its work, so a restarted controller can adopt it exactly.
+        std::fs::write(
+            work.join(format!("launch-{}.json", dir_name(&req.token))),
+            serde_json::to_vec(req).expect("a request serializes"),
+        )
+        .map_err(|e| unreachable(e.to_string()))?;
+        let name = format!("stratus-{}", dir_name(&req.unit));
+        let args = [
+            "--parsable".to_string(),
+            format!("--job-name={}", &name[..name.len().min(60)]),
+            format!("--comment={}", req.token),
+            format!("--nodes={}", req.nodes.max(1)),
+            format!("--gres=gpu:{cpn}"),
+            "-D".to_string(),
+            work.display().to_string(),
+            "-o".to_string(),
+            work.join("slurm-%j.out").display().to_string(),
+            format!("--export={export}"),
+            "--wrap".to_string(),
+            self.job.clone(),
+        ];
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let _ = provider;
+        self.run(&conf, "sbatch", &args)
+            .map(|_| ())
+            .map_err(unreachable)
+    }
+
+    fn stop(&mut self, _now: Time, token: &str) -> Result<(), DriverError> {
+        for conf in self.clusters.values() {
+            let Ok(jobs) = self.jobs(conf) else {
+                continue;
+            };
+            let ids: Vec<String> = jobs
+                .iter()
+                .filter(|j| j.token == token && Self::live(&j.state))
+                .map(|j| j.id.clone())
+                .collect();
+            if !ids.is_empty() {
+                let mut args = vec!["--quiet"];
+                args.extend(ids.iter().map(String::as_str));
+                self.run(conf, "scancel", &args)
+                    .map_err(|e| DriverError::Unreachable {
+                        region: String::new(),
+                        reason: e,
+                    })?;
+                self.stopped.insert(token.to_string());
+                return Ok(());
+            }
+        }
+        Err(DriverError::UnknownToken(token.to_string()))
+    }
+
+    fn observe(&mut self, now: Time) -> Vec<Instance> {
+        let mut out = Vec::new();
+        for (provider, conf) in &self.clusters {
+            // A cluster whose controller does not answer shows nothing: its units count as
+            // disappeared, and the controller re-plans them elsewhere.
+            let Ok(jobs) = self.jobs(conf) else {
+                continue;
+            };
+            for j in jobs {
+                let state = match j.state.as_str() {
+                    "PENDING" | "CONFIGURING" | "REQUEUED" => InstanceState::Pending {
+                        ready_at: now.plus(5.0),
+                    },
+                    "RUNNING" | "COMPLETING" | "SUSPENDED" | "RESIZING" => InstanceState::Running,
+                    "CANCELLED" | "COMPLETED" if self.stopped.contains(&j.token) => continue,
+                    "PREEMPTED" => InstanceState::Lost(LossCause::Preempted),
+                    "CANCELLED" | "COMPLETED" => continue,
+                    _ => InstanceState::Lost(LossCause::Outage),
+                };
+                let (unit, _) = j.token.rsplit_once('~').unwrap_or((&j.token, ""));
+                let workload = unit.split('@').next().unwrap_or(unit).to_string();
+                let recorded = std::fs::read(
+                    self.workdir(&workload)
+                        .join(format!("launch-{}.json", dir_name(&j.token))),
+                )
+                .ok()
+                .and_then(|b| serde_json::from_slice::<LaunchRequest>(&b).ok());
+                if let Some(request) = recorded {
+                    out.push(Instance {
+                        request,
+                        state,
+                        launched_at: now,
+                        since: now,
+                    });
+                    continue;
+                }
+                let pool = self
+                    .pools
+                    .keys()
+                    .find(|p| p.starts_with(&format!("{provider}:")))
+                    .cloned()
+                    .unwrap_or_default();
+                let region = pool
+                    .rsplit_once(':')
+                    .map(|(r, _)| r.to_string())
+                    .unwrap_or_default();
+                out.push(Instance {
+                    request: LaunchRequest {
+                        token: j.token.clone(),
+                        unit: unit.to_string(),
+                        workload,
+                        pool,
+                        region,
+                        category: Category::OnDemand,
+                        nodes: 1,
+                        committed_nodes: 0,
+                        replicas: 1,
+                    },
+                    state,
+                    launched_at: now,
+                    since: now,
+                });
+            }
+        }
+        out
+    }
+
+    fn capacity(&mut self, _now: Time, pool: &str) -> Result<PoolCapacity, DriverError> {
+        let (_, conf) = self.conf(pool)?;
+        self.jobs(conf).map_err(|e| DriverError::Unreachable {
+            region: pool
+                .rsplit_once(':')
+                .map(|(r, _)| r.to_string())
+                .unwrap_or_default(),
+            reason: e,
+        })?;
+        Ok(self.pools.get(pool).map(|p| p.1).unwrap_or_default())
+    }
+}
