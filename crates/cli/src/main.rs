@@ -88,11 +88,16 @@ enum Cmd {
         /// Seconds the simulated providers take to boot an instance.
         #[arg(long, default_value_t = 5.0)]
         boot: f64,
-        /// Provider back end: `sim` (simulated providers in-process), `local` (processes), or
-        /// `aws` (EC2 through the AWS SDK; built with `--features aws`; credentials from
-        /// AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY).
+        /// Provider back end: `sim` (simulated providers in-process), `local` (processes),
+        /// `slurm` (Slurm clusters, see --slurm-cluster), or `aws` (EC2 through the AWS SDK;
+        /// built with `--features aws`; credentials from AWS_ACCESS_KEY_ID and
+        /// AWS_SECRET_ACCESS_KEY).
         #[arg(long, default_value = "sim")]
         driver: String,
+        /// A Slurm cluster standing for a provider of the fleet, `PROVIDER=/path/slurm.conf`
+        /// (repeat for each; `--driver slurm`).
+        #[arg(long)]
+        slurm_cluster: Vec<String>,
         /// EC2 endpoint override (e.g. a moto server on 127.0.0.1).
         #[arg(long)]
         aws_endpoint: Option<String>,
@@ -414,6 +419,7 @@ fn run(cli: Cli) -> Result<()> {
             tick,
             boot,
             driver,
+            slurm_cluster,
             aws_endpoint,
             aws_image,
             state_dir,
@@ -440,6 +446,46 @@ fn run(cli: Cli) -> Result<()> {
                     })
                 }
                 "sim" => stratus_server::DriverChoice::Sim,
+                "slurm" => {
+                    let mut clusters = std::collections::BTreeMap::new();
+                    for c in &slurm_cluster {
+                        let Some((p, conf)) = c.split_once('=') else {
+                            return Err(InputError {
+                                file: "--slurm-cluster".into(),
+                                line: None,
+                                field: None,
+                                reason: format!("`{c}`: expected PROVIDER=/path/to/slurm.conf"),
+                            }
+                            .into());
+                        };
+                        if !fleet.providers.iter().any(|x| x.name == p) {
+                            return Err(InputError {
+                                file: "--slurm-cluster".into(),
+                                line: None,
+                                field: None,
+                                reason: format!("no provider `{p}` in the fleet"),
+                            }
+                            .into());
+                        }
+                        clusters.insert(p.to_string(), PathBuf::from(conf));
+                    }
+                    if clusters.is_empty() {
+                        return Err(InputError {
+                            file: "--slurm-cluster".into(),
+                            line: None,
+                            field: None,
+                            reason: "--driver slurm needs at least one --slurm-cluster".into(),
+                        }
+                        .into());
+                    }
+                    stratus_server::DriverChoice::Slurm {
+                        clusters,
+                        work: state_dir.clone(),
+                        job: job
+                            .clone()
+                            .unwrap_or_else(|| stratus_control::slurm::DEFAULT_JOB.to_string()),
+                    }
+                }
                 "local" => stratus_server::DriverChoice::Local {
                     dir: state_dir,
                     job: job.unwrap_or_else(|| stratus_control::local::DEFAULT_JOB.to_string()),
@@ -450,7 +496,7 @@ fn run(cli: Cli) -> Result<()> {
                         line: None,
                         field: None,
                         reason: format!(
-                            "`{other}` is not a driver (sim, local{})",
+                            "`{other}` is not a driver (sim, local, slurm{})",
                             if cfg!(feature = "aws") {
                                 ", aws"
                             } else {

@@ -87,11 +87,42 @@ fn wait_for(port: u16, args: &[&str], needle: &str) -> String {
     }
 }
 
+/// A fresh PostgreSQL database when `STRATUS_TEST_POSTGRES` names a server (`.ci/run` does).
+fn postgres_db(name: &str) -> Option<String> {
+    let Ok(url) = std::env::var("STRATUS_TEST_POSTGRES") else {
+        eprintln!("STRATUS_TEST_POSTGRES not set: the PostgreSQL half of this test is skipped");
+        return None;
+    };
+    let db = format!("stratus_{name}_{}", std::process::id());
+    let out = Command::new("psql")
+        .args([&url, "-c", &format!("CREATE DATABASE {db}")])
+        .output()
+        .expect("psql");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let base = url
+        .rsplit_once('/')
+        .map(|(b, _)| b.to_string())
+        .unwrap_or(url);
+    Some(format!("{base}/{db}"))
+}
+
 #[test]
 fn serve_survives_kill_9_without_losing_workloads_or_history() {
     let dir = std::env::temp_dir().join(format!("stratus-serve-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let db = format!("sqlite://{}/s.db", dir.display());
+    crash_restart(&format!("sqlite://{}/s.db", dir.display()), &dir);
+    if let Some(db) = postgres_db("crash") {
+        crash_restart(&db, &dir);
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn crash_restart(db: &str, dir: &Path) {
+    let db = db.to_string();
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
     let port = free_port();
     let mut child = spawn(&db, port);
@@ -151,7 +182,6 @@ fn serve_survives_kill_9_without_losing_workloads_or_history() {
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// Ends every job process the local driver started under `dir`, even when a test fails.
@@ -203,9 +233,21 @@ fn local_processes_survive_a_kill_9_of_the_server_and_are_never_launched_twice()
     let dir = std::env::temp_dir().join(format!("stratus-local-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
+    local_restart(
+        &format!("sqlite://{}/s.db", dir.display()),
+        &dir.join("sqlite"),
+    );
+    if let Some(db) = postgres_db("local") {
+        local_restart(&db, &dir.join("postgres"));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn local_restart(db: &str, dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
     let state = dir.join("state");
     let jobs = Jobs(state.clone());
-    let db = format!("sqlite://{}/s.db", dir.display());
+    let db = db.to_string();
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
     let extra = ["--driver", "local", "--state-dir", state.to_str().unwrap()];
     let port = free_port();
@@ -256,5 +298,4 @@ fn local_processes_survive_a_kill_9_of_the_server_and_are_never_launched_twice()
     child.kill().unwrap();
     child.wait().unwrap();
     drop(jobs);
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -29,6 +29,16 @@ pub enum DriverChoice {
         /// `sh -c` script of every instance.
         job: String,
     },
+    /// Slurm clusters, one per provider (provider name → `slurm.conf`), jobs working under
+    /// `work` and running `job`.
+    Slurm {
+        /// Provider → the cluster's `slurm.conf`.
+        clusters: std::collections::BTreeMap<String, std::path::PathBuf>,
+        /// Work directories (shared storage the clusters can all reach).
+        work: std::path::PathBuf,
+        /// `sh` script of every job.
+        job: String,
+    },
     /// EC2 through the AWS SDK (feature `aws`).
     #[cfg(feature = "aws")]
     Aws(stratus_control::aws::AwsConfig),
@@ -40,6 +50,8 @@ pub enum Backend {
     Sim(SimProvider),
     /// Local processes.
     Local(LocalDriver),
+    /// Slurm clusters.
+    Slurm(stratus_control::SlurmDriver),
     /// EC2.
     #[cfg(feature = "aws")]
     Aws(Box<stratus_control::aws::AwsDriver>),
@@ -51,6 +63,7 @@ impl Backend {
         match self {
             Backend::Sim(d) => d,
             Backend::Local(d) => d,
+            Backend::Slurm(d) => d,
             #[cfg(feature = "aws")]
             Backend::Aws(d) => d.as_mut(),
         }
@@ -66,6 +79,7 @@ impl Backend {
         match self {
             Backend::Sim(d) => d.reap_lost(),
             Backend::Local(d) => d.reap_lost(now),
+            Backend::Slurm(_) => {}
             #[cfg(feature = "aws")]
             Backend::Aws(_) => {}
         }
@@ -159,6 +173,16 @@ pub async fn app(config: &Config, fleet: Fleet) -> Result<Arc<App>, ServeError> 
         DriverChoice::Local { dir, job } => Backend::Local(
             LocalDriver::new(dir, job, &fleet).map_err(|e| ServeError::Driver(dir.clone(), e))?,
         ),
+        DriverChoice::Slurm {
+            clusters,
+            work,
+            job,
+        } => Backend::Slurm(stratus_control::SlurmDriver::new(
+            clusters.clone(),
+            work,
+            job,
+            &fleet,
+        )),
         #[cfg(feature = "aws")]
         DriverChoice::Aws(cfg) => {
             Backend::Aws(Box::new(stratus_control::aws::AwsDriver::new(cfg.clone())))
