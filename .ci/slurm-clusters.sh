@@ -41,6 +41,7 @@ ReturnToService=2
 MinJobAge=600
 InactiveLimit=0
 KillWait=5
+MessageTimeout=5
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 MpiDefault=none

@@ -219,6 +219,9 @@ pub struct Controller {
     rr_of: BTreeMap<String, usize>,
     /// Counters.
     pub stats: ControllerStats,
+    /// Starts every token this controller issues, so controllers of different installations
+    /// sharing a provider never take (or stop) each other's instances. Empty in the simulator.
+    pub token_prefix: String,
 }
 
 impl Controller {
@@ -252,6 +255,7 @@ impl Controller {
             rr_next: 0,
             rr_of: BTreeMap::new(),
             stats: ControllerStats::default(),
+            token_prefix: String::new(),
         }
     }
 
@@ -284,7 +288,8 @@ impl Controller {
             if matches!(
                 i.state,
                 InstanceState::Lost(_) | InstanceState::Stopping { .. }
-            ) {
+            ) || !i.request.token.starts_with(&self.token_prefix)
+            {
                 continue;
             }
             let r = i.request;
@@ -778,7 +783,7 @@ impl Controller {
                 break;
             }
             self.seq += 1;
-            let token = format!("{unit}~{}", self.seq);
+            let token = format!("{}{unit}~{}", self.token_prefix, self.seq);
             let req = LaunchRequest {
                 token: token.clone(),
                 unit: unit.clone(),

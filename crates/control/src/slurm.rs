@@ -34,7 +34,13 @@ pub struct SlurmDriver {
     job: String,
     pools: HashMap<String, (u32, PoolCapacity)>,
     stopped: HashSet<String>,
+    /// Clusters whose last command failed, and when: they are not asked again for
+    /// [`RETRY_AFTER`], so one dead cluster costs a reconcile one timeout, not one per call.
+    failed: std::sync::Mutex<HashMap<PathBuf, std::time::Instant>>,
 }
+
+/// How long a cluster that failed a command is skipped.
+pub const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// One of our jobs as `squeue` shows it.
 #[derive(Debug, Clone)]
@@ -80,6 +86,7 @@ impl SlurmDriver {
             job: job.to_string(),
             pools,
             stopped: HashSet::new(),
+            failed: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -99,6 +106,28 @@ impl SlurmDriver {
     /// Run a Slurm command against one cluster, giving up after [`COMMAND_TIMEOUT`] (a
     /// cluster that does not answer must not stall every other provider's reconcile).
     fn run(&self, conf: &Path, cmd: &str, args: &[&str]) -> Result<String, String> {
+        if let Some(at) = self.failed.lock().expect("failed map").get(conf) {
+            if at.elapsed() < RETRY_AFTER {
+                return Err(format!(
+                    "{cmd}: the cluster failed a command {:?} ago",
+                    at.elapsed()
+                ));
+            }
+        }
+        let r = self.run_now(conf, cmd, args);
+        let mut failed = self.failed.lock().expect("failed map");
+        match &r {
+            Err(_) => {
+                failed.insert(conf.to_path_buf(), std::time::Instant::now());
+            }
+            Ok(_) => {
+                failed.remove(conf);
+            }
+        }
+        r
+    }
+
+    fn run_now(&self, conf: &Path, cmd: &str, args: &[&str]) -> Result<String, String> {
         let mut child = Command::new(cmd)
             .args(args)
             .env("SLURM_CONF", conf)

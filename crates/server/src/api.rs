@@ -344,11 +344,10 @@ async fn actions(
 
 /// Counters and observed state, for `stratus status` and dashboards.
 fn observed(app: &App) -> Value {
-    let mut c = app.control.lock().expect("control lock");
+    let c = app.control.lock().expect("control lock");
     let mut states: BTreeMap<&str, u64> = BTreeMap::new();
     let mut chips: u64 = 0;
-    let now = stratus_control::Time(now_ms() as f64 / 1000.0);
-    for i in c.backend.driver().observe(now) {
+    for i in &c.observed {
         let s = match i.state {
             stratus_control::InstanceState::Pending { .. } => "pending",
             stratus_control::InstanceState::Running => "running",

@@ -124,6 +124,9 @@ pub struct Control {
     pub last_plan_key: String,
     /// Reconciles run.
     pub ticks: u64,
+    /// What the driver reported at the last reconcile (the API reads this, never the driver:
+    /// a driver call may block on a remote API).
+    pub observed: Vec<stratus_control::Instance>,
 }
 
 /// Shared state of the service.
@@ -188,7 +191,7 @@ pub async fn app(config: &Config, fleet: Fleet) -> Result<Arc<App>, ServeError> 
             Backend::Aws(Box::new(stratus_control::aws::AwsDriver::new(cfg.clone())))
         }
     };
-    let controller = Controller::new(
+    let mut controller = Controller::new(
         fleet.clone(),
         Strategy::Stratus,
         ControllerConfig {
@@ -197,6 +200,11 @@ pub async fn app(config: &Config, fleet: Fleet) -> Result<Arc<App>, ServeError> 
             ..ControllerConfig::default()
         },
     );
+    // The installation's identity in every token: the database it keeps its state in.
+    let id = config.db.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    });
+    controller.token_prefix = format!("s{:08x}-", id as u32);
     Ok(Arc::new(App {
         store,
         fleet: Arc::new(fleet),
@@ -206,6 +214,7 @@ pub async fn app(config: &Config, fleet: Fleet) -> Result<Arc<App>, ServeError> 
             replans_seen: 0,
             last_plan_key: String::new(),
             ticks: 0,
+            observed: Vec::new(),
         }),
         wake: tokio::sync::Notify::new(),
         // A restart re-plans at once.
@@ -275,6 +284,7 @@ pub async fn reconcile_once(app: &Arc<App>) -> Result<(), store::StoreError> {
             c.controller.adopt(seen);
         }
         let actions = c.controller.tick(now, &workloads, c.backend.driver());
+        c.observed = c.backend.driver().observe(now);
         c.backend.reap(now);
         c.ticks += 1;
         let mut plan = None;
