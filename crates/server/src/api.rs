@@ -49,6 +49,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
+        .route("/v1/fleet", get(fleet))
         .route("/v1/workloads", get(list_workloads).post(apply))
         .route(
             "/v1/workloads/{name}",
@@ -128,6 +129,12 @@ pub fn workload_set(items: &[StoredWorkload]) -> WorkloadSet {
         }
     }
     w
+}
+
+/// The fleet plans are made on (the fleet file format).
+async fn fleet(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+    require(&app, &headers, Role::Viewer).await?;
+    Ok(Json(json!(*app.fleet)))
 }
 
 async fn list_workloads(
@@ -539,6 +546,7 @@ pub fn openapi_doc() -> Value {
             "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "alive"}}}},
             "/readyz": {"get": {"summary": "Readiness (database reachable)", "responses": {"200": {"description": "ready"}, "503": {"description": "database unavailable"}}}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text exposition"}}}},
+            "/v1/fleet": {"get": op("The fleet plans are made on, in the fleet file format", "viewer")},
             "/v1/workloads": {"get": op("List workloads", "viewer"), "post": apply},
             "/v1/workloads/{name}": {
                 "parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}],

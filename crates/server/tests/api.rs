@@ -159,6 +159,12 @@ fn exercise(s: &Server) {
     );
     assert_eq!(code, 403, "{v}");
 
+    // The fleet, in the fleet file format.
+    let (code, f) = s.call("GET", "/v1/fleet", Some(&viewer), None);
+    assert_eq!(code, 200);
+    let back: stratus_model::Fleet = serde_json::from_value(f).unwrap();
+    assert_eq!(back.pool_count(), stratus_catalog::builtin().pool_count());
+
     // A viewer reads but cannot apply.
     assert_eq!(s.call("GET", "/v1/workloads", Some(&viewer), None).0, 200);
     let (code, _) = s.call(
