@@ -16,7 +16,7 @@ const BENCH_SCENARIO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../example
 fn load(path: &Path, data: Option<&Path>, seed: Option<u64>) -> Result<Loaded> {
     let data: PathBuf = data
         .map(Path::to_path_buf)
-        .unwrap_or_else(scenario::data_dir);
+        .unwrap_or_else(stratus_catalog::default_data_dir);
     let mut ld = scenario::load(path, &data).context("reading the scenario")?;
     if let Some(s) = seed {
         ld.scenario.seed = s;

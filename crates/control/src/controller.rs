@@ -214,6 +214,8 @@ pub struct Controller {
     booting: BTreeSet<String>,
     /// The planner's output of the last global re-optimisation, for plan history and APIs.
     last_plan: Option<Plan>,
+    /// The driver's report at the last reconcile.
+    observed: Vec<crate::driver::Instance>,
     dirty: bool,
     rr_next: usize,
     rr_of: BTreeMap<String, usize>,
@@ -251,6 +253,7 @@ impl Controller {
             demand_seen: BTreeMap::new(),
             booting: BTreeSet::new(),
             last_plan: None,
+            observed: Vec::new(),
             dirty: true,
             rr_next: 0,
             rr_of: BTreeMap::new(),
@@ -272,12 +275,10 @@ impl Controller {
         self.dirty = true;
     }
 
-    /// Units currently planned but not launched, or planned and launched: the desired state
-    /// as (unit, pool, category, nodes).
-    pub fn desired(&self) -> impl Iterator<Item = (&str, &str, Category, u32)> {
-        self.desired
-            .iter()
-            .map(|(u, d)| (u.as_str(), d.pool.as_str(), d.category, d.nodes))
+    /// What the driver reported at the start of the last reconcile: callers that show state
+    /// read this instead of asking the driver again (a remote call per driver).
+    pub fn observed(&self) -> &[crate::driver::Instance] {
+        &self.observed
     }
 
     /// Take over what a driver already runs (after a restart of the controller): live
@@ -414,10 +415,11 @@ impl Controller {
 
     /// Drop tracked units the driver no longer runs; losses make their workload incomplete.
     fn observe(&mut self, now: Time, driver: &mut dyn Driver, log: &mut Vec<Action>) {
-        let seen: HashMap<String, InstanceState> = driver
-            .observe(now)
-            .into_iter()
-            .map(|i| (i.request.token, i.state))
+        self.observed = driver.observe(now);
+        let seen: HashMap<String, InstanceState> = self
+            .observed
+            .iter()
+            .map(|i| (i.request.token.clone(), i.state))
             .collect();
         // Replacements that run now retire the instance they replace; a lost replacement
         // takes its predecessor with it (the unit is re-placed as a whole).

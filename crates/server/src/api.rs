@@ -354,7 +354,9 @@ fn observed(app: &App) -> Value {
     let c = app.control.lock().expect("control lock");
     let mut states: BTreeMap<&str, u64> = BTreeMap::new();
     let mut chips: u64 = 0;
-    for i in &c.observed {
+    // The controller's last observation: the API never calls a driver (it may block on a
+    // remote API).
+    for i in c.controller.observed() {
         let s = match i.state {
             stratus_control::InstanceState::Pending { .. } => "pending",
             stratus_control::InstanceState::Running => "running",

@@ -124,9 +124,6 @@ pub struct Control {
     pub last_plan_key: String,
     /// Reconciles run.
     pub ticks: u64,
-    /// What the driver reported at the last reconcile (the API reads this, never the driver:
-    /// a driver call may block on a remote API).
-    pub observed: Vec<stratus_control::Instance>,
 }
 
 /// Shared state of the service.
@@ -214,7 +211,6 @@ pub async fn app(config: &Config, fleet: Fleet) -> Result<Arc<App>, ServeError> 
             replans_seen: 0,
             last_plan_key: String::new(),
             ticks: 0,
-            observed: Vec::new(),
         }),
         wake: tokio::sync::Notify::new(),
         // A restart re-plans at once.
@@ -284,7 +280,6 @@ pub async fn reconcile_once(app: &Arc<App>) -> Result<(), store::StoreError> {
             c.controller.adopt(seen);
         }
         let actions = c.controller.tick(now, &workloads, c.backend.driver());
-        c.observed = c.backend.driver().observe(now);
         c.backend.reap(now);
         c.ticks += 1;
         let mut plan = None;

@@ -82,6 +82,22 @@ fn workload(r: &AnyRow) -> Result<StoredWorkload, sqlx::Error> {
     })
 }
 
+/// A plan-history row; the body (sixth column) when the query selected it.
+fn plan_row(r: &AnyRow) -> Result<StoredPlan, sqlx::Error> {
+    let plan = match r.try_get::<String, _>(5) {
+        Ok(body) => serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
+        Err(_) => serde_json::Value::Null,
+    };
+    Ok(StoredPlan {
+        id: r.try_get(0)?,
+        created_ms: r.try_get(1)?,
+        cost_per_hour: r.try_get(2)?,
+        placed: r.try_get(3)?,
+        unplaced: r.try_get(4)?,
+        plan,
+    })
+}
+
 impl Store {
     /// Connect (`sqlite://FILE` creates the file; `postgres://…`) and migrate.
     pub async fn open(url: &str) -> Result<Store, StoreError> {
@@ -264,19 +280,7 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(StoredPlan {
-                    id: r.try_get(0)?,
-                    created_ms: r.try_get(1)?,
-                    cost_per_hour: r.try_get(2)?,
-                    placed: r.try_get(3)?,
-                    unplaced: r.try_get(4)?,
-                    plan: serde_json::Value::Null,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(StoreError)
+        Ok(rows.iter().map(plan_row).collect::<Result<_, _>>()?)
     }
 
     /// One plan with its body (`None` id: the newest).
@@ -290,19 +294,7 @@ impl Store {
             query = query.bind(i);
         }
         let row = query.fetch_optional(&self.pool).await?;
-        row.map(|r| {
-            let body: String = r.try_get(5)?;
-            Ok(StoredPlan {
-                id: r.try_get(0)?,
-                created_ms: r.try_get(1)?,
-                cost_per_hour: r.try_get(2)?,
-                placed: r.try_get(3)?,
-                unplaced: r.try_get(4)?,
-                plan: serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
-            })
-        })
-        .transpose()
-        .map_err(StoreError)
+        Ok(row.as_ref().map(plan_row).transpose()?)
     }
 
     /// Append actions, all or none.

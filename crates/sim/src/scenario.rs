@@ -5,7 +5,7 @@
 use crate::trace::{self, PodJob, Request};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use stratus_control::{ControllerConfig, Strategy};
 use stratus_model::parse::{self, InputError};
 use stratus_model::workload::{Batch, Training};
@@ -852,9 +852,4 @@ fn pod_job(p: &PodJob, jt: &JobTrace) -> ArrivingJob {
         arrival_s: p.arrival_s * jt.time_scale,
         spec,
     }
-}
-
-/// The data directory: `STRATUS_DATA` or `../shared/data` beside the checkout.
-pub fn data_dir() -> PathBuf {
-    stratus_catalog::default_data_dir()
 }

@@ -13,7 +13,14 @@ fn parse(text: &str) -> Scenario {
 }
 
 fn resolve(sc: Scenario) -> Loaded {
-    scenario::resolve(sc, "test.yaml", "", &examples(), &scenario::data_dir()).unwrap()
+    scenario::resolve(
+        sc,
+        "test.yaml",
+        "",
+        &examples(),
+        &stratus_catalog::default_data_dir(),
+    )
+    .unwrap()
 }
 
 /// The shipped outage scenario, shortened so the test suite stays quick.
@@ -150,7 +157,7 @@ fn load_err(name: &str, text: &str) -> String {
     std::fs::create_dir_all(&dir).unwrap();
     let p = dir.join(format!("{name}.yaml"));
     std::fs::write(&p, text).unwrap();
-    let e = scenario::load(&p, &scenario::data_dir())
+    let e = scenario::load(&p, &stratus_catalog::default_data_dir())
         .unwrap_err()
         .to_string();
     std::fs::remove_file(&p).unwrap();
@@ -219,9 +226,15 @@ fn a_cluster_node_list_becomes_an_owned_site_that_jobs_use_first() {
     // A clash with a fleet provider is refused, naming the field.
     let mut bad = sc;
     bad.traces.clusters[0].provider = "aws".into();
-    let e = scenario::resolve(bad, "test.yaml", "", &examples(), &scenario::data_dir())
-        .unwrap_err()
-        .to_string();
+    let e = scenario::resolve(
+        bad,
+        "test.yaml",
+        "",
+        &examples(),
+        &stratus_catalog::default_data_dir(),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(
         e.contains("traces.clusters[0].provider") && e.contains("aws"),
         "{e}"
