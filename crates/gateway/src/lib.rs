@@ -1,0 +1,26 @@
+//! `stratus gateway`: the inference gateway users reach the lab's models through.
+//!
+//! * [`config`]: the configuration file, validated whole before anything starts.
+//! * [`route`]: the pure routing decision (nearest, least loaded, prefix affinity with bounded
+//!   load, cost), tested without sockets.
+//! * [`limit`]: per-key request and token buckets, time passed in.
+//! * [`usage`]: what is read from requests (model, prefix) and responses (token usage).
+//! * [`proxy`]: the hyper server and client that stream answers through frame by frame, retry
+//!   before the first byte and end cut streams with an error event.
+//! * [`health`]: active health checks and queue-depth scraping; passive ejection is in `proxy`.
+//! * [`metrics`]: the Prometheus exposition.
+//! * [`mock`]: the fault-injecting mock replica the tests and the benchmark use.
+//! * [`loadgen`]: the open-loop load generator of `stratus bench gateway`.
+
+pub mod config;
+pub mod health;
+pub mod limit;
+pub mod loadgen;
+pub mod metrics;
+pub mod mock;
+pub mod proxy;
+pub mod route;
+pub mod usage;
+
+pub use config::Config;
+pub use proxy::{start, Gateway, Running};

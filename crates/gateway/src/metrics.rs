@@ -1,0 +1,290 @@
+//! Prometheus text exposition of the gateway's counters: requests and tokens per key and
+//! model (what the ledger bills), latency histograms per model, and each replica's state.
+
+use crate::limit::Limit;
+use crate::proxy::{End, Replica};
+use crate::usage::Usage;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Histogram bucket bounds, milliseconds.
+const BUCKETS_MS: [f64; 14] = [
+    1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
+];
+
+#[derive(Debug, Clone, Default)]
+struct Hist {
+    counts: [u64; BUCKETS_MS.len()],
+    count: u64,
+    sum_ms: f64,
+}
+
+impl Hist {
+    fn observe(&mut self, d: Duration) {
+        let ms = d.as_secs_f64() * 1e3;
+        for (i, b) in BUCKETS_MS.iter().enumerate() {
+            if ms <= *b {
+                self.counts[i] += 1;
+            }
+        }
+        self.count += 1;
+        self.sum_ms += ms;
+    }
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        for (i, b) in BUCKETS_MS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels},le=\"{}\"}} {}",
+                b / 1e3,
+                self.counts[i]
+            );
+        }
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", self.count);
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum_ms / 1e3);
+        let _ = writeln!(out, "{name}_count{{{labels}}} {}", self.count);
+    }
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// (key, model, replica index, end, status) → requests.
+    requests: BTreeMap<(String, String, usize, &'static str, u16), u64>,
+    /// (key, model, kind) → tokens.
+    tokens: BTreeMap<(String, String, &'static str), u64>,
+    /// (key, limit) → refusals.
+    limited: BTreeMap<(String, &'static str), u64>,
+    ttft: BTreeMap<String, Hist>,
+    duration: BTreeMap<String, Hist>,
+}
+
+/// The gateway's metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    /// Passive ejections.
+    pub ejections: AtomicU64,
+    /// Requests sent to a second (or later) replica.
+    pub retries: AtomicU64,
+    /// Requests no replica could take (503).
+    pub unroutable: AtomicU64,
+    inner: Mutex<Inner>,
+    started: Instant,
+}
+
+impl Metrics {
+    /// Empty metrics.
+    pub fn new(_replicas: &[Replica]) -> Metrics {
+        Metrics {
+            ejections: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            unroutable: AtomicU64::new(0),
+            inner: Mutex::new(Inner::default()),
+            started: Instant::now(),
+        }
+    }
+
+    /// A request refused by a limit.
+    pub fn limited(&self, key: &str, limit: Limit) {
+        let l = match limit {
+            Limit::Requests => "rpm",
+            Limit::Tokens => "tpm",
+        };
+        *self
+            .inner
+            .lock()
+            .expect("metrics lock")
+            .limited
+            .entry((key.to_string(), l))
+            .or_default() += 1;
+    }
+
+    /// A proxied request ended.
+    #[allow(clippy::too_many_arguments)]
+    pub fn request(
+        &self,
+        key: &str,
+        model: &str,
+        replica: usize,
+        end: End,
+        status: u16,
+        usage: &Usage,
+        ttft: Duration,
+        duration: Duration,
+    ) {
+        let mut m = self.inner.lock().expect("metrics lock");
+        *m.requests
+            .entry((
+                key.to_string(),
+                model.to_string(),
+                replica,
+                end.name(),
+                status,
+            ))
+            .or_default() += 1;
+        for (kind, n) in [
+            ("prompt", usage.prompt),
+            ("completion", usage.completion),
+            ("cached", usage.cached),
+        ] {
+            if n > 0 {
+                *m.tokens
+                    .entry((key.to_string(), model.to_string(), kind))
+                    .or_default() += n;
+            }
+        }
+        if !m.ttft.contains_key(model) {
+            m.ttft.insert(model.to_string(), Hist::default());
+            m.duration.insert(model.to_string(), Hist::default());
+        }
+        m.ttft.get_mut(model).expect("inserted").observe(ttft);
+        m.duration
+            .get_mut(model)
+            .expect("inserted")
+            .observe(duration);
+    }
+
+    /// Tokens counted so far for (key, model, kind), for tests and reports.
+    pub fn tokens(&self, key: &str, model: &str, kind: &str) -> u64 {
+        let m = self.inner.lock().expect("metrics lock");
+        m.tokens
+            .iter()
+            .filter(|((k, mo, ki), _)| k == key && mo == model && *ki == kind)
+            .map(|(_, v)| *v)
+            .sum()
+    }
+
+    /// Requests that ended on replica `replica` (any key, model, status).
+    pub fn requests_on(&self, replica: usize) -> u64 {
+        let m = self.inner.lock().expect("metrics lock");
+        m.requests
+            .iter()
+            .filter(|((_, _, r, _, _), _)| *r == replica)
+            .map(|(_, v)| *v)
+            .sum()
+    }
+
+    /// The text exposition.
+    pub fn render(&self, replicas: &[Replica]) -> String {
+        let mut out = String::new();
+        let m = self.inner.lock().expect("metrics lock");
+        let _ = writeln!(out, "# HELP stratus_gateway_requests_total Proxied requests by key, model, replica, how they ended and status.");
+        let _ = writeln!(out, "# TYPE stratus_gateway_requests_total counter");
+        for ((key, model, r, end, status), n) in &m.requests {
+            let rp = &replicas[*r];
+            let _ = writeln!(
+                out,
+                "stratus_gateway_requests_total{{key=\"{}\",model=\"{}\",replica=\"{}\",provider=\"{}\",region=\"{}\",end=\"{end}\",status=\"{status}\"}} {n}",
+                esc(key), esc(model), esc(&rp.id), esc(&rp.provider), esc(&rp.region)
+            );
+        }
+        let _ = writeln!(out, "# HELP stratus_gateway_tokens_total Tokens the replicas reported, by key, model and kind (prompt, completion, cached).");
+        let _ = writeln!(out, "# TYPE stratus_gateway_tokens_total counter");
+        for ((key, model, kind), n) in &m.tokens {
+            let _ = writeln!(
+                out,
+                "stratus_gateway_tokens_total{{key=\"{}\",model=\"{}\",kind=\"{kind}\"}} {n}",
+                esc(key),
+                esc(model)
+            );
+        }
+        let _ = writeln!(out, "# HELP stratus_gateway_rate_limited_total Requests refused with 429, by key and limit.");
+        let _ = writeln!(out, "# TYPE stratus_gateway_rate_limited_total counter");
+        for ((key, limit), n) in &m.limited {
+            let _ = writeln!(
+                out,
+                "stratus_gateway_rate_limited_total{{key=\"{}\",limit=\"{limit}\"}} {n}",
+                esc(key)
+            );
+        }
+        let _ = writeln!(out, "# HELP stratus_gateway_ttft_seconds Time from the client's request to the first response bytes.");
+        let _ = writeln!(out, "# TYPE stratus_gateway_ttft_seconds histogram");
+        for (model, h) in &m.ttft {
+            h.render(
+                &mut out,
+                "stratus_gateway_ttft_seconds",
+                &format!("model=\"{}\"", esc(model)),
+            );
+        }
+        let _ = writeln!(out, "# HELP stratus_gateway_request_duration_seconds Time from the client's request to the end of the response.");
+        let _ = writeln!(
+            out,
+            "# TYPE stratus_gateway_request_duration_seconds histogram"
+        );
+        for (model, h) in &m.duration {
+            h.render(
+                &mut out,
+                "stratus_gateway_request_duration_seconds",
+                &format!("model=\"{}\"", esc(model)),
+            );
+        }
+        drop(m);
+        let now = Instant::now();
+        let _ = writeln!(out, "# TYPE stratus_gateway_replica_in_flight gauge");
+        for r in replicas {
+            let _ = writeln!(
+                out,
+                "stratus_gateway_replica_in_flight{{replica=\"{}\"}} {}",
+                esc(&r.id),
+                r.in_flight.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(out, "# TYPE stratus_gateway_replica_queue_depth gauge");
+        for r in replicas {
+            let _ = writeln!(
+                out,
+                "stratus_gateway_replica_queue_depth{{replica=\"{}\"}} {}",
+                esc(&r.id),
+                r.queue.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(out, "# TYPE stratus_gateway_replica_up gauge");
+        for r in replicas {
+            let _ = writeln!(
+                out,
+                "stratus_gateway_replica_up{{replica=\"{}\"}} {}",
+                esc(&r.id),
+                u8::from(r.available(now))
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# TYPE stratus_gateway_replica_ejections_total counter"
+        );
+        for r in replicas {
+            let _ = writeln!(
+                out,
+                "stratus_gateway_replica_ejections_total{{replica=\"{}\"}} {}",
+                esc(&r.id),
+                r.ejections.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(out, "# TYPE stratus_gateway_retries_total counter");
+        let _ = writeln!(
+            out,
+            "stratus_gateway_retries_total {}",
+            self.retries.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(out, "# TYPE stratus_gateway_unroutable_total counter");
+        let _ = writeln!(
+            out,
+            "stratus_gateway_unroutable_total {}",
+            self.unroutable.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(out, "# TYPE stratus_gateway_uptime_seconds gauge");
+        let _ = writeln!(
+            out,
+            "stratus_gateway_uptime_seconds {:.3}",
+            self.started.elapsed().as_secs_f64()
+        );
+        out
+    }
+}
+
+/// Escape a label value.
+fn esc(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}

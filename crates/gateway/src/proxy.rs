@@ -1,0 +1,859 @@
+//! The proxy: accepts client requests, checks the key and its limits, asks [`crate::route`]
+//! for a replica, forwards, and streams the answer back frame by frame as it arrives.
+//!
+//! Failure rules: a replica that fails before the first response byte has reached the client
+//! (refused connection, timeout, 5xx, 429, a cut before the first body bytes) is marked and the
+//! request goes to another replica, so a client never sees the failure of a request that had
+//! not started. Once bytes have gone out, the request cannot be replayed: a cut stream ends with
+//! an OpenAI-style `error` event and the replica is marked.
+
+use crate::config::{parse_base_url, Cidr, Config};
+use crate::limit::{retry_after_header, Limit, Limiter};
+use crate::metrics::Metrics;
+use crate::route::{self, Candidate, Params, Ring};
+use crate::usage::{self, Scanner, Usage};
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use stratus_model::LatencyTable;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+/// Errors a response body may end with.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// Every response body the gateway sends.
+pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+
+/// Largest request body accepted (prompts are text; 16 MiB is generous).
+const MAX_REQUEST_BYTES: usize = 16 << 20;
+
+/// One replica and what the gateway knows of it right now.
+#[derive(Debug)]
+pub struct Replica {
+    /// From the configuration.
+    pub id: String,
+    /// `http://host:port`.
+    pub base: String,
+    /// Region id.
+    pub region: String,
+    /// Provider (the part of the region id before `:`).
+    pub provider: String,
+    /// Models served.
+    pub models: Vec<String>,
+    /// $/h.
+    pub cost: f64,
+    /// Whether `/metrics` is scraped.
+    pub scrape: bool,
+    region_index: Option<usize>,
+    /// Requests in flight through this gateway.
+    pub in_flight: AtomicU32,
+    /// Queue depth the replica last reported.
+    pub queue: AtomicU32,
+    /// Active health state.
+    pub healthy: AtomicBool,
+    pub(crate) probes: Mutex<Probes>,
+    eject: Mutex<Ejection>,
+    /// Times this replica was ejected.
+    pub ejections: AtomicU64,
+}
+
+/// Consecutive probe results.
+#[derive(Debug, Default)]
+pub(crate) struct Probes {
+    pub(crate) good: u32,
+    pub(crate) bad: u32,
+}
+
+#[derive(Debug, Default)]
+struct Ejection {
+    failures: u32,
+    until: Option<Instant>,
+    /// Ejections without a success in between: each doubles the next one.
+    streak: u32,
+}
+
+impl Replica {
+    /// Whether routing may pick it now.
+    pub fn available(&self, now: Instant) -> bool {
+        self.healthy.load(Ordering::Relaxed) && !self.ejected(now)
+    }
+    /// Whether passive ejection holds it out now.
+    pub fn ejected(&self, now: Instant) -> bool {
+        matches!(self.eject.lock().expect("ejection lock").until, Some(t) if t > now)
+    }
+}
+
+/// A key's identity and limits.
+struct KeyState {
+    name: String,
+    models: Vec<String>,
+    limiter: Mutex<Limiter>,
+}
+
+/// The running gateway's shared state.
+pub struct Gateway {
+    pub(crate) cfg: Config,
+    /// The replicas, in configuration order (the order indices refer to).
+    pub replicas: Vec<Replica>,
+    ring: Ring,
+    latency: Arc<LatencyTable>,
+    networks: Vec<(Cidr, String)>,
+    keys: HashMap<String, KeyState>,
+    anonymous: Option<KeyState>,
+    pub(crate) client: Client<HttpConnector, Full<Bytes>>,
+    /// Counters and histograms behind `/metrics`.
+    pub metrics: Metrics,
+    usage_tx: Option<mpsc::UnboundedSender<String>>,
+    epoch: Instant,
+}
+
+/// Where a running gateway listens, and how to stop it.
+pub struct Running {
+    /// The bound address (useful with port 0).
+    pub addr: SocketAddr,
+    /// The shared state, for inspection.
+    pub gateway: Arc<Gateway>,
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stop accepting, end the background tasks.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        // The accept loop and the health checker end on the signal; the usage writer flushes
+        // after every batch and is simply stopped.
+        for t in self.tasks {
+            t.abort();
+            let _ = t.await;
+        }
+    }
+}
+
+impl Gateway {
+    /// State for `cfg`; RTTs come from `fleet`'s latency table.
+    pub fn new(cfg: Config, fleet: &stratus_model::Fleet) -> Arc<Gateway> {
+        let latency = LatencyTable::cached(fleet);
+        let replicas: Vec<Replica> = cfg
+            .replicas
+            .iter()
+            .map(|r| Replica {
+                id: r.id.clone(),
+                base: parse_base_url(&r.url).expect("validated").1,
+                region: r.region.clone(),
+                provider: r.region.split(':').next().unwrap_or("").to_string(),
+                models: r.models.clone(),
+                cost: r.cost_per_hour,
+                scrape: r.metrics,
+                region_index: latency.index_of(&r.region),
+                in_flight: AtomicU32::new(0),
+                queue: AtomicU32::new(0),
+                healthy: AtomicBool::new(true),
+                probes: Mutex::new(Probes::default()),
+                eject: Mutex::new(Ejection::default()),
+                ejections: AtomicU64::new(0),
+            })
+            .collect();
+        let ring = Ring::new(&replicas.iter().map(|r| r.id.as_str()).collect::<Vec<_>>());
+        let networks = cfg
+            .client_networks
+            .iter()
+            .map(|n| (Cidr::parse(&n.cidr).expect("validated"), n.location.clone()))
+            .collect();
+        let keys = cfg
+            .keys
+            .iter()
+            .map(|k| {
+                let h = match (&k.key, &k.key_sha256) {
+                    (Some(clear), _) => sha256_hex(clear),
+                    (_, Some(h)) => h.to_ascii_lowercase(),
+                    _ => unreachable!("validated"),
+                };
+                (
+                    h,
+                    KeyState {
+                        name: k.name.clone(),
+                        models: k.models.clone(),
+                        limiter: Mutex::new(Limiter::new(k.rpm, k.tpm, 0.0)),
+                    },
+                )
+            })
+            .collect::<HashMap<_, _>>();
+        let anonymous = keys.is_empty().then(|| KeyState {
+            name: "anonymous".into(),
+            models: Vec::new(),
+            limiter: Mutex::new(Limiter::new(None, None, 0.0)),
+        });
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(Duration::from_secs(2)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(4096)
+            .build(http);
+        let metrics = Metrics::new(&replicas);
+        Arc::new(Gateway {
+            cfg,
+            replicas,
+            ring,
+            latency,
+            networks,
+            keys,
+            anonymous,
+            client,
+            metrics,
+            usage_tx: None,
+            epoch: Instant::now(),
+        })
+    }
+
+    /// Seconds since start: the limiters' clock.
+    fn clock(&self) -> f64 {
+        self.epoch.elapsed().as_secs_f64()
+    }
+
+    /// The user's location: the header, else a configured address range, else the default.
+    fn location(&self, req: &Request<Incoming>, peer: IpAddr) -> Option<String> {
+        if let Some(v) = req
+            .headers()
+            .get(self.cfg.user_region_header.as_str())
+            .and_then(|v| v.to_str().ok())
+        {
+            return Some(v.trim().to_string());
+        }
+        self.networks
+            .iter()
+            .find(|(n, _)| n.contains(peer))
+            .map(|(_, l)| l.clone())
+            .or_else(|| self.cfg.default_location.clone())
+    }
+
+    /// Record a request's outcome on a replica for passive ejection.
+    fn outcome(&self, i: usize, ok: bool) {
+        let r = &self.replicas[i];
+        let mut e = r.eject.lock().expect("ejection lock");
+        if ok {
+            e.failures = 0;
+            e.streak = 0;
+            return;
+        }
+        e.failures += 1;
+        let now = Instant::now();
+        let already = matches!(e.until, Some(t) if t > now);
+        if e.failures >= self.cfg.ejection.consecutive_failures && !already {
+            let ms = self
+                .cfg
+                .ejection
+                .base_ms
+                .saturating_mul(1u64 << e.streak.min(16))
+                .min(self.cfg.ejection.max_ms);
+            e.until = Some(now + Duration::from_millis(ms));
+            e.streak += 1;
+            e.failures = 0;
+            r.ejections.fetch_add(1, Ordering::Relaxed);
+            self.metrics.ejections.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The eligible replicas for `model`, minus those `tried`, as routing candidates.
+    fn candidates(&self, model: &str, location: Option<&str>, tried: &[usize]) -> Vec<Candidate> {
+        let now = Instant::now();
+        let from = location.and_then(|l| self.latency.index_of(l));
+        self.replicas
+            .iter()
+            .enumerate()
+            .filter(|(i, r)| {
+                !tried.contains(i) && r.models.iter().any(|m| m == model) && r.available(now)
+            })
+            .map(|(i, r)| Candidate {
+                index: i,
+                rtt_ms: match (from, r.region_index) {
+                    (Some(a), Some(b)) => self.latency.rtt(a, b).0,
+                    (None, _) => 0.0,
+                    // A replica in a region the fleet does not know: last among the near.
+                    (Some(_), None) => 1e6,
+                },
+                load: r.in_flight.load(Ordering::Relaxed) + r.queue.load(Ordering::Relaxed),
+                cost: r.cost,
+            })
+            .collect()
+    }
+
+    /// Serve one client request.
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<Body> {
+        let path = req.uri().path();
+        match (req.method(), path) {
+            (&Method::POST, "/v1/chat/completions") | (&Method::POST, "/v1/completions") => {
+                self.proxy(req, peer).await
+            }
+            (&Method::GET, "/v1/models") => self.models(&req),
+            (&Method::GET, "/metrics") => {
+                let mut r = Response::new(full(self.metrics.render(&self.replicas)));
+                r.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4"),
+                );
+                r
+            }
+            (&Method::GET, "/health") => Response::new(full("ok\n")),
+            _ => error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                &format!("no route for {path}"),
+            ),
+        }
+    }
+
+    #[allow(clippy::result_large_err)] // the error is the response itself, built once per refusal
+    fn authenticate(&self, req: &Request<Incoming>) -> Result<&KeyState, Response<Body>> {
+        if let Some(a) = &self.anonymous {
+            return Ok(a);
+        }
+        let key = req
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        let Some(key) = key else {
+            return Err(error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_api_key",
+                "missing `Authorization: Bearer <key>`",
+            ));
+        };
+        self.keys.get(&sha256_hex(key)).ok_or_else(|| {
+            error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_api_key",
+                "unknown API key",
+            )
+        })
+    }
+
+    fn models(&self, req: &Request<Incoming>) -> Response<Body> {
+        let key = match self.authenticate(req) {
+            Ok(k) => k,
+            Err(r) => return r,
+        };
+        let mut names: Vec<&str> = self
+            .replicas
+            .iter()
+            .flat_map(|r| r.models.iter().map(String::as_str))
+            .filter(|m| key.models.is_empty() || key.models.iter().any(|k| k == m))
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        let data: Vec<serde_json::Value> = names
+            .iter()
+            .map(|m| serde_json::json!({"id": m, "object": "model", "owned_by": "stratus"}))
+            .collect();
+        json_response(
+            StatusCode::OK,
+            &serde_json::json!({"object": "list", "data": data}),
+        )
+    }
+
+    async fn proxy(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let start = Instant::now();
+        let key = match self.authenticate(&req) {
+            Ok(k) => k,
+            Err(r) => return r,
+        };
+        let location = self.location(&req, peer.ip());
+        let path_q = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_default();
+        let (parts, body) = req.into_parts();
+        let bytes = match http_body_util::Limited::new(body, MAX_REQUEST_BYTES)
+            .collect()
+            .await
+        {
+            Ok(b) => b.to_bytes(),
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    &format!("cannot read the request body: {e}"),
+                )
+            }
+        };
+        let info = match usage::inspect(&bytes, self.cfg.prefix_bytes) {
+            Ok(i) => i,
+            Err(why) => return error(StatusCode::BAD_REQUEST, "invalid_request_error", &why),
+        };
+        if !key.models.is_empty() && !key.models.contains(&info.model) {
+            return error(
+                StatusCode::FORBIDDEN,
+                "model_not_allowed",
+                &format!("key `{}` may not use model `{}`", key.name, info.model),
+            );
+        }
+        if !self.replicas.iter().any(|r| r.models.contains(&info.model)) {
+            return error(
+                StatusCode::NOT_FOUND,
+                "model_not_found",
+                &format!("no replica serves model `{}`", info.model),
+            );
+        }
+        let admitted = key
+            .limiter
+            .lock()
+            .expect("limiter lock")
+            .admit(self.clock());
+        if let Err(refusal) = admitted {
+            let which = match refusal.limit {
+                Limit::Requests => "requests per minute",
+                Limit::Tokens => "tokens per minute",
+            };
+            self.metrics.limited(&key.name, refusal.limit);
+            let mut r = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_exceeded",
+                &format!("key `{}` is over its {which} limit", key.name),
+            );
+            r.headers_mut().insert(
+                hyper::header::RETRY_AFTER,
+                HeaderValue::from(retry_after_header(&refusal)),
+            );
+            return r;
+        }
+        let forward: Bytes = match info.forward {
+            Some(v) => Bytes::from(v),
+            None => bytes,
+        };
+        let params = Params {
+            policy: self.cfg.policy,
+            near_slack_ms: self.cfg.near_slack_ms,
+            load_factor: self.cfg.load_factor,
+        };
+        let mut tried: Vec<usize> = Vec::new();
+        let mut last_error = String::from("no healthy replica serves this model");
+        for attempt in 0..=self.cfg.retries {
+            let cands = self.candidates(&info.model, location.as_deref(), &tried);
+            let Some(i) = route::choose(&params, &self.ring, &cands, info.prefix) else {
+                break;
+            };
+            tried.push(i);
+            if attempt > 0 {
+                self.metrics.retries.fetch_add(1, Ordering::Relaxed);
+            }
+            let replica = &self.replicas[i];
+            replica.in_flight.fetch_add(1, Ordering::Relaxed);
+            let guard = InFlight {
+                gw: self.clone(),
+                index: i,
+            };
+            let mut up = Request::builder()
+                .method(Method::POST)
+                .uri(format!("{}{}", replica.base, path_q));
+            for (name, value) in parts.headers.iter() {
+                // Hop-by-hop headers and the client's key stay here.
+                if matches!(
+                    name.as_str(),
+                    "host"
+                        | "connection"
+                        | "keep-alive"
+                        | "transfer-encoding"
+                        | "content-length"
+                        | "authorization"
+                        | "te"
+                        | "upgrade"
+                        | "proxy-connection"
+                ) {
+                    continue;
+                }
+                up = up.header(name, value);
+            }
+            let up = up
+                .body(Full::new(forward.clone()))
+                .expect("a valid request");
+            let deadline = Duration::from_millis(self.cfg.first_byte_timeout_ms);
+            let first = tokio::time::timeout(deadline, async {
+                let resp = self.client.request(up).await.map_err(|e| format!("{e}"))?;
+                let status = resp.status();
+                if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+                    return Err(format!("replica answered {status}"));
+                }
+                let (head, mut body) = resp.into_parts();
+                // Wait for the first body bytes: until they reach the client, the request
+                // can still go elsewhere.
+                let mut first: Vec<Frame<Bytes>> = Vec::new();
+                loop {
+                    match body.frame().await {
+                        Some(Ok(f)) => {
+                            let data = f.data_ref().is_some_and(|d| !d.is_empty());
+                            let trailers = f.is_trailers();
+                            first.push(f);
+                            if data || trailers {
+                                break;
+                            }
+                        }
+                        Some(Err(e)) => return Err(format!("cut before the first byte: {e}")),
+                        None => break,
+                    }
+                }
+                Ok((head, first, body))
+            })
+            .await;
+            let (head, first, body) = match first {
+                Ok(Ok(x)) => x,
+                Ok(Err(e)) => {
+                    last_error = format!("replica {}: {e}", replica.id);
+                    drop(guard);
+                    self.outcome(i, false);
+                    continue;
+                }
+                Err(_) => {
+                    last_error = format!(
+                        "replica {}: no first byte within {} ms",
+                        replica.id, self.cfg.first_byte_timeout_ms
+                    );
+                    drop(guard);
+                    self.outcome(i, false);
+                    continue;
+                }
+            };
+            let ttft = start.elapsed();
+            let sse = head
+                .headers
+                .get(CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("text/event-stream"));
+            let status = head.status;
+            let mut resp = Response::builder().status(status);
+            for (name, value) in head.headers.iter() {
+                if matches!(
+                    name.as_str(),
+                    "connection" | "keep-alive" | "transfer-encoding" | "te" | "upgrade"
+                ) {
+                    continue;
+                }
+                resp = resp.header(name, value);
+            }
+            let body = ProxyBody {
+                first: first.into(),
+                upstream: Some(body),
+                scanner: Scanner::new(sse),
+                sse,
+                record: Some(Record {
+                    guard,
+                    key: key.name.clone(),
+                    model: info.model.clone(),
+                    start,
+                    ttft,
+                    status: status.as_u16(),
+                }),
+            };
+            return resp
+                .body(UnsyncBoxBody::new(body))
+                .expect("a valid response");
+        }
+        self.metrics.unroutable.fetch_add(1, Ordering::Relaxed);
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_replica_available",
+            &format!(
+                "model `{}`: {last_error} (tried {} replicas)",
+                info.model,
+                tried.len()
+            ),
+        )
+    }
+
+    /// A request finished (or was abandoned): account it everywhere.
+    fn finish(&self, rec: &Record, usage: Option<Usage>, end: End) {
+        let i = rec.guard.index;
+        let replica = &self.replicas[i];
+        match end {
+            End::Complete => self.outcome(i, rec.status < 500),
+            End::Cut => self.outcome(i, false),
+            End::ClientGone => {}
+        }
+        let u = usage.unwrap_or_default();
+        if let Some(k) = self.key_state(&rec.key) {
+            k.limiter
+                .lock()
+                .expect("limiter lock")
+                .debit_tokens(u.total(), self.clock());
+        }
+        let duration = rec.start.elapsed();
+        self.metrics.request(
+            &rec.key, &rec.model, i, end, rec.status, &u, rec.ttft, duration,
+        );
+        if let Some(tx) = &self.usage_tx {
+            let ts = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs_f64();
+            let line = serde_json::json!({
+                "ts": ts,
+                "key": rec.key,
+                "model": rec.model,
+                "replica": replica.id,
+                "provider": replica.provider,
+                "region": replica.region,
+                "status": rec.status,
+                "end": end.name(),
+                "prompt_tokens": u.prompt,
+                "completion_tokens": u.completion,
+                "cached_tokens": u.cached,
+                "ttft_ms": rec.ttft.as_secs_f64() * 1e3,
+                "duration_ms": duration.as_secs_f64() * 1e3,
+            });
+            let _ = tx.send(line.to_string());
+        }
+    }
+
+    fn key_state(&self, name: &str) -> Option<&KeyState> {
+        if let Some(a) = &self.anonymous {
+            return Some(a);
+        }
+        self.keys.values().find(|k| k.name == name)
+    }
+}
+
+/// How a proxied request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// The replica's body ended normally.
+    Complete,
+    /// The replica cut the body after bytes had gone to the client.
+    Cut,
+    /// The client went away first.
+    ClientGone,
+}
+
+impl End {
+    /// Label value.
+    pub fn name(self) -> &'static str {
+        match self {
+            End::Complete => "complete",
+            End::Cut => "cut",
+            End::ClientGone => "client_gone",
+        }
+    }
+}
+
+/// Decrements the replica's in-flight count however the request ends.
+struct InFlight {
+    gw: Arc<Gateway>,
+    index: usize,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.gw.replicas[self.index]
+            .in_flight
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+struct Record {
+    guard: InFlight,
+    key: String,
+    model: String,
+    start: Instant,
+    ttft: Duration,
+    status: u16,
+}
+
+/// The response body: the frames already read, then the replica's, passed on as they come.
+struct ProxyBody {
+    first: std::collections::VecDeque<Frame<Bytes>>,
+    upstream: Option<Incoming>,
+    scanner: Scanner,
+    sse: bool,
+    record: Option<Record>,
+}
+
+impl ProxyBody {
+    fn end(&mut self, end: End) {
+        self.upstream = None;
+        if let Some(rec) = self.record.take() {
+            self.scanner.finish();
+            let gw = rec.guard.gw.clone();
+            gw.finish(&rec, self.scanner.usage, end);
+        }
+    }
+}
+
+impl HttpBody for ProxyBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if let Some(f) = this.first.pop_front() {
+            if let Some(d) = f.data_ref() {
+                this.scanner.feed(d);
+            }
+            return Poll::Ready(Some(Ok(f)));
+        }
+        let Some(up) = this.upstream.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(up).poll_frame(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(f))) => {
+                if let Some(d) = f.data_ref() {
+                    this.scanner.feed(d);
+                }
+                Poll::Ready(Some(Ok(f)))
+            }
+            Poll::Ready(None) => {
+                this.end(End::Complete);
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(e))) => {
+                let replica = this
+                    .record
+                    .as_ref()
+                    .map(|r| r.guard.gw.replicas[r.guard.index].id.clone())
+                    .unwrap_or_default();
+                this.end(End::Cut);
+                if this.sse {
+                    let msg = format!("replica {replica} failed mid-stream: {e}");
+                    Poll::Ready(Some(Ok(Frame::data(Bytes::from(
+                        usage::stream_error_event(&msg),
+                    )))))
+                } else {
+                    Poll::Ready(Some(Err(Box::new(e))))
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.first.is_empty() && self.upstream.is_none()
+    }
+}
+
+impl Drop for ProxyBody {
+    fn drop(&mut self) {
+        if self.record.is_some() {
+            self.end(End::ClientGone);
+        }
+    }
+}
+
+fn full(s: impl Into<Bytes>) -> Body {
+    UnsyncBoxBody::new(Full::new(s.into()).map_err(|never| match never {}))
+}
+
+fn json_response(status: StatusCode, v: &serde_json::Value) -> Response<Body> {
+    let mut r = Response::new(full(v.to_string()));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+/// An OpenAI-shaped error response.
+fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+    json_response(
+        status,
+        &serde_json::json!({"error": {"message": message, "type": code, "code": code}}),
+    )
+}
+
+/// Hex SHA-256 (keys are compared by hash only).
+pub fn sha256_hex(s: &str) -> String {
+    Sha256::digest(s.trim().as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Start the gateway on the current tokio runtime: bind, spawn the accept loop, the health
+/// checker and the usage writer.
+pub async fn start(cfg: Config, fleet: &stratus_model::Fleet) -> std::io::Result<Running> {
+    let listener = TcpListener::bind(cfg.listen).await?;
+    let addr = listener.local_addr()?;
+    let usage_file = match &cfg.usage_log {
+        Some(p) => Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("usage_log {p}: {e}")))?,
+        ),
+        None => None,
+    };
+    let mut gw = Gateway::new(cfg, fleet);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut tasks = Vec::new();
+    if let Some(file) = usage_file {
+        let (tx, rx) = mpsc::unbounded_channel();
+        Arc::get_mut(&mut gw).expect("not shared yet").usage_tx = Some(tx);
+        tasks.push(tokio::spawn(write_usage(file, rx)));
+    }
+    tasks.push(tokio::spawn(crate::health::run(
+        gw.clone(),
+        stop_rx.clone(),
+    )));
+    let accept_gw = gw.clone();
+    let mut stop = stop_rx;
+    tasks.push(tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                r = listener.accept() => {
+                    let Ok((stream, peer)) = r else { continue };
+                    let _ = stream.set_nodelay(true);
+                    let gw = accept_gw.clone();
+                    tokio::spawn(async move {
+                        let svc = hyper::service::service_fn(move |req| {
+                            let gw = gw.clone();
+                            async move { Ok::<_, std::convert::Infallible>(gw.handle(req, peer).await) }
+                        });
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), svc)
+                            .await;
+                    });
+                }
+                _ = stop.changed() => break,
+            }
+        }
+    }));
+    Ok(Running {
+        addr,
+        gateway: gw,
+        stop: stop_tx,
+        tasks,
+    })
+}
+
+async fn write_usage(file: std::fs::File, mut rx: mpsc::UnboundedReceiver<String>) {
+    use std::io::Write;
+    let mut w = std::io::BufWriter::new(file);
+    while let Some(line) = rx.recv().await {
+        let _ = writeln!(w, "{line}");
+        while let Ok(more) = rx.try_recv() {
+            let _ = writeln!(w, "{more}");
+        }
+        let _ = w.flush();
+    }
+}
