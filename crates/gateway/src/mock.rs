@@ -46,7 +46,7 @@ pub struct Faults {
     pub disconnect_rate: f64,
     /// Whether `/health` answers 200 (else 503).
     pub healthy: bool,
-    /// Queue depth reported in `/metrics` on top of the requests in progress.
+    /// Queue depth reported in `/metrics` (requests waiting, not those being served).
     pub extra_queue: u32,
 }
 
@@ -201,9 +201,11 @@ async fn handle(m: Arc<Mock>, req: Request<Incoming>) -> Response<Body> {
         ),
         (Method::GET, "/metrics") => {
             let f = m.get();
-            let q = m.in_progress.load(Ordering::Relaxed) + f.extra_queue as u64;
+            // Like vLLM's `num_requests_waiting`, the queue excludes requests being served.
             Response::new(full(format!(
-                "# TYPE stratus_mock_queue_depth gauge\nstratus_mock_queue_depth {q}\n# TYPE stratus_mock_requests_total counter\nstratus_mock_requests_total {}\n",
+                "# TYPE stratus_mock_queue_depth gauge\nstratus_mock_queue_depth {}\n# TYPE stratus_mock_running gauge\nstratus_mock_running {}\n# TYPE stratus_mock_requests_total counter\nstratus_mock_requests_total {}\n",
+                f.extra_queue,
+                m.in_progress.load(Ordering::Relaxed),
                 m.requests.load(Ordering::Relaxed)
             )))
         }

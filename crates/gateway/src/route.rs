@@ -174,14 +174,20 @@ pub fn choose(
     }
 }
 
+/// Load below which a replica keeps its prefixes whatever the mean: under sparse traffic the
+/// mean is near zero and one request in flight (or one stale queue reading) would otherwise
+/// push a prefix off its home and away from the cache it warmed.
+pub const MIN_CAP: u64 = 2;
+
 /// Bounded-load consistent hashing over `cands`: the first replica clockwise from `key` whose
-/// load after taking this request stays within `factor` × the mean load (rounded up).
+/// load after taking this request stays within `factor` × the mean load (rounded up, and at
+/// least [`MIN_CAP`]).
 fn bounded(ring: &Ring, cands: &[Candidate], key: u64, factor: f64) -> Option<usize> {
     if cands.is_empty() {
         return None;
     }
     let total: u64 = cands.iter().map(|c| c.load as u64).sum::<u64>() + 1;
-    let cap = (factor * total as f64 / cands.len() as f64).ceil().max(1.0) as u64;
+    let cap = ((factor * total as f64 / cands.len() as f64).ceil() as u64).max(MIN_CAP);
     let load_of = |i: usize| cands.iter().find(|c| c.index == i).map(|c| c.load as u64);
     let mut first = None;
     for i in ring.walk(key) {
