@@ -5,6 +5,7 @@
 
 mod bench;
 mod client;
+mod gateway;
 mod present;
 mod sim;
 
@@ -136,6 +137,46 @@ enum Cmd {
         #[command(flatten)]
         server: client::ServerArgs,
     },
+    /// Run the inference gateway: an OpenAI-compatible streaming proxy over the replicas in
+    /// its configuration file.
+    Gateway {
+        /// Configuration file (YAML, TOML or JSON).
+        #[arg(long)]
+        config: PathBuf,
+        /// Listen address (overrides the file's `listen`).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// Fleet whose latency table gives user-to-region RTTs (default: the built-in fleet).
+        #[arg(long)]
+        fleet: Option<PathBuf>,
+    },
+    /// Run a fault-injecting OpenAI-compatible mock replica (for tests, demos and benchmarks).
+    MockReplica {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:9001")]
+        listen: std::net::SocketAddr,
+        /// Model name it serves.
+        #[arg(long, default_value = "tiny")]
+        model: String,
+        /// Milliseconds before the first token.
+        #[arg(long, default_value_t = 0)]
+        ttft_ms: u64,
+        /// Milliseconds between tokens.
+        #[arg(long, default_value_t = 0)]
+        itl_ms: u64,
+        /// Tokens per answer.
+        #[arg(long, default_value_t = 8)]
+        tokens: u32,
+        /// Probability of a 500 answer.
+        #[arg(long, default_value_t = 0.0)]
+        error_rate: f64,
+        /// Probability of cutting a stream half-way.
+        #[arg(long, default_value_t = 0.0)]
+        disconnect_rate: f64,
+        /// Seed of the fault draws.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Benchmarks that print ratios against baselines measured in the same run.
     Bench {
         #[command(subcommand)]
@@ -211,6 +252,26 @@ enum BenchCmd {
         /// Minimum iterations of the Lagrangian dual (more: tighter bound, longer run).
         #[arg(long)]
         dual_iterations: Option<usize>,
+    },
+    /// Gateway overhead: one mock replica reached directly, through stratus and through nginx
+    /// (`proxy_buffering off`), by the same load generator at fixed rates, then at full speed.
+    Gateway {
+        /// Fixed request rates (requests/s) of the open-loop runs.
+        #[arg(long, value_delimiter = ',', default_values_t = [1000.0f64, 5000.0])]
+        rates: Vec<f64>,
+        /// Seconds per run.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// Connections the load generator uses.
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        /// nginx binary.
+        #[arg(long, default_value = "/usr/sbin/nginx")]
+        nginx: PathBuf,
+        /// Requests with distinct prompt prefixes sent through stratus afterwards, with its
+        /// resident memory before and after (0: skip).
+        #[arg(long, default_value_t = 200_000)]
+        prefixes: u64,
     },
     /// Simulator throughput: events per second on one core, and the wall time of a whole
     /// scenario (every policy, two threads).
@@ -529,6 +590,54 @@ fn run(cli: Cli) -> Result<()> {
             let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             rt.block_on(stratus_server::serve(config, fleet))?;
         }
+        Cmd::Gateway {
+            config,
+            listen,
+            fleet,
+        } => {
+            let fleet = load_fleet(fleet.as_deref())?;
+            let mut cfg = stratus_gateway::Config::load(&config)?;
+            if let Some(l) = listen {
+                cfg.listen = l;
+            }
+            gateway::run(cfg, &fleet)?;
+        }
+        Cmd::MockReplica {
+            listen,
+            model,
+            ttft_ms,
+            itl_ms,
+            tokens,
+            error_rate,
+            disconnect_rate,
+            seed,
+        } => {
+            let faults = stratus_gateway::mock::Faults {
+                ttft_ms,
+                itl_ms,
+                tokens,
+                error_rate,
+                disconnect_rate,
+                ..Default::default()
+            };
+            gateway::mock(listen, &model, faults, seed)?;
+        }
+        Cmd::Bench {
+            cmd:
+                BenchCmd::Gateway {
+                    rates,
+                    seconds,
+                    connections,
+                    nginx,
+                    prefixes,
+                },
+        } => gateway::bench(&gateway::BenchArgs {
+            rates,
+            seconds,
+            connections,
+            nginx,
+            prefixes,
+        })?,
         Cmd::Apply { file, server } => client::apply(&server, &file)?,
         Cmd::Get { what, server } => client::get(&server, what)?,
         Cmd::Status { server } => client::status(&server)?,

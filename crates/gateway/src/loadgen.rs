@@ -30,6 +30,19 @@ pub struct Target {
     pub body: Bytes,
     /// `Authorization` header value, if any.
     pub auth: Option<String>,
+    /// Make every request's body distinct: the request's number is spliced in at the first
+    /// `{n}` of `body` (for runs with millions of distinct prompt prefixes).
+    pub distinct: bool,
+}
+
+impl Target {
+    fn body_for(&self, k: u64) -> Bytes {
+        if !self.distinct {
+            return self.body.clone();
+        }
+        let s = String::from_utf8_lossy(&self.body);
+        Bytes::from(s.replacen("{n}", &k.to_string(), 1))
+    }
 }
 
 /// Latency summary of one run.
@@ -67,7 +80,7 @@ async fn connect(addr: SocketAddr) -> std::io::Result<http1::SendRequest<Full<By
 }
 
 /// One request on `send`; `Ok(true)` for a 2xx.
-async fn once(send: &mut http1::SendRequest<Full<Bytes>>, t: &Target) -> Result<bool, ()> {
+async fn once(send: &mut http1::SendRequest<Full<Bytes>>, t: &Target, k: u64) -> Result<bool, ()> {
     send.ready().await.map_err(|_| ())?;
     let mut b = Request::post(t.path.as_str())
         .header("host", t.addr.to_string())
@@ -75,7 +88,7 @@ async fn once(send: &mut http1::SendRequest<Full<Bytes>>, t: &Target) -> Result<
     if let Some(a) = &t.auth {
         b = b.header("authorization", a.as_str());
     }
-    let req = b.body(Full::new(t.body.clone())).map_err(|_| ())?;
+    let req = b.body(Full::new(t.body_for(k))).map_err(|_| ())?;
     let resp = send.send_request(req).await.map_err(|_| ())?;
     let ok = resp.status().is_success();
     resp.into_body().collect().await.map_err(|_| ())?;
@@ -124,7 +137,7 @@ pub async fn open_loop(t: &Target, rate: f64, duration: Duration, connections: u
                     send = connect(t.addr).await.ok();
                 }
                 let r = match send.as_mut() {
-                    Some(s) => once(s, &t).await,
+                    Some(s) => once(s, &t, k).await,
                     None => Err(()),
                 };
                 match r {
@@ -159,18 +172,31 @@ pub async fn open_loop(t: &Target, rate: f64, duration: Duration, connections: u
     rep
 }
 
-/// Closed loop: `connections` workers back to back for `duration`.
-pub async fn closed_loop(t: &Target, duration: Duration, connections: usize) -> Report {
+/// Closed loop: `connections` workers back to back for `duration`, or until `limit`
+/// requests have been sent.
+pub async fn closed_loop(
+    t: &Target,
+    duration: Duration,
+    connections: usize,
+    limit: Option<u64>,
+) -> Report {
     let start = Instant::now();
     let end = start + duration;
+    let next = Arc::new(AtomicU64::new(0));
+    let limit = limit.unwrap_or(u64::MAX);
     let mut workers = Vec::new();
     for _ in 0..connections {
         let t = t.clone();
+        let next = next.clone();
         workers.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             let (mut ok, mut errors) = (0u64, 0u64);
             let mut send = connect(t.addr).await.ok();
             while Instant::now() < end {
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                if k >= limit {
+                    break;
+                }
                 if send.is_none() {
                     send = connect(t.addr).await.ok();
                     if send.is_none() {
@@ -180,7 +206,7 @@ pub async fn closed_loop(t: &Target, duration: Duration, connections: usize) -> 
                     }
                 }
                 let sent = Instant::now();
-                match once(send.as_mut().expect("connected"), &t).await {
+                match once(send.as_mut().expect("connected"), &t, k).await {
                     Ok(true) => {
                         ok += 1;
                         lat.push(sent.elapsed().as_micros() as u64);

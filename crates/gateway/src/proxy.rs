@@ -556,6 +556,8 @@ impl Gateway {
                 upstream: Some(body),
                 scanner: Scanner::new(sse),
                 sse,
+                pending: bytes::BytesMut::new(),
+                yielded: 0,
                 record: Some(Record {
                     guard,
                     key: key.name.clone(),
@@ -685,7 +687,16 @@ struct ProxyBody {
     scanner: Scanner,
     sse: bool,
     record: Option<Record>,
+    /// Data read but not yet passed on (see [`ProxyBody::poll_frame`] on coalescing).
+    pending: bytes::BytesMut,
+    /// Yields since data last arrived (see [`COALESCE_YIELDS`]).
+    yielded: u32,
 }
+
+/// Most bytes gathered into one frame before it is passed on.
+const COALESCE_BYTES: usize = 64 << 10;
+/// Scheduler yields without new data after which gathered data is passed on.
+const COALESCE_YIELDS: u32 = 3;
 
 impl ProxyBody {
     fn end(&mut self, end: End) {
@@ -698,6 +709,10 @@ impl ProxyBody {
     }
 }
 
+/// Frames are passed on as soon as no more data is ready: when a frame arrives, the body
+/// yields once to the scheduler (no timer, microseconds) so that chunks the replica sent
+/// together, which hyper hands over one at a time, leave in one write instead of one system
+/// call each. A token that arrives alone goes out alone after that one yield.
 impl HttpBody for ProxyBody {
     type Data = Bytes;
     type Error = BoxError;
@@ -713,42 +728,77 @@ impl HttpBody for ProxyBody {
             }
             return Poll::Ready(Some(Ok(f)));
         }
-        let Some(up) = this.upstream.as_mut() else {
-            return Poll::Ready(None);
-        };
-        match Pin::new(up).poll_frame(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Some(Ok(f))) => {
-                if let Some(d) = f.data_ref() {
-                    this.scanner.feed(d);
+        loop {
+            let Some(up) = this.upstream.as_mut() else {
+                return Poll::Ready(this.take_pending().map(Ok));
+            };
+            match Pin::new(up).poll_frame(cx) {
+                Poll::Pending => {
+                    if this.pending.is_empty() {
+                        return Poll::Pending;
+                    }
+                    if this.yielded < COALESCE_YIELDS && this.pending.len() < COALESCE_BYTES {
+                        this.yielded += 1;
+                        // tokio's yield defers the wake-up to the end of the scheduler's tick,
+                        // after the upstream connection's task has run (a plain self-wake
+                        // would be polled again first).
+                        let mut y = std::pin::pin!(tokio::task::yield_now());
+                        let _ = std::future::Future::poll(y.as_mut(), cx);
+                        return Poll::Pending;
+                    }
+                    return Poll::Ready(this.take_pending().map(Ok));
                 }
-                Poll::Ready(Some(Ok(f)))
-            }
-            Poll::Ready(None) => {
-                this.end(End::Complete);
-                Poll::Ready(None)
-            }
-            Poll::Ready(Some(Err(e))) => {
-                let replica = this
-                    .record
-                    .as_ref()
-                    .map(|r| r.guard.gw.replicas[r.guard.index].id.clone())
-                    .unwrap_or_default();
-                this.end(End::Cut);
-                if this.sse {
-                    let msg = format!("replica {replica} failed mid-stream: {e}");
-                    Poll::Ready(Some(Ok(Frame::data(Bytes::from(
-                        usage::stream_error_event(&msg),
-                    )))))
-                } else {
-                    Poll::Ready(Some(Err(Box::new(e))))
+                Poll::Ready(Some(Ok(f))) => match f.into_data() {
+                    Ok(d) => {
+                        this.scanner.feed(&d);
+                        this.pending.extend_from_slice(&d);
+                        this.yielded = 0;
+                        if this.pending.len() >= COALESCE_BYTES {
+                            return Poll::Ready(this.take_pending().map(Ok));
+                        }
+                    }
+                    Err(f) => {
+                        // Trailers: flush the data first, keep the trailers for the next poll.
+                        if let Some(d) = this.take_pending() {
+                            this.first.push_back(f);
+                            return Poll::Ready(Some(Ok(d)));
+                        }
+                        return Poll::Ready(Some(Ok(f)));
+                    }
+                },
+                Poll::Ready(None) => {
+                    this.end(End::Complete);
+                    return Poll::Ready(this.take_pending().map(Ok));
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    let replica = this
+                        .record
+                        .as_ref()
+                        .map(|r| r.guard.gw.replicas[r.guard.index].id.clone())
+                        .unwrap_or_default();
+                    this.end(End::Cut);
+                    if this.sse {
+                        let msg = format!("replica {replica} failed mid-stream: {e}");
+                        this.pending
+                            .extend_from_slice(&usage::stream_error_event(&msg));
+                        return Poll::Ready(this.take_pending().map(Ok));
+                    }
+                    // Not a stream: the client's connection is aborted, as the replica's was.
+                    this.pending.clear();
+                    return Poll::Ready(Some(Err(Box::new(e))));
                 }
             }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.first.is_empty() && self.upstream.is_none()
+        self.first.is_empty() && self.upstream.is_none() && self.pending.is_empty()
+    }
+}
+
+impl ProxyBody {
+    fn take_pending(&mut self) -> Option<Frame<Bytes>> {
+        (!self.pending.is_empty()).then(|| Frame::data(self.pending.split().freeze()))
     }
 }
 
