@@ -10,8 +10,15 @@ use stratus_gateway::loadgen::{self, Report, Target};
 use stratus_model::Fleet;
 
 /// Run the gateway until interrupted.
-pub fn run(cfg: stratus_gateway::Config, fleet: &Fleet) -> Result<()> {
-    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+pub fn run(cfg: stratus_gateway::Config, fleet: &Fleet, threads: Option<usize>) -> Result<()> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if let Some(t) = threads {
+        b.worker_threads(t.max(1));
+    }
+    let rt = b
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
     rt.block_on(async {
         let replicas = cfg.replicas.len();
         let keys = cfg.keys.len();
@@ -55,12 +62,28 @@ pub struct BenchArgs {
     pub connections: usize,
     pub nginx: PathBuf,
     pub prefixes: u64,
+    pub workers: usize,
 }
 
-/// A child process killed when dropped.
+/// A child process stopped when dropped: SIGTERM first (nginx's master then stops its
+/// workers, which a SIGKILL would orphan), SIGKILL after two seconds.
 struct Proc(Child);
 impl Drop for Proc {
     fn drop(&mut self) {
+        #[cfg(unix)]
+        {
+            // SAFETY: signalling our own child by its pid.
+            unsafe {
+                libc::kill(self.0.id() as libc::pid_t, libc::SIGTERM);
+            }
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_secs(2) {
+                if let Ok(Some(_)) = self.0.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -89,7 +112,7 @@ fn rss_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
-fn nginx_conf(dir: &Path, listen: u16, upstream: u16) -> String {
+fn nginx_conf(dir: &Path, listen: u16, upstream: u16, workers: usize) -> String {
     // As root, nginx's workers would switch to `nobody`, which cannot use the temp paths here.
     #[cfg(unix)]
     // SAFETY: geteuid has no preconditions.
@@ -102,7 +125,7 @@ fn nginx_conf(dir: &Path, listen: u16, upstream: u16) -> String {
     let user = "";
     let d = dir.display();
     format!(
-        "{user}worker_processes auto;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/nginx-error.log warn;\n\
+        "{user}worker_processes {workers};\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/nginx-error.log warn;\n\
 events {{ worker_connections 8192; }}\n\
 http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
   upstream replica {{ server 127.0.0.1:{upstream}; keepalive 512; }}\n\
@@ -146,13 +169,14 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
         ),
     )?;
     let mut c = Command::new(&exe);
-    c.args(["gateway", "--config"]).arg(&cfg);
+    c.args(["gateway", "--threads", &a.workers.to_string(), "--config"])
+        .arg(&cfg);
     quiet(&mut c);
     let gw = Proc(c.spawn().context("starting the gateway")?);
     wait_for(addr(p_gw), "stratus gateway")?;
     let nginx = if a.nginx.exists() {
         let conf = dir.join("nginx.conf");
-        std::fs::write(&conf, nginx_conf(&dir, p_ngx, p_mock))?;
+        std::fs::write(&conf, nginx_conf(&dir, p_ngx, p_mock, a.workers))?;
         let mut c = Command::new(&a.nginx);
         c.arg("-c").arg(&conf).arg("-p").arg(&dir);
         quiet(&mut c);
@@ -183,8 +207,8 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
         .build()?;
     let secs = Duration::from_secs_f64(a.seconds);
     println!(
-        "stratus bench gateway: one mock replica streaming 8 tokens with no delay; {} connections, {} s per run; latency = request sent to last byte, ms",
-        a.connections, a.seconds
+        "stratus bench gateway: one mock replica streaming 8 tokens with no delay; {} worker(s) each for stratus and nginx; {} connections, {} s per run; latency = request sent to last byte, ms",
+        a.workers, a.connections, a.seconds
     );
     // Warm every path (connection pools, page cache) before measuring.
     for (_, p) in &targets {

@@ -149,6 +149,9 @@ enum Cmd {
         /// Fleet whose latency table gives user-to-region RTTs (default: the built-in fleet).
         #[arg(long)]
         fleet: Option<PathBuf>,
+        /// Worker threads (default: one per core).
+        #[arg(long)]
+        threads: Option<usize>,
     },
     /// Run a fault-injecting OpenAI-compatible mock replica (for tests, demos and benchmarks).
     MockReplica {
@@ -272,6 +275,9 @@ enum BenchCmd {
         /// resident memory before and after (0: skip).
         #[arg(long, default_value_t = 200_000)]
         prefixes: u64,
+        /// Worker threads of stratus and worker processes of nginx (the same for both).
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
     },
     /// Simulator throughput: events per second on one core, and the wall time of a whole
     /// scenario (every policy, two threads).
@@ -594,13 +600,14 @@ fn run(cli: Cli) -> Result<()> {
             config,
             listen,
             fleet,
+            threads,
         } => {
             let fleet = load_fleet(fleet.as_deref())?;
             let mut cfg = stratus_gateway::Config::load(&config)?;
             if let Some(l) = listen {
                 cfg.listen = l;
             }
-            gateway::run(cfg, &fleet)?;
+            gateway::run(cfg, &fleet, threads)?;
         }
         Cmd::MockReplica {
             listen,
@@ -630,6 +637,7 @@ fn run(cli: Cli) -> Result<()> {
                     connections,
                     nginx,
                     prefixes,
+                    workers,
                 },
         } => gateway::bench(&gateway::BenchArgs {
             rates,
@@ -637,6 +645,7 @@ fn run(cli: Cli) -> Result<()> {
             connections,
             nginx,
             prefixes,
+            workers,
         })?,
         Cmd::Apply { file, server } => client::apply(&server, &file)?,
         Cmd::Get { what, server } => client::get(&server, what)?,

@@ -271,3 +271,47 @@ fn unknown_policy_and_missing_file_are_bad_input() {
     );
     bad(&["fleet", "show", "--accelerator", "H1000"], &["H1000"]);
 }
+
+#[test]
+fn the_gateway_benchmark_runs_all_three_paths_without_errors() {
+    // A short run: this checks the benchmark's plumbing (mock, gateway and nginx processes,
+    // the load generator), not its numbers. nginx is installed by .ci/run.
+    let o = stratus(&[
+        "bench",
+        "gateway",
+        "--seconds",
+        "0.5",
+        "--rates",
+        "300",
+        "--connections",
+        "8",
+        "--prefixes",
+        "2000",
+    ]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let nginx = std::path::Path::new("/usr/sbin/nginx").exists();
+    for target in ["direct", "stratus"]
+        .into_iter()
+        .chain(nginx.then_some("nginx"))
+    {
+        let row = out
+            .lines()
+            .find(|l| l.starts_with(target) && l.contains(" 300 "))
+            .unwrap_or_else(|| panic!("no {target} row in:\n{out}"));
+        let errors: u64 = row.split_whitespace().nth(3).unwrap().parse().unwrap();
+        assert_eq!(errors, 0, "{row}");
+    }
+    assert!(
+        out.contains("2000 requests with distinct prompt prefixes"),
+        "{out}"
+    );
+    // The bench stops what it started: no nginx or gateway left behind.
+    let ps = Command::new("ps").args(["-eo", "args"]).output().unwrap();
+    let ps = String::from_utf8_lossy(&ps.stdout);
+    assert!(!ps.contains("stratus-bench-gateway"), "{ps}");
+}

@@ -454,6 +454,18 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_is_valid() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/gateway.yaml");
+        let c = Config::load(&p).unwrap();
+        assert_eq!(c.replicas.len(), 3);
+        assert_eq!(c.keys.len(), 2);
+        assert_eq!(
+            c.keys[1].key_sha256.as_deref(),
+            Some(crate::proxy::sha256_hex("sk-product-local").as_str())
+        );
+    }
+
+    #[test]
     fn cidrs_match_v4_v6_and_mapped_addresses() {
         let n = Cidr::parse("10.1.0.0/16").unwrap();
         assert!(n.contains("10.1.200.3".parse().unwrap()));

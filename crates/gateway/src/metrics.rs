@@ -48,16 +48,19 @@ impl Hist {
     }
 }
 
+/// Counters keyed by indices into `keys` and `models` (no allocation per request).
 #[derive(Debug, Default)]
 struct Inner {
-    /// (key, model, replica index, end, status) → requests.
-    requests: BTreeMap<(String, String, usize, &'static str, u16), u64>,
+    /// (key, model, replica, end, status) → requests.
+    requests: BTreeMap<(u16, u16, u16, &'static str, u16), u64>,
     /// (key, model, kind) → tokens.
-    tokens: BTreeMap<(String, String, &'static str), u64>,
+    tokens: BTreeMap<(u16, u16, &'static str), u64>,
     /// (key, limit) → refusals.
-    limited: BTreeMap<(String, &'static str), u64>,
-    ttft: BTreeMap<String, Hist>,
-    duration: BTreeMap<String, Hist>,
+    limited: BTreeMap<(u16, &'static str), u64>,
+    /// Per model.
+    ttft: Vec<Hist>,
+    /// Per model.
+    duration: Vec<Hist>,
 }
 
 /// The gateway's metrics.
@@ -71,22 +74,31 @@ pub struct Metrics {
     pub unroutable: AtomicU64,
     inner: Mutex<Inner>,
     started: Instant,
+    keys: Vec<String>,
+    models: Vec<String>,
 }
 
 impl Metrics {
-    /// Empty metrics.
-    pub fn new(_replicas: &[Replica]) -> Metrics {
+    /// Empty metrics for these key names and models (indices refer to them).
+    pub fn new(keys: Vec<String>, models: Vec<String>) -> Metrics {
+        let inner = Inner {
+            ttft: vec![Hist::default(); models.len()],
+            duration: vec![Hist::default(); models.len()],
+            ..Inner::default()
+        };
         Metrics {
             ejections: AtomicU64::new(0),
             retries: AtomicU64::new(0),
             unroutable: AtomicU64::new(0),
-            inner: Mutex::new(Inner::default()),
+            inner: Mutex::new(inner),
             started: Instant::now(),
+            keys,
+            models,
         }
     }
 
     /// A request refused by a limit.
-    pub fn limited(&self, key: &str, limit: Limit) {
+    pub fn limited(&self, key: u16, limit: Limit) {
         let l = match limit {
             Limit::Requests => "rpm",
             Limit::Tokens => "tpm",
@@ -96,7 +108,7 @@ impl Metrics {
             .lock()
             .expect("metrics lock")
             .limited
-            .entry((key.to_string(), l))
+            .entry((key, l))
             .or_default() += 1;
     }
 
@@ -104,9 +116,9 @@ impl Metrics {
     #[allow(clippy::too_many_arguments)]
     pub fn request(
         &self,
-        key: &str,
-        model: &str,
-        replica: usize,
+        key: u16,
+        model: u16,
+        replica: u16,
         end: End,
         status: u16,
         usage: &Usage,
@@ -115,13 +127,7 @@ impl Metrics {
     ) {
         let mut m = self.inner.lock().expect("metrics lock");
         *m.requests
-            .entry((
-                key.to_string(),
-                model.to_string(),
-                replica,
-                end.name(),
-                status,
-            ))
+            .entry((key, model, replica, end.name(), status))
             .or_default() += 1;
         for (kind, n) in [
             ("prompt", usage.prompt),
@@ -129,28 +135,21 @@ impl Metrics {
             ("cached", usage.cached),
         ] {
             if n > 0 {
-                *m.tokens
-                    .entry((key.to_string(), model.to_string(), kind))
-                    .or_default() += n;
+                *m.tokens.entry((key, model, kind)).or_default() += n;
             }
         }
-        if !m.ttft.contains_key(model) {
-            m.ttft.insert(model.to_string(), Hist::default());
-            m.duration.insert(model.to_string(), Hist::default());
-        }
-        m.ttft.get_mut(model).expect("inserted").observe(ttft);
-        m.duration
-            .get_mut(model)
-            .expect("inserted")
-            .observe(duration);
+        m.ttft[model as usize].observe(ttft);
+        m.duration[model as usize].observe(duration);
     }
 
-    /// Tokens counted so far for (key, model, kind), for tests and reports.
+    /// Tokens counted so far for (key name, model, kind), for tests and reports.
     pub fn tokens(&self, key: &str, model: &str, kind: &str) -> u64 {
         let m = self.inner.lock().expect("metrics lock");
         m.tokens
             .iter()
-            .filter(|((k, mo, ki), _)| k == key && mo == model && *ki == kind)
+            .filter(|((k, mo, ki), _)| {
+                self.keys[*k as usize] == key && self.models[*mo as usize] == model && *ki == kind
+            })
             .map(|(_, v)| *v)
             .sum()
     }
@@ -160,19 +159,20 @@ impl Metrics {
         let m = self.inner.lock().expect("metrics lock");
         m.requests
             .iter()
-            .filter(|((_, _, r, _, _), _)| *r == replica)
+            .filter(|((_, _, r, _, _), _)| *r as usize == replica)
             .map(|(_, v)| *v)
             .sum()
     }
 
     /// The text exposition.
-    pub fn render(&self, replicas: &[Replica]) -> String {
+    pub fn render(&self, replicas: &[Replica], now_ms: u64) -> String {
         let mut out = String::new();
         let m = self.inner.lock().expect("metrics lock");
         let _ = writeln!(out, "# HELP stratus_gateway_requests_total Proxied requests by key, model, replica, how they ended and status.");
         let _ = writeln!(out, "# TYPE stratus_gateway_requests_total counter");
         for ((key, model, r, end, status), n) in &m.requests {
-            let rp = &replicas[*r];
+            let rp = &replicas[*r as usize];
+            let (key, model) = (&self.keys[*key as usize], &self.models[*model as usize]);
             let _ = writeln!(
                 out,
                 "stratus_gateway_requests_total{{key=\"{}\",model=\"{}\",replica=\"{}\",provider=\"{}\",region=\"{}\",end=\"{end}\",status=\"{status}\"}} {n}",
@@ -182,6 +182,7 @@ impl Metrics {
         let _ = writeln!(out, "# HELP stratus_gateway_tokens_total Tokens the replicas reported, by key, model and kind (prompt, completion, cached).");
         let _ = writeln!(out, "# TYPE stratus_gateway_tokens_total counter");
         for ((key, model, kind), n) in &m.tokens {
+            let (key, model) = (&self.keys[*key as usize], &self.models[*model as usize]);
             let _ = writeln!(
                 out,
                 "stratus_gateway_tokens_total{{key=\"{}\",model=\"{}\",kind=\"{kind}\"}} {n}",
@@ -192,6 +193,7 @@ impl Metrics {
         let _ = writeln!(out, "# HELP stratus_gateway_rate_limited_total Requests refused with 429, by key and limit.");
         let _ = writeln!(out, "# TYPE stratus_gateway_rate_limited_total counter");
         for ((key, limit), n) in &m.limited {
+            let key = &self.keys[*key as usize];
             let _ = writeln!(
                 out,
                 "stratus_gateway_rate_limited_total{{key=\"{}\",limit=\"{limit}\"}} {n}",
@@ -200,7 +202,7 @@ impl Metrics {
         }
         let _ = writeln!(out, "# HELP stratus_gateway_ttft_seconds Time from the client's request to the first response bytes.");
         let _ = writeln!(out, "# TYPE stratus_gateway_ttft_seconds histogram");
-        for (model, h) in &m.ttft {
+        for (model, h) in self.models.iter().zip(&m.ttft).filter(|(_, h)| h.count > 0) {
             h.render(
                 &mut out,
                 "stratus_gateway_ttft_seconds",
@@ -212,7 +214,12 @@ impl Metrics {
             out,
             "# TYPE stratus_gateway_request_duration_seconds histogram"
         );
-        for (model, h) in &m.duration {
+        for (model, h) in self
+            .models
+            .iter()
+            .zip(&m.duration)
+            .filter(|(_, h)| h.count > 0)
+        {
             h.render(
                 &mut out,
                 "stratus_gateway_request_duration_seconds",
@@ -220,7 +227,6 @@ impl Metrics {
             );
         }
         drop(m);
-        let now = Instant::now();
         let _ = writeln!(out, "# TYPE stratus_gateway_replica_in_flight gauge");
         for r in replicas {
             let _ = writeln!(
@@ -245,7 +251,7 @@ impl Metrics {
                 out,
                 "stratus_gateway_replica_up{{replica=\"{}\"}} {}",
                 esc(&r.id),
-                u8::from(r.available(now))
+                u8::from(r.available(now_ms))
             );
         }
         let _ = writeln!(

@@ -67,6 +67,12 @@ pub struct Replica {
     pub healthy: AtomicBool,
     pub(crate) probes: Mutex<Probes>,
     eject: Mutex<Ejection>,
+    /// Milliseconds since the gateway's start until which the replica is ejected (0: never),
+    /// read without a lock on every routing decision.
+    ejected_until_ms: AtomicU64,
+    /// Whether `eject` holds failures or a streak (a success then takes the lock to clear it).
+    failing: AtomicBool,
+    authority: hyper::http::uri::Authority,
     /// Times this replica was ejected.
     pub ejections: AtomicU64,
 }
@@ -81,26 +87,29 @@ pub(crate) struct Probes {
 #[derive(Debug, Default)]
 struct Ejection {
     failures: u32,
-    until: Option<Instant>,
     /// Ejections without a success in between: each doubles the next one.
     streak: u32,
 }
 
 impl Replica {
-    /// Whether routing may pick it now.
-    pub fn available(&self, now: Instant) -> bool {
-        self.healthy.load(Ordering::Relaxed) && !self.ejected(now)
+    /// Whether routing may pick it at `now_ms` (milliseconds since the gateway started).
+    pub fn available(&self, now_ms: u64) -> bool {
+        self.healthy.load(Ordering::Relaxed) && !self.ejected(now_ms)
     }
-    /// Whether passive ejection holds it out now.
-    pub fn ejected(&self, now: Instant) -> bool {
-        matches!(self.eject.lock().expect("ejection lock").until, Some(t) if t > now)
+    /// Whether passive ejection holds it out at `now_ms`.
+    pub fn ejected(&self, now_ms: u64) -> bool {
+        self.ejected_until_ms.load(Ordering::Relaxed) > now_ms
     }
 }
 
 /// A key's identity and limits.
 struct KeyState {
+    /// Index into the metrics' key names.
+    index: u16,
     name: String,
     models: Vec<String>,
+    /// Whether any limit is set (else the limiter is never locked).
+    limited: bool,
     limiter: Mutex<Limiter>,
 }
 
@@ -112,11 +121,15 @@ pub struct Gateway {
     ring: Ring,
     latency: Arc<LatencyTable>,
     networks: Vec<(Cidr, String)>,
-    keys: HashMap<String, KeyState>,
-    anonymous: Option<KeyState>,
+    /// Keys in configuration order; with none configured, one `anonymous` key for everyone.
+    keys: Vec<KeyState>,
+    /// Key hash → index into `keys` (empty when the gateway is open).
+    key_index: HashMap<String, usize>,
     pub(crate) client: Client<HttpConnector, Full<Bytes>>,
     /// Counters and histograms behind `/metrics`.
     pub metrics: Metrics,
+    /// Every model some replica serves, sorted (metrics refer to them by index).
+    models: Vec<String>,
     usage_tx: Option<mpsc::UnboundedSender<String>>,
     epoch: Instant,
 }
@@ -166,6 +179,13 @@ impl Gateway {
                 probes: Mutex::new(Probes::default()),
                 eject: Mutex::new(Ejection::default()),
                 ejections: AtomicU64::new(0),
+                ejected_until_ms: AtomicU64::new(0),
+                failing: AtomicBool::new(false),
+                authority: parse_base_url(&r.url)
+                    .expect("validated")
+                    .0
+                    .parse()
+                    .expect("validated host:port"),
             })
             .collect();
         let ring = Ring::new(&replicas.iter().map(|r| r.id.as_str()).collect::<Vec<_>>());
@@ -174,30 +194,47 @@ impl Gateway {
             .iter()
             .map(|n| (Cidr::parse(&n.cidr).expect("validated"), n.location.clone()))
             .collect();
-        let keys = cfg
+        let mut key_index = HashMap::new();
+        let mut keys: Vec<KeyState> = cfg
             .keys
             .iter()
-            .map(|k| {
+            .enumerate()
+            .map(|(i, k)| {
                 let h = match (&k.key, &k.key_sha256) {
                     (Some(clear), _) => sha256_hex(clear),
                     (_, Some(h)) => h.to_ascii_lowercase(),
                     _ => unreachable!("validated"),
                 };
-                (
-                    h,
-                    KeyState {
-                        name: k.name.clone(),
-                        models: k.models.clone(),
-                        limiter: Mutex::new(Limiter::new(k.rpm, k.tpm, 0.0)),
-                    },
-                )
+                key_index.insert(h, i);
+                KeyState {
+                    index: i as u16,
+                    name: k.name.clone(),
+                    models: k.models.clone(),
+                    limited: k.rpm.is_some() || k.tpm.is_some(),
+                    limiter: Mutex::new(Limiter::new(k.rpm, k.tpm, 0.0)),
+                }
             })
-            .collect::<HashMap<_, _>>();
-        let anonymous = keys.is_empty().then(|| KeyState {
-            name: "anonymous".into(),
-            models: Vec::new(),
-            limiter: Mutex::new(Limiter::new(None, None, 0.0)),
-        });
+            .collect();
+        if keys.is_empty() {
+            keys.push(KeyState {
+                index: 0,
+                name: "anonymous".into(),
+                models: Vec::new(),
+                limited: false,
+                limiter: Mutex::new(Limiter::new(None, None, 0.0)),
+            });
+        }
+        let mut key_names: Vec<String> = cfg.keys.iter().map(|k| k.name.clone()).collect();
+        if key_names.is_empty() {
+            key_names.push("anonymous".into());
+        }
+        let mut models: Vec<String> = cfg
+            .replicas
+            .iter()
+            .flat_map(|r| r.models.iter().cloned())
+            .collect();
+        models.sort();
+        models.dedup();
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
         http.set_connect_timeout(Some(Duration::from_secs(2)));
@@ -205,7 +242,7 @@ impl Gateway {
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(4096)
             .build(http);
-        let metrics = Metrics::new(&replicas);
+        let metrics = Metrics::new(key_names, models.clone());
         Arc::new(Gateway {
             cfg,
             replicas,
@@ -213,9 +250,10 @@ impl Gateway {
             latency,
             networks,
             keys,
-            anonymous,
+            key_index,
             client,
             metrics,
+            models,
             usage_tx: None,
             epoch: Instant::now(),
         })
@@ -224,6 +262,11 @@ impl Gateway {
     /// Seconds since start: the limiters' clock.
     fn clock(&self) -> f64 {
         self.epoch.elapsed().as_secs_f64()
+    }
+
+    /// Milliseconds since start: the ejection clock.
+    pub fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
     }
 
     /// The user's location: the header, else a configured address range, else the default.
@@ -245,23 +288,27 @@ impl Gateway {
     /// Record a request's outcome on a replica for passive ejection.
     fn outcome(&self, i: usize, ok: bool) {
         let r = &self.replicas[i];
+        if ok && !r.failing.load(Ordering::Relaxed) {
+            return; // the common case: nothing to clear, no lock
+        }
         let mut e = r.eject.lock().expect("ejection lock");
         if ok {
             e.failures = 0;
             e.streak = 0;
+            r.failing.store(false, Ordering::Relaxed);
             return;
         }
+        r.failing.store(true, Ordering::Relaxed);
         e.failures += 1;
-        let now = Instant::now();
-        let already = matches!(e.until, Some(t) if t > now);
-        if e.failures >= self.cfg.ejection.consecutive_failures && !already {
+        let now = self.now_ms();
+        if e.failures >= self.cfg.ejection.consecutive_failures && !r.ejected(now) {
             let ms = self
                 .cfg
                 .ejection
                 .base_ms
                 .saturating_mul(1u64 << e.streak.min(16))
                 .min(self.cfg.ejection.max_ms);
-            e.until = Some(now + Duration::from_millis(ms));
+            r.ejected_until_ms.store(now + ms, Ordering::Relaxed);
             e.streak += 1;
             e.failures = 0;
             r.ejections.fetch_add(1, Ordering::Relaxed);
@@ -271,7 +318,7 @@ impl Gateway {
 
     /// The eligible replicas for `model`, minus those `tried`, as routing candidates.
     fn candidates(&self, model: &str, location: Option<&str>, tried: &[usize]) -> Vec<Candidate> {
-        let now = Instant::now();
+        let now = self.now_ms();
         let from = location.and_then(|l| self.latency.index_of(l));
         self.replicas
             .iter()
@@ -306,7 +353,7 @@ impl Gateway {
             }
             (&Method::GET, "/v1/models") => self.models(&req),
             (&Method::GET, "/metrics") => {
-                let mut r = Response::new(full(self.metrics.render(&self.replicas)));
+                let mut r = Response::new(full(self.metrics.render(&self.replicas, self.now_ms())));
                 r.headers_mut().insert(
                     CONTENT_TYPE,
                     HeaderValue::from_static("text/plain; version=0.0.4"),
@@ -324,8 +371,8 @@ impl Gateway {
 
     #[allow(clippy::result_large_err)] // the error is the response itself, built once per refusal
     fn authenticate(&self, req: &Request<Incoming>) -> Result<&KeyState, Response<Body>> {
-        if let Some(a) = &self.anonymous {
-            return Ok(a);
+        if self.key_index.is_empty() {
+            return Ok(&self.keys[0]);
         }
         let key = req
             .headers()
@@ -340,13 +387,16 @@ impl Gateway {
                 "missing `Authorization: Bearer <key>`",
             ));
         };
-        self.keys.get(&sha256_hex(key)).ok_or_else(|| {
-            error(
-                StatusCode::UNAUTHORIZED,
-                "invalid_api_key",
-                "unknown API key",
-            )
-        })
+        self.key_index
+            .get(&sha256_hex(key))
+            .map(|&i| &self.keys[i])
+            .ok_or_else(|| {
+                error(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_api_key",
+                    "unknown API key",
+                )
+            })
     }
 
     fn models(&self, req: &Request<Incoming>) -> Response<Body> {
@@ -382,8 +432,8 @@ impl Gateway {
         let path_q = req
             .uri()
             .path_and_query()
-            .map(|p| p.as_str().to_string())
-            .unwrap_or_default();
+            .cloned()
+            .unwrap_or_else(|| hyper::http::uri::PathAndQuery::from_static("/"));
         let (parts, body) = req.into_parts();
         let bytes = match http_body_util::Limited::new(body, MAX_REQUEST_BYTES)
             .collect()
@@ -426,7 +476,7 @@ impl Gateway {
                 Limit::Requests => "requests per minute",
                 Limit::Tokens => "tokens per minute",
             };
-            self.metrics.limited(&key.name, refusal.limit);
+            self.metrics.limited(key.index, refusal.limit);
             let mut r = error(
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limit_exceeded",
@@ -464,9 +514,14 @@ impl Gateway {
                 gw: self.clone(),
                 index: i,
             };
-            let mut up = Request::builder()
-                .method(Method::POST)
-                .uri(format!("{}{}", replica.base, path_q));
+            let mut up = Request::builder().method(Method::POST).uri(
+                hyper::Uri::builder()
+                    .scheme(hyper::http::uri::Scheme::HTTP)
+                    .authority(replica.authority.clone())
+                    .path_and_query(path_q.clone())
+                    .build()
+                    .expect("valid parts"),
+            );
             for (name, value) in parts.headers.iter() {
                 // Hop-by-hop headers and the client's key stay here.
                 if matches!(
@@ -499,6 +554,7 @@ impl Gateway {
                 // Wait for the first body bytes: until they reach the client, the request
                 // can still go elsewhere.
                 let mut first: Vec<Frame<Bytes>> = Vec::new();
+                let mut ended = false;
                 loop {
                     match body.frame().await {
                         Some(Ok(f)) => {
@@ -510,10 +566,41 @@ impl Gateway {
                             }
                         }
                         Some(Err(e)) => return Err(format!("cut before the first byte: {e}")),
-                        None => break,
+                        None => {
+                            ended = true;
+                            break;
+                        }
                     }
                 }
-                Ok((head, first, body))
+                // What the replica sent together with the first bytes joins them, so the head
+                // and a short answer leave in one write (scheduler yields only, no timer). A
+                // failure here is still before the first byte: the request can go elsewhere.
+                let mut idle = 0;
+                while !ended && idle < COALESCE_YIELDS {
+                    tokio::task::yield_now().await;
+                    idle += 1;
+                    loop {
+                        let next = std::future::poll_fn(|cx| {
+                            Poll::Ready(Pin::new(&mut body).poll_frame(cx))
+                        })
+                        .await;
+                        match next {
+                            Poll::Ready(Some(Ok(f))) => {
+                                first.push(f);
+                                idle = 0;
+                            }
+                            Poll::Ready(Some(Err(e))) => {
+                                return Err(format!("cut before the first byte: {e}"))
+                            }
+                            Poll::Ready(None) => {
+                                ended = true;
+                                break;
+                            }
+                            Poll::Pending => break,
+                        }
+                    }
+                }
+                Ok((head, first, if ended { None } else { Some(body) }))
             })
             .await;
             let (head, first, body) = match first {
@@ -553,15 +640,15 @@ impl Gateway {
             }
             let body = ProxyBody {
                 first: first.into(),
-                upstream: Some(body),
+                upstream: body,
                 scanner: Scanner::new(sse),
                 sse,
                 pending: bytes::BytesMut::new(),
                 yielded: 0,
                 record: Some(Record {
                     guard,
-                    key: key.name.clone(),
-                    model: info.model.clone(),
+                    key: key.index,
+                    model: self.models.binary_search(&info.model).expect("served") as u16,
                     start,
                     ttft,
                     status: status.as_u16(),
@@ -593,15 +680,16 @@ impl Gateway {
             End::ClientGone => {}
         }
         let u = usage.unwrap_or_default();
-        if let Some(k) = self.key_state(&rec.key) {
-            k.limiter
+        let key = &self.keys[rec.key as usize];
+        if key.limited {
+            key.limiter
                 .lock()
                 .expect("limiter lock")
                 .debit_tokens(u.total(), self.clock());
         }
         let duration = rec.start.elapsed();
         self.metrics.request(
-            &rec.key, &rec.model, i, end, rec.status, &u, rec.ttft, duration,
+            rec.key, rec.model, i as u16, end, rec.status, &u, rec.ttft, duration,
         );
         if let Some(tx) = &self.usage_tx {
             let ts = SystemTime::now()
@@ -610,8 +698,8 @@ impl Gateway {
                 .as_secs_f64();
             let line = serde_json::json!({
                 "ts": ts,
-                "key": rec.key,
-                "model": rec.model,
+                "key": key.name,
+                "model": self.models[rec.model as usize],
                 "replica": replica.id,
                 "provider": replica.provider,
                 "region": replica.region,
@@ -625,13 +713,6 @@ impl Gateway {
             });
             let _ = tx.send(line.to_string());
         }
-    }
-
-    fn key_state(&self, name: &str) -> Option<&KeyState> {
-        if let Some(a) = &self.anonymous {
-            return Some(a);
-        }
-        self.keys.values().find(|k| k.name == name)
     }
 }
 
@@ -673,8 +754,10 @@ impl Drop for InFlight {
 
 struct Record {
     guard: InFlight,
-    key: String,
-    model: String,
+    /// Index into `Gateway::keys`.
+    key: u16,
+    /// Index into `Gateway::models`.
+    model: u16,
     start: Instant,
     ttft: Duration,
     status: u16,
@@ -722,14 +805,26 @@ impl HttpBody for ProxyBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        if let Some(f) = this.first.pop_front() {
-            if let Some(d) = f.data_ref() {
-                this.scanner.feed(d);
+        // The frames read while choosing the replica join the first write.
+        while let Some(f) = this.first.pop_front() {
+            match f.into_data() {
+                Ok(d) => {
+                    this.scanner.feed(&d);
+                    this.pending.extend_from_slice(&d);
+                }
+                Err(f) => {
+                    if let Some(d) = this.take_pending() {
+                        this.first.push_front(f);
+                        return Poll::Ready(Some(Ok(d)));
+                    }
+                    return Poll::Ready(Some(Ok(f)));
+                }
             }
-            return Poll::Ready(Some(Ok(f)));
         }
         loop {
             let Some(up) = this.upstream.as_mut() else {
+                // The replica's body had ended before the response began.
+                this.end(End::Complete);
                 return Poll::Ready(this.take_pending().map(Ok));
             };
             match Pin::new(up).poll_frame(cx) {

@@ -1,7 +1,10 @@
 //! What the gateway reads from requests (model, streaming, the prompt prefix) and from
 //! responses (the token usage the replica reports), without holding a whole stream in memory.
 
+use serde::de::IgnoredAny;
+use serde::Deserialize;
 use serde_json::Value;
+use std::borrow::Cow;
 
 /// What routing and accounting need from a request body.
 #[derive(Debug, Clone, PartialEq)]
@@ -17,34 +20,95 @@ pub struct RequestInfo {
     pub forward: Option<Vec<u8>>,
 }
 
+/// The fields of a request body the gateway reads, borrowed from the body where possible;
+/// everything else is skipped unparsed.
+#[derive(Deserialize)]
+struct Req<'a> {
+    #[serde(borrow, default)]
+    model: Option<Cow<'a, str>>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(borrow, default)]
+    messages: Option<Vec<Msg<'a>>>,
+    #[serde(borrow, default)]
+    prompt: Option<Prompt<'a>>,
+    #[serde(default)]
+    stream_options: Option<StreamOptions>,
+}
+
+#[derive(Deserialize)]
+struct Msg<'a> {
+    #[serde(borrow, default)]
+    role: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    content: Option<Content<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Content<'a> {
+    Text(#[serde(borrow)] Cow<'a, str>),
+    Parts(#[serde(borrow)] Vec<Part<'a>>),
+    Other(IgnoredAny),
+}
+
+#[derive(Deserialize)]
+struct Part<'a> {
+    #[serde(borrow, default)]
+    text: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Prompt<'a> {
+    Text(#[serde(borrow)] Cow<'a, str>),
+    Many(#[serde(borrow)] Vec<Cow<'a, str>>),
+    Other(IgnoredAny),
+}
+
+#[derive(Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: Option<bool>,
+}
+
 /// Parse a completions or chat-completions body; `Err` is the client-facing reason.
 pub fn inspect(body: &[u8], prefix_bytes: usize) -> Result<RequestInfo, String> {
-    let mut v: Value =
-        serde_json::from_slice(body).map_err(|e| format!("request body is not JSON: {e}"))?;
-    let obj = v
-        .as_object_mut()
-        .ok_or_else(|| "request body must be a JSON object".to_string())?;
-    let model = obj
-        .get("model")
-        .and_then(Value::as_str)
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(if serde_json::from_slice::<IgnoredAny>(body).is_ok() {
+            "request body must be a JSON object".to_string()
+        } else {
+            "request body is not JSON".to_string()
+        });
+    }
+    let req: Req = serde_json::from_slice(body).map_err(|e| {
+        if e.is_data() {
+            format!("request body: {e}")
+        } else {
+            format!("request body is not JSON: {e}")
+        }
+    })?;
+    let model = req
+        .model
         .ok_or_else(|| "`model` (a string) is required".to_string())?
-        .to_string();
-    let stream = obj.get("stream").and_then(Value::as_bool).unwrap_or(false);
+        .into_owned();
+    let stream = req.stream.unwrap_or(false);
+    // The prompt's first bytes: roles and text of the messages in order, or the prompt.
     let mut text = String::new();
-    if let Some(msgs) = obj.get("messages").and_then(Value::as_array) {
+    if let Some(msgs) = &req.messages {
         for m in msgs {
             if text.len() >= prefix_bytes {
                 break;
             }
-            if let Some(r) = m.get("role").and_then(Value::as_str) {
+            if let Some(r) = &m.role {
                 text.push_str(r);
                 text.push('\n');
             }
-            match m.get("content") {
-                Some(Value::String(s)) => text.push_str(s),
-                Some(Value::Array(parts)) => {
+            match &m.content {
+                Some(Content::Text(s)) => text.push_str(s),
+                Some(Content::Parts(parts)) => {
                     for p in parts {
-                        if let Some(t) = p.get("text").and_then(Value::as_str) {
+                        if let Some(t) = &p.text {
                             text.push_str(t);
                         }
                     }
@@ -54,10 +118,10 @@ pub fn inspect(body: &[u8], prefix_bytes: usize) -> Result<RequestInfo, String> 
             text.push('\n');
         }
     } else {
-        match obj.get("prompt") {
-            Some(Value::String(s)) => text.push_str(s),
-            Some(Value::Array(a)) => {
-                if let Some(s) = a.first().and_then(Value::as_str) {
+        match &req.prompt {
+            Some(Prompt::Text(s)) => text.push_str(s),
+            Some(Prompt::Many(a)) => {
+                if let Some(s) = a.first() {
                     text.push_str(s);
                 }
             }
@@ -71,23 +135,30 @@ pub fn inspect(body: &[u8], prefix_bytes: usize) -> Result<RequestInfo, String> 
         }
         crate::route::hash_bytes(&text.as_bytes()[..end])
     });
-    let mut forward = None;
-    if stream {
-        let wants = obj
-            .get("stream_options")
-            .and_then(|o| o.get("include_usage"))
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
-        if !wants {
+    let wants_usage = req
+        .stream_options
+        .as_ref()
+        .and_then(|o| o.include_usage)
+        .unwrap_or(false);
+    let forward = if stream && !wants_usage {
+        // Rare path: rewrite the body with usage requested.
+        let mut v: Value =
+            serde_json::from_slice(body).map_err(|e| format!("request body: {e}"))?;
+        if let Some(obj) = v.as_object_mut() {
             let so = obj
                 .entry("stream_options")
                 .or_insert_with(|| Value::Object(Default::default()));
+            if !so.is_object() {
+                *so = Value::Object(Default::default());
+            }
             if let Some(so) = so.as_object_mut() {
                 so.insert("include_usage".into(), Value::Bool(true));
             }
-            forward = Some(serde_json::to_vec(&v).expect("a Value serialises"));
         }
-    }
+        Some(serde_json::to_vec(&v).expect("a Value serialises"))
+    } else {
+        None
+    };
     Ok(RequestInfo {
         model,
         stream,
@@ -111,22 +182,6 @@ impl Usage {
     /// Prompt plus completion: what the token limit counts.
     pub fn total(&self) -> u64 {
         self.prompt + self.completion
-    }
-    fn from_value(v: &Value) -> Option<Usage> {
-        let u = v.get("usage")?;
-        if u.is_null() {
-            return None;
-        }
-        let n = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
-        Some(Usage {
-            prompt: n("prompt_tokens"),
-            completion: n("completion_tokens"),
-            cached: u
-                .get("prompt_tokens_details")
-                .and_then(|d| d.get("cached_tokens"))
-                .and_then(Value::as_u64)
-                .unwrap_or(0),
-        })
     }
 }
 
@@ -168,7 +223,7 @@ impl Scanner {
             return;
         }
         let mut rest = data;
-        while let Some(nl) = rest.iter().position(|&b| b == b'\n') {
+        while let Some(nl) = memchr::memchr(b'\n', rest) {
             let (line, tail) = rest.split_at(nl);
             if self.overflow {
                 self.overflow = false;
@@ -204,9 +259,9 @@ impl Scanner {
         }
         self.chunks += 1;
         // Parse only the events that can carry usage.
-        if contains(data, b"\"usage\"") && !contains(data, b"\"usage\":null") {
-            if let Ok(v) = serde_json::from_slice::<Value>(data) {
-                if let Some(u) = Usage::from_value(&v) {
+        if USAGE_KEY.find(data).is_some() && USAGE_NULL.find(data).is_none() {
+            if let Ok(ev) = serde_json::from_slice::<UsageEvent>(data) {
+                if let Some(u) = ev.into_usage() {
                     self.usage = Some(u);
                 }
             }
@@ -216,16 +271,80 @@ impl Scanner {
     /// Call at the end of the body: a JSON body is parsed now.
     pub fn finish(&mut self) {
         if !self.sse && !self.overflow {
-            if let Ok(v) = serde_json::from_slice::<Value>(&self.buf) {
-                self.usage = Usage::from_value(&v);
+            if let Ok(ev) = serde_json::from_slice::<UsageEvent>(&self.buf) {
+                self.usage = ev.into_usage();
             }
             self.buf = Vec::new();
         }
     }
 }
 
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
+static USAGE_KEY: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"usage\""));
+static USAGE_NULL: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"usage\":null"));
+
+/// The part of a response or stream event that carries usage; the rest is skipped unparsed.
+///
+/// llama.cpp's server does not fill `prompt_tokens_details`; it reports the prompt tokens it
+/// actually evaluated as `timings.prompt_n`, and the rest of the prompt came from its cache.
+#[derive(Deserialize)]
+struct UsageEvent {
+    #[serde(default)]
+    usage: Option<UsageJson>,
+    #[serde(default)]
+    timings: Option<Timings>,
+}
+
+#[derive(Deserialize)]
+struct Timings {
+    #[serde(default)]
+    prompt_n: Option<i64>,
+}
+
+impl UsageEvent {
+    fn into_usage(self) -> Option<Usage> {
+        let u = self.usage?;
+        let from_timings = self
+            .timings
+            .and_then(|t| t.prompt_n)
+            .filter(|&n| n >= 0)
+            .map(|n| u.prompt_tokens.saturating_sub(n as u64));
+        let mut usage = Usage::from(u);
+        if usage.cached == 0 {
+            usage.cached = from_timings.unwrap_or(0);
+        }
+        Some(usage)
+    }
+}
+
+#[derive(Deserialize)]
+struct UsageJson {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
+    #[serde(default)]
+    prompt_tokens_details: Option<Details>,
+}
+
+#[derive(Deserialize)]
+struct Details {
+    #[serde(default)]
+    cached_tokens: Option<u64>,
+}
+
+impl From<UsageJson> for Usage {
+    fn from(u: UsageJson) -> Usage {
+        Usage {
+            prompt: u.prompt_tokens,
+            completion: u.completion_tokens,
+            cached: u
+                .prompt_tokens_details
+                .and_then(|d| d.cached_tokens)
+                .unwrap_or(0),
+        }
+    }
 }
 
 /// The SSE event that ends a stream cut mid-way, in OpenAI's error shape, so clients raise a
@@ -309,6 +428,10 @@ mod tests {
             assert!(s.done);
             assert_eq!(s.chunks, 3);
         }
+        // llama.cpp's server: cached tokens from `timings.prompt_n`.
+        let mut l = Scanner::new(true);
+        l.feed(b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":30,\"completion_tokens\":4},\"timings\":{\"prompt_n\":6}}\n\n");
+        assert_eq!(l.usage.unwrap().cached, 24);
         let mut j = Scanner::new(false);
         j.feed(br#"{"choices":[],"usage":{"prompt_tokens":3,"#);
         j.feed(br#""completion_tokens":5}}"#);
