@@ -195,6 +195,7 @@ async fn the_gateway_streams_reuses_prefixes_and_fails_over_on_llama_cpp() {
         "one replica took the whole conversation: {served:?}"
     );
     let home = served.iter().position(|&n| n > 0).unwrap();
+    eprintln!("llama.cpp e2e: prompt tokens from cache per request {cached:?}, requests per replica {served:?}");
 
     // 3. Failover: kill the replica holding the prefix; requests keep succeeding on the other.
     let (victim, survivor) = if home == 0 { (a, b) } else { (b, a) };
