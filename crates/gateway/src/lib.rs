@@ -7,6 +7,7 @@
 //! * [`usage`]: what is read from requests (model, prefix) and responses (token usage).
 //! * [`proxy`]: the hyper server and client that stream answers through frame by frame, retry
 //!   before the first byte and end cut streams with an error event.
+//! * [`upstream`]: the pooled HTTP/1.1 client to replicas, read by the request's own task.
 //! * [`health`]: active health checks and queue-depth scraping; passive ejection is in `proxy`.
 //! * [`metrics`]: the Prometheus exposition.
 //! * [`mock`]: the fault-injecting mock replica the tests and the benchmark use.
@@ -20,6 +21,7 @@ pub mod metrics;
 pub mod mock;
 pub mod proxy;
 pub mod route;
+pub mod upstream;
 pub mod usage;
 
 pub use config::Config;

@@ -11,6 +11,7 @@ use crate::config::{parse_base_url, Cidr, Config};
 use crate::limit::{retry_after_header, Limit, Limiter};
 use crate::metrics::Metrics;
 use crate::route::{self, Candidate, Params, Ring};
+use crate::upstream::Read;
 use crate::usage::{self, Scanner, Usage};
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame};
@@ -72,7 +73,8 @@ pub struct Replica {
     ejected_until_ms: AtomicU64,
     /// Whether `eject` holds failures or a streak (a success then takes the lock to clear it).
     failing: AtomicBool,
-    authority: hyper::http::uri::Authority,
+    /// Keep-alive connections to it.
+    pool: crate::upstream::Pool,
     /// Times this replica was ejected.
     pub ejections: AtomicU64,
 }
@@ -181,11 +183,7 @@ impl Gateway {
                 ejections: AtomicU64::new(0),
                 ejected_until_ms: AtomicU64::new(0),
                 failing: AtomicBool::new(false),
-                authority: parse_base_url(&r.url)
-                    .expect("validated")
-                    .0
-                    .parse()
-                    .expect("validated host:port"),
+                pool: crate::upstream::Pool::new(&parse_base_url(&r.url).expect("validated").0),
             })
             .collect();
         let ring = Ring::new(&replicas.iter().map(|r| r.id.as_str()).collect::<Vec<_>>());
@@ -514,16 +512,17 @@ impl Gateway {
                 gw: self.clone(),
                 index: i,
             };
-            let mut up = Request::builder().method(Method::POST).uri(
-                hyper::Uri::builder()
-                    .scheme(hyper::http::uri::Scheme::HTTP)
-                    .authority(replica.authority.clone())
-                    .path_and_query(path_q.clone())
-                    .build()
-                    .expect("valid parts"),
-            );
+            // The request head, written by hand: the client's headers minus hop-by-hop ones
+            // and its key.
+            let mut head = Vec::with_capacity(512);
+            head.extend_from_slice(b"POST ");
+            head.extend_from_slice(path_q.as_str().as_bytes());
+            head.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+            head.extend_from_slice(replica.pool.authority.as_bytes());
+            head.extend_from_slice(b"\r\ncontent-length: ");
+            head.extend_from_slice(forward.len().to_string().as_bytes());
+            head.extend_from_slice(b"\r\n");
             for (name, value) in parts.headers.iter() {
-                // Hop-by-hop headers and the client's key stay here.
                 if matches!(
                     name.as_str(),
                     "host"
@@ -534,76 +533,42 @@ impl Gateway {
                         | "authorization"
                         | "te"
                         | "upgrade"
+                        | "expect"
                         | "proxy-connection"
                 ) {
                     continue;
                 }
-                up = up.header(name, value);
+                head.extend_from_slice(name.as_str().as_bytes());
+                head.extend_from_slice(b": ");
+                head.extend_from_slice(value.as_bytes());
+                head.extend_from_slice(b"\r\n");
             }
-            let up = up
-                .body(Full::new(forward.clone()))
-                .expect("a valid request");
+            head.extend_from_slice(b"\r\n");
             let deadline = Duration::from_millis(self.cfg.first_byte_timeout_ms);
             let first = tokio::time::timeout(deadline, async {
-                let resp = self.client.request(up).await.map_err(|e| format!("{e}"))?;
-                let status = resp.status();
-                if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
-                    return Err(format!("replica answered {status}"));
+                let mut resp = replica
+                    .pool
+                    .send(&head, &forward)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if resp.status >= 500 || resp.status == 429 {
+                    return Err(format!("replica answered {}", resp.status));
                 }
-                let (head, mut body) = resp.into_parts();
-                // Wait for the first body bytes: until they reach the client, the request
-                // can still go elsewhere.
-                let mut first: Vec<Frame<Bytes>> = Vec::new();
-                let mut ended = false;
-                loop {
-                    match body.frame().await {
-                        Some(Ok(f)) => {
-                            let data = f.data_ref().is_some_and(|d| !d.is_empty());
-                            let trailers = f.is_trailers();
-                            first.push(f);
-                            if data || trailers {
-                                break;
-                            }
+                // Wait for the first body bytes: until they reach the client, the request can
+                // still go elsewhere. One read brings everything the replica sent together.
+                match resp.body.next().await {
+                    Ok(Read::Data(d)) => Ok((resp, d, false)),
+                    Ok(Read::End(conn)) => {
+                        if let Some(c) = conn {
+                            replica.pool.put(c);
                         }
-                        Some(Err(e)) => return Err(format!("cut before the first byte: {e}")),
-                        None => {
-                            ended = true;
-                            break;
-                        }
+                        Ok((resp, Bytes::new(), true))
                     }
+                    Err(e) => Err(format!("cut before the first byte: {e}")),
                 }
-                // What the replica sent together with the first bytes joins them, so the head
-                // and a short answer leave in one write (scheduler yields only, no timer). A
-                // failure here is still before the first byte: the request can go elsewhere.
-                let mut idle = 0;
-                while !ended && idle < COALESCE_YIELDS {
-                    tokio::task::yield_now().await;
-                    idle += 1;
-                    loop {
-                        let next = std::future::poll_fn(|cx| {
-                            Poll::Ready(Pin::new(&mut body).poll_frame(cx))
-                        })
-                        .await;
-                        match next {
-                            Poll::Ready(Some(Ok(f))) => {
-                                first.push(f);
-                                idle = 0;
-                            }
-                            Poll::Ready(Some(Err(e))) => {
-                                return Err(format!("cut before the first byte: {e}"))
-                            }
-                            Poll::Ready(None) => {
-                                ended = true;
-                                break;
-                            }
-                            Poll::Pending => break,
-                        }
-                    }
-                }
-                Ok((head, first, if ended { None } else { Some(body) }))
             })
             .await;
-            let (head, first, body) = match first {
+            let (resp, first, ended) = match first {
                 Ok(Ok(x)) => x,
                 Ok(Err(e)) => {
                     last_error = format!("replica {}: {e}", replica.id);
@@ -622,38 +587,41 @@ impl Gateway {
                 }
             };
             let ttft = start.elapsed();
-            let sse = head
-                .headers
-                .get(CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.starts_with("text/event-stream"));
-            let status = head.status;
-            let mut resp = Response::builder().status(status);
-            for (name, value) in head.headers.iter() {
+            let sse = resp.headers.iter().any(|(n, v)| {
+                n == "content-type" && v.starts_with(b"text/event-stream")
+            });
+            let status = resp.status;
+            let mut builder = Response::builder().status(status);
+            for (name, value) in &resp.headers {
                 if matches!(
                     name.as_str(),
                     "connection" | "keep-alive" | "transfer-encoding" | "te" | "upgrade"
+                        | "content-length"
                 ) {
                     continue;
                 }
-                resp = resp.header(name, value);
+                builder = builder.header(name.as_str(), value.as_ref());
             }
-            let body = ProxyBody {
-                first: first.into(),
-                upstream: body,
-                scanner: Scanner::new(sse),
+            let mut scanner = Scanner::new(sse);
+            scanner.feed(&first);
+            let mut body = ProxyBody {
+                first: (!first.is_empty()).then_some(first),
+                upstream: (!ended).then_some(resp.body),
+                scanner,
                 sse,
-                pending: bytes::BytesMut::new(),
-                yielded: 0,
                 record: Some(Record {
                     guard,
                     key: key.index,
                     model: self.models.binary_search(&info.model).expect("served") as u16,
                     start,
                     ttft,
-                    status: status.as_u16(),
+                    status,
                 }),
             };
+            if ended {
+                body.end(End::Complete);
+            }
+            let resp = builder;
             return resp
                 .body(UnsyncBoxBody::new(body))
                 .expect("a valid response");
@@ -763,23 +731,15 @@ struct Record {
     status: u16,
 }
 
-/// The response body: the frames already read, then the replica's, passed on as they come.
+/// The response body: the first bytes (read while the replica could still be swapped), then
+/// whatever each read of the replica's connection brings, passed on at once.
 struct ProxyBody {
-    first: std::collections::VecDeque<Frame<Bytes>>,
-    upstream: Option<Incoming>,
+    first: Option<Bytes>,
+    upstream: Option<crate::upstream::Reader>,
     scanner: Scanner,
     sse: bool,
     record: Option<Record>,
-    /// Data read but not yet passed on (see [`ProxyBody::poll_frame`] on coalescing).
-    pending: bytes::BytesMut,
-    /// Yields since data last arrived (see [`COALESCE_YIELDS`]).
-    yielded: u32,
 }
-
-/// Most bytes gathered into one frame before it is passed on.
-const COALESCE_BYTES: usize = 64 << 10;
-/// Scheduler yields without new data after which gathered data is passed on.
-const COALESCE_YIELDS: u32 = 3;
 
 impl ProxyBody {
     fn end(&mut self, end: End) {
@@ -792,10 +752,6 @@ impl ProxyBody {
     }
 }
 
-/// Frames are passed on as soon as no more data is ready: when a frame arrives, the body
-/// yields once to the scheduler (no timer, microseconds) so that chunks the replica sent
-/// together, which hyper hands over one at a time, leave in one write instead of one system
-/// call each. A token that arrives alone goes out alone after that one yield.
 impl HttpBody for ProxyBody {
     type Data = Bytes;
     type Error = BoxError;
@@ -805,95 +761,47 @@ impl HttpBody for ProxyBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        // The frames read while choosing the replica join the first write.
-        while let Some(f) = this.first.pop_front() {
-            match f.into_data() {
-                Ok(d) => {
-                    this.scanner.feed(&d);
-                    this.pending.extend_from_slice(&d);
-                }
-                Err(f) => {
-                    if let Some(d) = this.take_pending() {
-                        this.first.push_front(f);
-                        return Poll::Ready(Some(Ok(d)));
-                    }
-                    return Poll::Ready(Some(Ok(f)));
-                }
-            }
+        if let Some(d) = this.first.take() {
+            return Poll::Ready(Some(Ok(Frame::data(d))));
         }
-        loop {
-            let Some(up) = this.upstream.as_mut() else {
-                // The replica's body had ended before the response began.
+        let Some(up) = this.upstream.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match up.poll_data(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(Read::Data(d))) => {
+                this.scanner.feed(&d);
+                Poll::Ready(Some(Ok(Frame::data(d))))
+            }
+            Poll::Ready(Ok(Read::End(conn))) => {
+                if let (Some(c), Some(rec)) = (conn, this.record.as_ref()) {
+                    rec.guard.gw.replicas[rec.guard.index].pool.put(c);
+                }
                 this.end(End::Complete);
-                return Poll::Ready(this.take_pending().map(Ok));
-            };
-            match Pin::new(up).poll_frame(cx) {
-                Poll::Pending => {
-                    if this.pending.is_empty() {
-                        return Poll::Pending;
-                    }
-                    if this.yielded < COALESCE_YIELDS && this.pending.len() < COALESCE_BYTES {
-                        this.yielded += 1;
-                        // tokio's yield defers the wake-up to the end of the scheduler's tick,
-                        // after the upstream connection's task has run (a plain self-wake
-                        // would be polled again first).
-                        let mut y = std::pin::pin!(tokio::task::yield_now());
-                        let _ = std::future::Future::poll(y.as_mut(), cx);
-                        return Poll::Pending;
-                    }
-                    return Poll::Ready(this.take_pending().map(Ok));
-                }
-                Poll::Ready(Some(Ok(f))) => match f.into_data() {
-                    Ok(d) => {
-                        this.scanner.feed(&d);
-                        this.pending.extend_from_slice(&d);
-                        this.yielded = 0;
-                        if this.pending.len() >= COALESCE_BYTES {
-                            return Poll::Ready(this.take_pending().map(Ok));
-                        }
-                    }
-                    Err(f) => {
-                        // Trailers: flush the data first, keep the trailers for the next poll.
-                        if let Some(d) = this.take_pending() {
-                            this.first.push_back(f);
-                            return Poll::Ready(Some(Ok(d)));
-                        }
-                        return Poll::Ready(Some(Ok(f)));
-                    }
-                },
-                Poll::Ready(None) => {
-                    this.end(End::Complete);
-                    return Poll::Ready(this.take_pending().map(Ok));
-                }
-                Poll::Ready(Some(Err(e))) => {
-                    let replica = this
-                        .record
-                        .as_ref()
-                        .map(|r| r.guard.gw.replicas[r.guard.index].id.clone())
-                        .unwrap_or_default();
-                    this.end(End::Cut);
-                    if this.sse {
-                        let msg = format!("replica {replica} failed mid-stream: {e}");
-                        this.pending
-                            .extend_from_slice(&usage::stream_error_event(&msg));
-                        return Poll::Ready(this.take_pending().map(Ok));
-                    }
+                Poll::Ready(None)
+            }
+            Poll::Ready(Err(e)) => {
+                let replica = this
+                    .record
+                    .as_ref()
+                    .map(|r| r.guard.gw.replicas[r.guard.index].id.clone())
+                    .unwrap_or_default();
+                this.end(End::Cut);
+                if this.sse {
+                    let msg = format!("replica {replica} failed mid-stream: {e}");
+                    Poll::Ready(Some(Ok(Frame::data(Bytes::from(
+                        usage::stream_error_event(&msg),
+                    )))))
+                } else {
                     // Not a stream: the client's connection is aborted, as the replica's was.
-                    this.pending.clear();
-                    return Poll::Ready(Some(Err(Box::new(e))));
+                    Poll::Ready(Some(Err(Box::new(e))))
                 }
             }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.first.is_empty() && self.upstream.is_none() && self.pending.is_empty()
-    }
-}
-
-impl ProxyBody {
-    fn take_pending(&mut self) -> Option<Frame<Bytes>> {
-        (!self.pending.is_empty()).then(|| Frame::data(self.pending.split().freeze()))
+        self.first.is_none() && self.upstream.is_none()
     }
 }
 
