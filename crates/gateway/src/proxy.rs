@@ -568,7 +568,7 @@ impl Gateway {
                 }
             })
             .await;
-            let (resp, first, ended) = match first {
+            let (mut resp, first, ended) = match first {
                 Ok(Ok(x)) => x,
                 Ok(Err(e)) => {
                     last_error = format!("replica {}: {e}", replica.id);
@@ -587,21 +587,12 @@ impl Gateway {
                 }
             };
             let ttft = start.elapsed();
-            let sse = resp.headers.iter().any(|(n, v)| {
-                n == "content-type" && v.starts_with(b"text/event-stream")
-            });
+            let sse = resp
+                .headers
+                .get(CONTENT_TYPE)
+                .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
             let status = resp.status;
-            let mut builder = Response::builder().status(status);
-            for (name, value) in &resp.headers {
-                if matches!(
-                    name.as_str(),
-                    "connection" | "keep-alive" | "transfer-encoding" | "te" | "upgrade"
-                        | "content-length"
-                ) {
-                    continue;
-                }
-                builder = builder.header(name.as_str(), value.as_ref());
-            }
+            let headers = std::mem::take(&mut resp.headers);
             let mut scanner = Scanner::new(sse);
             scanner.feed(&first);
             let mut body = ProxyBody {
@@ -621,10 +612,10 @@ impl Gateway {
             if ended {
                 body.end(End::Complete);
             }
-            let resp = builder;
-            return resp
-                .body(UnsyncBoxBody::new(body))
-                .expect("a valid response");
+            let mut out = Response::new(UnsyncBoxBody::new(body));
+            *out.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+            *out.headers_mut() = headers;
+            return out;
         }
         self.metrics.unroutable.fetch_add(1, Ordering::Relaxed);
         error(

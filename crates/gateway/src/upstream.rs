@@ -22,7 +22,8 @@ const MAX_HEAD: usize = 64 << 10;
 pub struct Pool {
     /// `host:port`.
     pub authority: String,
-    idle: Mutex<Vec<TcpStream>>,
+    /// Idle connections with their (empty) read buffers, reused to spare an allocation.
+    idle: Mutex<Vec<(TcpStream, BytesMut)>>,
 }
 
 impl Pool {
@@ -34,15 +35,15 @@ impl Pool {
         }
     }
 
-    fn take(&self) -> Option<TcpStream> {
+    fn take(&self) -> Option<(TcpStream, BytesMut)> {
         self.idle.lock().expect("pool lock").pop()
     }
 
     /// Return a connection whose last answer was read completely.
-    pub fn put(&self, s: TcpStream) {
+    pub fn put(&self, conn: Idle) {
         let mut idle = self.idle.lock().expect("pool lock");
         if idle.len() < MAX_IDLE {
-            idle.push(s);
+            idle.push((conn.0, conn.1));
         }
     }
 
@@ -56,15 +57,17 @@ impl Pool {
     /// closed meanwhile is replaced by a fresh one transparently (that is not a failure of the
     /// replica); any other error is.
     pub async fn send(&self, head: &[u8], body: &[u8]) -> io::Result<Response> {
-        if let Some(s) = self.take() {
-            match exchange(s, head, body).await {
+        if let Some((s, buf)) = self.take() {
+            match exchange(s, buf, head, body).await {
                 Ok(r) => return Ok(r),
                 Err(Stale::No(e)) => return Err(e),
                 Err(Stale::Yes) => {}
             }
         }
         let s = self.connect().await?;
-        exchange(s, head, body).await.map_err(|e| match e {
+        exchange(s, BytesMut::with_capacity(8 << 10), head, body)
+            .await
+            .map_err(|e| match e {
             Stale::No(e) => e,
             Stale::Yes => io::Error::new(
                 io::ErrorKind::ConnectionAborted,
@@ -80,7 +83,15 @@ enum Stale {
     No(io::Error),
 }
 
-async fn exchange(mut s: TcpStream, head: &[u8], body: &[u8]) -> Result<Response, Stale> {
+/// A connection and its read buffer, back to the pool.
+pub struct Idle(TcpStream, BytesMut);
+
+async fn exchange(
+    mut s: TcpStream,
+    mut buf: BytesMut,
+    head: &[u8],
+    body: &[u8],
+) -> Result<Response, Stale> {
     let write = async {
         if body.len() <= 16 << 10 {
             let mut all = Vec::with_capacity(head.len() + body.len());
@@ -98,7 +109,7 @@ async fn exchange(mut s: TcpStream, head: &[u8], body: &[u8]) -> Result<Response
             _ => Stale::No(e),
         });
     }
-    let mut buf = BytesMut::with_capacity(8 << 10);
+    buf.clear();
     loop {
         let n = match tokio::io::AsyncReadExt::read_buf(&mut s, &mut buf).await {
             Ok(n) => n,
@@ -122,11 +133,13 @@ async fn exchange(mut s: TcpStream, head: &[u8], body: &[u8]) -> Result<Response
         match r.parse(&buf) {
             Ok(httparse::Status::Complete(len)) => {
                 let status = r.code.unwrap_or(0);
-                let mut out_headers = Vec::with_capacity(r.headers.len());
+                let mut out_headers = hyper::HeaderMap::with_capacity(r.headers.len());
                 let mut framing = Framing::Close;
                 let mut keep_alive = r.version == Some(1);
                 for h in r.headers.iter() {
-                    let name = h.name.to_ascii_lowercase();
+                    let Ok(name) = hyper::header::HeaderName::from_bytes(h.name.as_bytes()) else {
+                        return Err(Stale::No(bad("bad header name")));
+                    };
                     match name.as_str() {
                         "content-length" => {
                             let n = std::str::from_utf8(h.value)
@@ -149,7 +162,18 @@ async fn exchange(mut s: TcpStream, head: &[u8], body: &[u8]) -> Result<Response
                         }
                         _ => {}
                     }
-                    out_headers.push((name, Bytes::copy_from_slice(h.value)));
+                    // Hop-by-hop headers and the framing stay with this connection.
+                    if matches!(
+                        name.as_str(),
+                        "connection" | "keep-alive" | "transfer-encoding" | "te" | "upgrade"
+                            | "content-length"
+                    ) {
+                        continue;
+                    }
+                    let Ok(value) = hyper::header::HeaderValue::from_bytes(h.value) else {
+                        return Err(Stale::No(bad("bad header value")));
+                    };
+                    out_headers.append(name, value);
                 }
                 if status == 204 || status == 304 || (100..200).contains(&status) {
                     framing = Framing::Length(0);
@@ -184,8 +208,8 @@ fn bad(msg: &str) -> io::Error {
 pub struct Response {
     /// Status code.
     pub status: u16,
-    /// Headers, names lower-cased.
-    pub headers: Vec<(String, Bytes)>,
+    /// End-to-end headers (hop-by-hop ones and the framing removed).
+    pub headers: hyper::HeaderMap,
     /// The body.
     pub body: Reader,
 }
@@ -231,7 +255,7 @@ pub enum Read {
     /// Body bytes (everything decodable from what has arrived).
     Data(Bytes),
     /// The body is complete; the connection, when reusable, is handed back.
-    End(Option<TcpStream>),
+    End(Option<Idle>),
 }
 
 impl Reader {
@@ -334,14 +358,17 @@ impl Reader {
             let done = self.decode(&mut out)?;
             if done {
                 let conn = if self.keep_alive && self.buf.is_empty() {
-                    self.stream.take()
+                    self.stream.take().map(|s| Idle(s, std::mem::take(&mut self.buf)))
                 } else {
                     self.stream = None;
                     None
                 };
                 if !out.is_empty() {
                     // Hand the data out first; the next call reports the end.
-                    self.stream = conn;
+                    if let Some(Idle(s, b)) = conn {
+                        self.stream = Some(s);
+                        self.buf = b;
+                    }
                     return Poll::Ready(Ok(Read::Data(out.freeze())));
                 }
                 return Poll::Ready(Ok(Read::End(conn)));
