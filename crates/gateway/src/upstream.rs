@@ -68,12 +68,12 @@ impl Pool {
         exchange(s, BytesMut::with_capacity(8 << 10), head, body)
             .await
             .map_err(|e| match e {
-            Stale::No(e) => e,
-            Stale::Yes => io::Error::new(
-                io::ErrorKind::ConnectionAborted,
-                "the replica closed the connection without answering",
-            ),
-        })
+                Stale::No(e) => e,
+                Stale::Yes => io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    "the replica closed the connection without answering",
+                ),
+            })
     }
 }
 
@@ -150,22 +150,22 @@ async fn exchange(
                                 framing = Framing::Length(n);
                             }
                         }
-                        "transfer-encoding" => {
-                            if h.value.eq_ignore_ascii_case(b"chunked") {
-                                framing = Framing::Chunked(Chunk::Size(0, false));
-                            }
+                        "transfer-encoding" if h.value.eq_ignore_ascii_case(b"chunked") => {
+                            framing = Framing::Chunked(Chunk::Size(0, false));
                         }
-                        "connection" => {
-                            if h.value.eq_ignore_ascii_case(b"close") {
-                                keep_alive = false;
-                            }
+                        "connection" if h.value.eq_ignore_ascii_case(b"close") => {
+                            keep_alive = false;
                         }
                         _ => {}
                     }
                     // Hop-by-hop headers and the framing stay with this connection.
                     if matches!(
                         name.as_str(),
-                        "connection" | "keep-alive" | "transfer-encoding" | "te" | "upgrade"
+                        "connection"
+                            | "keep-alive"
+                            | "transfer-encoding"
+                            | "te"
+                            | "upgrade"
                             | "content-length"
                     ) {
                         continue;
@@ -358,7 +358,9 @@ impl Reader {
             let done = self.decode(&mut out)?;
             if done {
                 let conn = if self.keep_alive && self.buf.is_empty() {
-                    self.stream.take().map(|s| Idle(s, std::mem::take(&mut self.buf)))
+                    self.stream
+                        .take()
+                        .map(|s| Idle(s, std::mem::take(&mut self.buf)))
                 } else {
                     self.stream = None;
                     None
