@@ -5,8 +5,8 @@
 //!   load, cost), tested without sockets.
 //! * [`limit`]: per-key request and token buckets, time passed in.
 //! * [`usage`]: what is read from requests (model, prefix) and responses (token usage).
-//! * [`proxy`]: the hyper server and client that stream answers through frame by frame, retry
-//!   before the first byte and end cut streams with an error event.
+//! * [`proxy`]: the hyper server and the request path: streams answers through as they
+//!   arrive, retries before the first byte, ends cut streams with an error event.
 //! * [`upstream`]: the pooled HTTP/1.1 client to replicas, read by the request's own task.
 //! * [`health`]: active health checks and queue-depth scraping; passive ejection is in `proxy`.
 //! * [`metrics`]: the Prometheus exposition.

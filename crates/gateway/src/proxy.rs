@@ -127,6 +127,7 @@ pub struct Gateway {
     keys: Vec<KeyState>,
     /// Key hash → index into `keys` (empty when the gateway is open).
     key_index: HashMap<String, usize>,
+    /// hyper's client, for health probes and metric scrapes (requests use `upstream`).
     pub(crate) client: Client<HttpConnector, Full<Bytes>>,
     /// Counters and histograms behind `/metrics`.
     pub metrics: Metrics,
