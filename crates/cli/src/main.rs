@@ -4,6 +4,7 @@
 //! Exit codes: 0 success, 1 runtime failure, 2 bad input (a file, a flag value).
 
 mod bench;
+mod capacity;
 mod client;
 mod gateway;
 mod present;
@@ -70,6 +71,12 @@ enum Cmd {
     Catalog {
         #[command(subcommand)]
         cmd: CatalogCmd,
+    },
+    /// Long-range capacity: a facility-power ramp turned into systems, sites, energy,
+    /// emissions and money, and the first constraint that breaks.
+    Capacity {
+        #[command(subcommand)]
+        cmd: CapacityCmd,
     },
     /// Simulate a scenario: real traces and faults against the fleet, every policy compared.
     Sim {
@@ -209,6 +216,12 @@ enum FleetCmd {
         #[arg(long, value_enum, default_value_t = FleetFormat::Table)]
         format: FleetFormat,
     },
+}
+
+#[derive(Subcommand)]
+enum CapacityCmd {
+    /// Plan a build-out year by year.
+    Plan(capacity::PlanArgs),
 }
 
 #[derive(Subcommand)]
@@ -467,6 +480,9 @@ fn run(cli: Cli) -> Result<()> {
                 FleetFormat::Table => present::fleet(&fleet),
             }
         }
+        Cmd::Capacity {
+            cmd: CapacityCmd::Plan(args),
+        } => capacity::plan(&args)?,
         Cmd::Catalog {
             cmd: CatalogCmd::Build { data, out },
         } => {

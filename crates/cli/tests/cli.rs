@@ -315,3 +315,62 @@ fn the_gateway_benchmark_runs_all_three_paths_without_errors() {
     let ps = String::from_utf8_lossy(&ps.stdout);
     assert!(!ps.contains("stratus-bench-gateway"), "{ps}");
 }
+
+#[test]
+fn capacity_plan_checks_the_briefs_numbers_and_names_the_first_breach() {
+    let o = stratus(&[
+        "capacity",
+        "plan",
+        "--gw-per-week",
+        "1",
+        "--from",
+        "2026",
+        "--to",
+        "2027",
+        "--max-sites-per-year",
+        "40",
+    ]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        out.contains("1 GW a week for a year is 52 GW of capacity"),
+        "{out}"
+    );
+    assert!(
+        out.contains("8.76 TWh, the use of 818.7k US homes"),
+        "{out}"
+    );
+    assert!(
+        out.contains("breaks first: sites per year in 2026 (needs 52, limit 40)"),
+        "{out}"
+    );
+    let json = stratus(&[
+        "capacity",
+        "plan",
+        "--gw-per-week",
+        "0.5",
+        "--from",
+        "2026",
+        "--to",
+        "2028",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["years"].as_array().unwrap().len(), 3);
+    assert_eq!(v["years"][2]["total_gw"], 78.0);
+    // A bad flag value is bad input: exit code 2 and the flag named.
+    let bad = stratus(&[
+        "capacity",
+        "plan",
+        "--gw-per-week",
+        "1",
+        "--from",
+        "2026",
+        "--to",
+        "2026",
+        "--grid",
+        "us=lots",
+    ]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--grid"));
+}

@@ -8,6 +8,7 @@
 //! Architecture invariant: no I/O, no clock, no randomness. The CLI, the simulator and the
 //! controller all call [`plan`].
 
+pub mod buildout;
 pub mod exact;
 pub mod policy;
 pub mod problem;
