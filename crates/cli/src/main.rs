@@ -5,6 +5,7 @@
 
 mod bench;
 mod capacity;
+mod carbon;
 mod client;
 mod gateway;
 mod present;
@@ -77,6 +78,11 @@ enum Cmd {
     Capacity {
         #[command(subcommand)]
         cmd: CapacityCmd,
+    },
+    /// Carbon-aware shifting of deferrable batch jobs on real hourly grid intensity.
+    Carbon {
+        #[command(subcommand)]
+        cmd: CarbonCmd,
     },
     /// Simulate a scenario: real traces and faults against the fleet, every policy compared.
     Sim {
@@ -216,6 +222,12 @@ enum FleetCmd {
         #[arg(long, value_enum, default_value_t = FleetFormat::Table)]
         format: FleetFormat,
     },
+}
+
+#[derive(Subcommand)]
+enum CarbonCmd {
+    /// Move batch jobs in time and space within their deadlines; report tCO2e saved and cost.
+    Shift(carbon::ShiftArgs),
 }
 
 #[derive(Subcommand)]
@@ -483,6 +495,9 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Capacity {
             cmd: CapacityCmd::Plan(args),
         } => capacity::plan(&args)?,
+        Cmd::Carbon {
+            cmd: CarbonCmd::Shift(args),
+        } => carbon::run(&args)?,
         Cmd::Catalog {
             cmd: CatalogCmd::Build { data, out },
         } => {

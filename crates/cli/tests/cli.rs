@@ -374,3 +374,37 @@ fn capacity_plan_checks_the_briefs_numbers_and_names_the_first_breach() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--grid"));
 }
+
+#[test]
+fn carbon_shift_saves_carbon_on_the_real_2020_series_at_no_extra_cost_in_time() {
+    // Needs the hourly series in ../shared/data/carbon_intensity/hourly_lets_wait_awhile.
+    let o = stratus(&[
+        "carbon",
+        "shift",
+        "--workloads",
+        &examples("demo-workloads.yaml"),
+    ]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let year = out
+        .lines()
+        .find(|l| l.starts_with("every day of 2020"))
+        .unwrap_or_else(|| panic!("{out}"));
+    // Shifting never emits more than the agnostic choice and, at $100/t, finds savings.
+    let num = |key: &str| -> f64 {
+        let i = year.find(key).unwrap() + key.len();
+        year[i..]
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let (agnostic, aware) = (num("carbon-agnostic "), num("carbon-aware "));
+    assert!(aware < agnostic, "{year}");
+    assert!(out.contains("location-based"), "{out}");
+}

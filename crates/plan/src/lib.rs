@@ -12,6 +12,7 @@ pub mod buildout;
 pub mod exact;
 pub mod policy;
 pub mod problem;
+pub mod shift;
 pub mod solve;
 
 pub use policy::{Algorithm, Policy};
