@@ -36,4 +36,8 @@ install_llama() {
   export STRATUS_TEST_LLAMA_MODEL="$dir/tiny.gguf"
 }
 
+# Run as a script (not sourced), stop at the first failure.
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+  set -euo pipefail
+fi
 install_llama
