@@ -2,7 +2,6 @@
 
 use anyhow::{Context, Result};
 use std::path::PathBuf;
-use stratus_model::InputError;
 use stratus_plan::buildout::{self, Constants, Limits, Target};
 
 /// Arguments of `stratus capacity plan`.
@@ -51,19 +50,19 @@ pub struct PlanArgs {
 }
 
 /// `NAME=NUMBER`; a bad one is an input error naming the flag (exit code 2).
-fn pair(s: &str, what: &str) -> Result<(String, f64)> {
-    let bad = |reason: String| InputError {
-        file: "<command line>".into(),
-        line: None,
-        field: Some(what.into()),
-        reason,
-    };
+fn pair(s: &str, flag: &str) -> Result<(String, f64)> {
     let Some((k, v)) = s.rsplit_once('=') else {
-        return Err(bad(format!("`{s}`: expected NAME=NUMBER")).into());
+        return Err(crate::bad_flag(
+            flag,
+            format!("`{s}`: expected NAME=NUMBER"),
+        ));
     };
     match v.trim().parse::<f64>() {
         Ok(n) if n.is_finite() && n >= 0.0 => Ok((k.trim().to_string(), n)),
-        _ => Err(bad(format!("`{s}`: `{v}` is not a non-negative number")).into()),
+        _ => Err(crate::bad_flag(
+            flag,
+            format!("`{s}`: `{v}` is not a non-negative number"),
+        )),
     }
 }
 

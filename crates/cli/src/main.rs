@@ -365,6 +365,17 @@ fn main() -> ExitCode {
     }
 }
 
+/// A bad command-line value: an [`InputError`] naming the flag (so the exit code is 2).
+pub(crate) fn bad_flag(flag: &str, reason: impl Into<String>) -> anyhow::Error {
+    InputError {
+        file: flag.into(),
+        line: None,
+        field: None,
+        reason: reason.into(),
+    }
+    .into()
+}
+
 /// The fleet a command works on: a file, or the built-in one (borrowed, not copied).
 fn load_fleet(path: Option<&Path>) -> Result<Cow<'static, Fleet>> {
     match path {
@@ -409,22 +420,16 @@ fn run(cli: Cli) -> Result<()> {
             let fleet = load_fleet(fleet.as_deref())?;
             let w: WorkloadSet =
                 parse::load_workloads(&workloads, &fleet).context("reading workloads")?;
-            let algorithm: Algorithm = policy.parse().map_err(|e: String| InputError {
-                file: "--policy".into(),
-                line: None,
-                field: None,
-                reason: e,
-            })?;
+            let algorithm: Algorithm = policy
+                .parse()
+                .map_err(|e: String| bad_flag("--policy", e))?;
             let mut pol = Policy::with_algorithm(algorithm);
             if let Some(c) = carbon_price {
                 if !(c.is_finite() && c >= 0.0) {
-                    return Err(InputError {
-                        file: "--carbon-price".into(),
-                        line: None,
-                        field: None,
-                        reason: format!("must be a non-negative number of $/tCO2e, got {c}"),
-                    }
-                    .into());
+                    return Err(bad_flag(
+                        "--carbon-price",
+                        format!("must be a non-negative number of $/tCO2e, got {c}"),
+                    ));
                 }
                 pol.carbon_price = UsdPerTonne(c);
             }
@@ -459,12 +464,9 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let mut fleet = load_fleet(fleet.as_deref())?.into_owned();
             if let Some(a) = &accelerator {
-                let acc: stratus_model::Accelerator = a.parse().map_err(|e| InputError {
-                    file: "--accelerator".into(),
-                    line: None,
-                    field: None,
-                    reason: format!("{e}"),
-                })?;
+                let acc: stratus_model::Accelerator = a
+                    .parse()
+                    .map_err(|e| bad_flag("--accelerator", format!("{e}")))?;
                 for p in &mut fleet.providers {
                     for r in &mut p.regions {
                         r.pools.retain(|pl| pl.accelerator == acc);
@@ -553,33 +555,24 @@ fn run(cli: Cli) -> Result<()> {
                     let mut clusters = std::collections::BTreeMap::new();
                     for c in &slurm_cluster {
                         let Some((p, conf)) = c.split_once('=') else {
-                            return Err(InputError {
-                                file: "--slurm-cluster".into(),
-                                line: None,
-                                field: None,
-                                reason: format!("`{c}`: expected PROVIDER=/path/to/slurm.conf"),
-                            }
-                            .into());
+                            return Err(bad_flag(
+                                "--slurm-cluster",
+                                format!("`{c}`: expected PROVIDER=/path/to/slurm.conf"),
+                            ));
                         };
                         if !fleet.providers.iter().any(|x| x.name == p) {
-                            return Err(InputError {
-                                file: "--slurm-cluster".into(),
-                                line: None,
-                                field: None,
-                                reason: format!("no provider `{p}` in the fleet"),
-                            }
-                            .into());
+                            return Err(bad_flag(
+                                "--slurm-cluster",
+                                format!("no provider `{p}` in the fleet"),
+                            ));
                         }
                         clusters.insert(p.to_string(), PathBuf::from(conf));
                     }
                     if clusters.is_empty() {
-                        return Err(InputError {
-                            file: "--slurm-cluster".into(),
-                            line: None,
-                            field: None,
-                            reason: "--driver slurm needs at least one --slurm-cluster".into(),
-                        }
-                        .into());
+                        return Err(bad_flag(
+                            "--slurm-cluster",
+                            "--driver slurm needs at least one --slurm-cluster",
+                        ));
                     }
                     stratus_server::DriverChoice::Slurm {
                         clusters,
@@ -594,11 +587,9 @@ fn run(cli: Cli) -> Result<()> {
                     job: job.unwrap_or_else(|| stratus_control::local::DEFAULT_JOB.to_string()),
                 },
                 other => {
-                    return Err(InputError {
-                        file: "--driver".into(),
-                        line: None,
-                        field: None,
-                        reason: format!(
+                    return Err(bad_flag(
+                        "--driver",
+                        format!(
                             "`{other}` is not a driver (sim, local, slurm{})",
                             if cfg!(feature = "aws") {
                                 ", aws"
@@ -606,8 +597,7 @@ fn run(cli: Cli) -> Result<()> {
                                 "; aws needs a build with --features aws"
                             }
                         ),
-                    }
-                    .into())
+                    ))
                 }
             };
             let admin_token = match admin_token_file {

@@ -4,7 +4,7 @@
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
-use stratus_model::parse::{from_str, Format, InputError};
+use stratus_model::parse::{from_str, read_file, Format, InputError};
 
 /// The whole file.
 #[derive(Debug, Clone, Deserialize)]
@@ -263,14 +263,9 @@ impl Cidr {
 impl Config {
     /// Read and validate a file.
     pub fn load(path: &Path) -> Result<Config, InputError> {
-        let name = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| InputError {
-            file: name.clone(),
-            line: None,
-            field: None,
-            reason: format!("cannot read: {e}"),
-        })?;
-        Config::parse(&name, &text, Format::from_path(&name))
+        let (c, text): (Config, String) = read_file(path)?;
+        c.validate(&path.display().to_string(), &text)?;
+        Ok(c)
     }
 
     /// Parse and validate text (named `file` in errors).

@@ -95,6 +95,36 @@ async fn once(send: &mut http1::SendRequest<Full<Bytes>>, t: &Target, k: u64) ->
     Ok(ok)
 }
 
+/// One worker's outcomes.
+#[derive(Default)]
+struct Tally {
+    lat: Vec<u64>,
+    ok: u64,
+    errors: u64,
+}
+
+impl Tally {
+    /// Record one request sent at `sent`; a transport error drops the connection.
+    fn record(
+        &mut self,
+        r: Result<bool, ()>,
+        sent: Instant,
+        send: &mut Option<http1::SendRequest<Full<Bytes>>>,
+    ) {
+        match r {
+            Ok(true) => {
+                self.ok += 1;
+                self.lat.push(sent.elapsed().as_micros() as u64);
+            }
+            Ok(false) => self.errors += 1,
+            Err(()) => {
+                self.errors += 1;
+                *send = None;
+            }
+        }
+    }
+}
+
 fn percentiles(mut v: Vec<u64>) -> [f64; 5] {
     if v.is_empty() {
         return [0.0; 5];
@@ -110,6 +140,43 @@ fn percentiles(mut v: Vec<u64>) -> [f64; 5] {
     ]
 }
 
+/// Send request `k`, reconnecting first if the last request broke the connection.
+async fn attempt(
+    send: &mut Option<http1::SendRequest<Full<Bytes>>>,
+    t: &Target,
+    k: u64,
+) -> Result<bool, ()> {
+    if send.is_none() {
+        *send = connect(t.addr).await.ok();
+    }
+    match send.as_mut() {
+        Some(s) => once(s, t, k).await,
+        None => Err(()),
+    }
+}
+
+/// Sum the workers' tallies into a report of a run that began at `start`.
+async fn collect(
+    workers: Vec<tokio::task::JoinHandle<(Tally, Vec<u64>)>>,
+    start: Instant,
+) -> Report {
+    let mut lat = Vec::new();
+    let mut late = Vec::new();
+    let mut rep = Report::default();
+    for w in workers {
+        if let Ok((tally, l)) = w.await {
+            lat.extend(tally.lat);
+            late.extend(l);
+            rep.ok += tally.ok;
+            rep.errors += tally.errors;
+        }
+    }
+    rep.seconds = start.elapsed().as_secs_f64();
+    rep.latency_us = percentiles(lat);
+    rep.late_p99_us = percentiles(late)[2];
+    rep
+}
+
 /// Open loop: `rate` requests per second for `duration` over `connections` connections.
 pub async fn open_loop(t: &Target, rate: f64, duration: Duration, connections: usize) -> Report {
     let total = (rate * duration.as_secs_f64()).round() as u64;
@@ -120,9 +187,8 @@ pub async fn open_loop(t: &Target, rate: f64, duration: Duration, connections: u
         let next = next.clone();
         let t = t.clone();
         workers.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
+            let mut tally = Tally::default();
             let mut late = Vec::new();
-            let (mut ok, mut errors) = (0u64, 0u64);
             let mut send = connect(t.addr).await.ok();
             loop {
                 let k = next.fetch_add(1, Ordering::Relaxed);
@@ -133,43 +199,13 @@ pub async fn open_loop(t: &Target, rate: f64, duration: Duration, connections: u
                 tokio::time::sleep_until(due.into()).await;
                 let sent = Instant::now();
                 late.push((sent - due).as_micros() as u64);
-                if send.is_none() {
-                    send = connect(t.addr).await.ok();
-                }
-                let r = match send.as_mut() {
-                    Some(s) => once(s, &t, k).await,
-                    None => Err(()),
-                };
-                match r {
-                    Ok(true) => {
-                        ok += 1;
-                        lat.push(sent.elapsed().as_micros() as u64);
-                    }
-                    Ok(false) => errors += 1,
-                    Err(()) => {
-                        errors += 1;
-                        send = None;
-                    }
-                }
+                let r = attempt(&mut send, &t, k).await;
+                tally.record(r, sent, &mut send);
             }
-            (lat, late, ok, errors)
+            (tally, late)
         }));
     }
-    let mut lat = Vec::new();
-    let mut late = Vec::new();
-    let mut rep = Report::default();
-    for w in workers {
-        if let Ok((l, d, ok, errors)) = w.await {
-            lat.extend(l);
-            late.extend(d);
-            rep.ok += ok;
-            rep.errors += errors;
-        }
-    }
-    rep.seconds = start.elapsed().as_secs_f64();
-    rep.latency_us = percentiles(lat);
-    rep.late_p99_us = percentiles(late)[2];
-    rep
+    collect(workers, start).await
 }
 
 /// Closed loop: `connections` workers back to back for `duration`, or until `limit`
@@ -189,50 +225,26 @@ pub async fn closed_loop(
         let t = t.clone();
         let next = next.clone();
         workers.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
-            let (mut ok, mut errors) = (0u64, 0u64);
+            let mut tally = Tally::default();
             let mut send = connect(t.addr).await.ok();
             while Instant::now() < end {
                 let k = next.fetch_add(1, Ordering::Relaxed);
                 if k >= limit {
                     break;
                 }
-                if send.is_none() {
-                    send = connect(t.addr).await.ok();
-                    if send.is_none() {
-                        errors += 1;
-                        tokio::time::sleep(Duration::from_millis(1)).await;
-                        continue;
-                    }
-                }
                 let sent = Instant::now();
-                match once(send.as_mut().expect("connected"), &t, k).await {
-                    Ok(true) => {
-                        ok += 1;
-                        lat.push(sent.elapsed().as_micros() as u64);
-                    }
-                    Ok(false) => errors += 1,
-                    Err(()) => {
-                        errors += 1;
-                        send = None;
-                    }
+                let r = attempt(&mut send, &t, k).await;
+                let broken = r.is_err();
+                tally.record(r, sent, &mut send);
+                if broken {
+                    // A target that refuses connections is not hammered in a tight loop.
+                    tokio::time::sleep(Duration::from_millis(1)).await;
                 }
             }
-            (lat, ok, errors)
+            (tally, Vec::new())
         }));
     }
-    let mut lat = Vec::new();
-    let mut rep = Report::default();
-    for w in workers {
-        if let Ok((l, ok, errors)) = w.await {
-            lat.extend(l);
-            rep.ok += ok;
-            rep.errors += errors;
-        }
-    }
-    rep.seconds = start.elapsed().as_secs_f64();
-    rep.latency_us = percentiles(lat);
-    rep
+    collect(workers, start).await
 }
 
 #[cfg(test)]

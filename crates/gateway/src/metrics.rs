@@ -227,44 +227,25 @@ impl Metrics {
             );
         }
         drop(m);
-        let _ = writeln!(out, "# TYPE stratus_gateway_replica_in_flight gauge");
-        for r in replicas {
-            let _ = writeln!(
-                out,
-                "stratus_gateway_replica_in_flight{{replica=\"{}\"}} {}",
-                esc(&r.id),
-                r.in_flight.load(Ordering::Relaxed)
-            );
-        }
-        let _ = writeln!(out, "# TYPE stratus_gateway_replica_queue_depth gauge");
-        for r in replicas {
-            let _ = writeln!(
-                out,
-                "stratus_gateway_replica_queue_depth{{replica=\"{}\"}} {}",
-                esc(&r.id),
-                r.queue.load(Ordering::Relaxed)
-            );
-        }
-        let _ = writeln!(out, "# TYPE stratus_gateway_replica_up gauge");
-        for r in replicas {
-            let _ = writeln!(
-                out,
-                "stratus_gateway_replica_up{{replica=\"{}\"}} {}",
-                esc(&r.id),
-                u8::from(r.available(now_ms))
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# TYPE stratus_gateway_replica_ejections_total counter"
-        );
-        for r in replicas {
-            let _ = writeln!(
-                out,
-                "stratus_gateway_replica_ejections_total{{replica=\"{}\"}} {}",
-                esc(&r.id),
+        let per_replica: [(&str, &str, &ReplicaValue<'_>); 4] = [
+            ("stratus_gateway_replica_in_flight", "gauge", &|r| {
+                r.in_flight.load(Ordering::Relaxed) as u64
+            }),
+            ("stratus_gateway_replica_queue_depth", "gauge", &|r| {
+                r.queue.load(Ordering::Relaxed) as u64
+            }),
+            ("stratus_gateway_replica_up", "gauge", &|r| {
+                u64::from(r.available(now_ms))
+            }),
+            ("stratus_gateway_replica_ejections_total", "counter", &|r| {
                 r.ejections.load(Ordering::Relaxed)
-            );
+            }),
+        ];
+        for (name, kind, value) in per_replica {
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            for r in replicas {
+                let _ = writeln!(out, "{name}{{replica=\"{}\"}} {}", esc(&r.id), value(r));
+            }
         }
         let _ = writeln!(out, "# TYPE stratus_gateway_retries_total counter");
         let _ = writeln!(
@@ -287,6 +268,9 @@ impl Metrics {
         out
     }
 }
+
+/// Reads one per-replica metric.
+type ReplicaValue<'a> = dyn Fn(&Replica) -> u64 + 'a;
 
 /// Escape a label value.
 fn esc(s: &str) -> String {

@@ -11,10 +11,9 @@
 use bytes::Bytes;
 use http_body::Frame;
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::HashSet;
@@ -27,8 +26,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-type Body = UnsyncBoxBody<Bytes, BoxError>;
+use crate::proxy::{full, json_response, serve_connection, Body, BoxError};
 
 /// Behaviour; every field can change while the replica runs.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -152,37 +150,14 @@ pub async fn start(
             tokio::select! {
                 r = listener.accept() => {
                     let Ok((stream, _)) = r else { continue };
-                    let _ = stream.set_nodelay(true);
                     let m = m.clone();
-                    conns.spawn(async move {
-                        let svc = hyper::service::service_fn(move |req| {
-                            let m = m.clone();
-                            async move { Ok::<_, std::convert::Infallible>(handle(m, req).await) }
-                        });
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), svc)
-                            .await;
-                    });
+                    conns.spawn(serve_connection(stream, move |req| handle(m.clone(), req)));
                 }
                 Some(_) = conns.join_next(), if !conns.is_empty() => {}
             }
         }
     });
     Ok(MockServer { addr, mock, task })
-}
-
-fn full(s: impl Into<Bytes>) -> Body {
-    UnsyncBoxBody::new(Full::new(s.into()).map_err(|never| match never {}))
-}
-
-fn json_resp(status: StatusCode, v: Value) -> Response<Body> {
-    let mut r = Response::new(full(v.to_string()));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("application/json"),
-    );
-    r
 }
 
 async fn handle(m: Arc<Mock>, req: Request<Incoming>) -> Response<Body> {
@@ -192,12 +167,12 @@ async fn handle(m: Arc<Mock>, req: Request<Incoming>) -> Response<Body> {
             if m.get().healthy {
                 Response::new(full("{\"status\":\"ok\"}"))
             } else {
-                json_resp(StatusCode::SERVICE_UNAVAILABLE, json!({"status": "down"}))
+                json_response(StatusCode::SERVICE_UNAVAILABLE, &json!({"status": "down"}))
             }
         }
-        (Method::GET, "/v1/models") => json_resp(
+        (Method::GET, "/v1/models") => json_response(
             StatusCode::OK,
-            json!({"object": "list", "data": [{"id": m.model, "object": "model", "owned_by": "mock"}]}),
+            &json!({"object": "list", "data": [{"id": m.model, "object": "model", "owned_by": "mock"}]}),
         ),
         (Method::GET, "/metrics") => {
             let f = m.get();
@@ -212,27 +187,27 @@ async fn handle(m: Arc<Mock>, req: Request<Incoming>) -> Response<Body> {
         (Method::POST, "/admin/faults") => {
             let body = match req.into_body().collect().await {
                 Ok(b) => b.to_bytes(),
-                Err(_) => return json_resp(StatusCode::BAD_REQUEST, json!({"error": "body"})),
+                Err(_) => return json_response(StatusCode::BAD_REQUEST, &json!({"error": "body"})),
             };
             match serde_json::from_slice::<Faults>(&body) {
                 Ok(f) => {
                     m.set(f);
-                    json_resp(StatusCode::OK, json!({"ok": true}))
+                    json_response(StatusCode::OK, &json!({"ok": true}))
                 }
-                Err(e) => json_resp(StatusCode::BAD_REQUEST, json!({"error": e.to_string()})),
+                Err(e) => json_response(StatusCode::BAD_REQUEST, &json!({"error": e.to_string()})),
             }
         }
         (Method::POST, "/v1/chat/completions") | (Method::POST, "/v1/completions") => {
             let chat = path == "/v1/chat/completions";
             let body = match req.into_body().collect().await {
                 Ok(b) => b.to_bytes(),
-                Err(_) => return json_resp(StatusCode::BAD_REQUEST, json!({"error": "body"})),
+                Err(_) => return json_response(StatusCode::BAD_REQUEST, &json!({"error": "body"})),
             };
             complete(m, chat, &body).await
         }
-        _ => json_resp(
+        _ => json_response(
             StatusCode::NOT_FOUND,
-            json!({"error": {"message": "not found"}}),
+            &json!({"error": {"message": "not found"}}),
         ),
     }
 }
@@ -251,15 +226,15 @@ async fn complete(m: Arc<Mock>, chat: bool, body: &[u8]) -> Response<Body> {
     let progress = Progress(m.clone());
     let f = m.get();
     let Ok(v) = serde_json::from_slice::<Value>(body) else {
-        return json_resp(
+        return json_response(
             StatusCode::BAD_REQUEST,
-            json!({"error": {"message": "body is not JSON", "type": "invalid_request_error"}}),
+            &json!({"error": {"message": "body is not JSON", "type": "invalid_request_error"}}),
         );
     };
     if m.draw() < f.error_rate {
-        return json_resp(
+        return json_response(
             StatusCode::INTERNAL_SERVER_ERROR,
-            json!({"error": {"message": "injected failure", "type": "server_error"}}),
+            &json!({"error": {"message": "injected failure", "type": "server_error"}}),
         );
     }
     let stream = v.get("stream").and_then(Value::as_bool).unwrap_or(false);
@@ -318,9 +293,9 @@ async fn complete(m: Arc<Mock>, chat: bool, body: &[u8]) -> Response<Body> {
             json!({"index": 0, "text": text, "finish_reason": "length"})
         };
         drop(progress);
-        return json_resp(
+        return json_response(
             StatusCode::OK,
-            json!({"id": id, "object": object, "model": model, "choices": [choice], "usage": usage}),
+            &json!({"id": id, "object": object, "model": model, "choices": [choice], "usage": usage}),
         );
     }
     let cut_after = (m.draw() < f.disconnect_rate).then_some(n / 2);

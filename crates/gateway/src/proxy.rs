@@ -805,11 +805,30 @@ impl Drop for ProxyBody {
     }
 }
 
-fn full(s: impl Into<Bytes>) -> Body {
+/// Serve one accepted connection with hyper's HTTP/1 server, `handle` answering each request
+/// (the gateway's and the mock replica's connections alike).
+pub(crate) async fn serve_connection<F, Fut>(stream: tokio::net::TcpStream, handle: F)
+where
+    F: Fn(Request<Incoming>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Response<Body>> + Send + 'static,
+{
+    let _ = stream.set_nodelay(true);
+    let svc = hyper::service::service_fn(move |req| {
+        let answer = handle(req);
+        async move { Ok::<_, std::convert::Infallible>(answer.await) }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), svc)
+        .await;
+}
+
+/// A whole body from bytes.
+pub(crate) fn full(s: impl Into<Bytes>) -> Body {
     UnsyncBoxBody::new(Full::new(s.into()).map_err(|never| match never {}))
 }
 
-fn json_response(status: StatusCode, v: &serde_json::Value) -> Response<Body> {
+/// A JSON response.
+pub(crate) fn json_response(status: StatusCode, v: &serde_json::Value) -> Response<Body> {
     let mut r = Response::new(full(v.to_string()));
     *r.status_mut() = status;
     r.headers_mut()
@@ -867,17 +886,8 @@ pub async fn start(cfg: Config, fleet: &stratus_model::Fleet) -> std::io::Result
             tokio::select! {
                 r = listener.accept() => {
                     let Ok((stream, peer)) = r else { continue };
-                    let _ = stream.set_nodelay(true);
                     let gw = accept_gw.clone();
-                    tokio::spawn(async move {
-                        let svc = hyper::service::service_fn(move |req| {
-                            let gw = gw.clone();
-                            async move { Ok::<_, std::convert::Infallible>(gw.handle(req, peer).await) }
-                        });
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), svc)
-                            .await;
-                    });
+                    tokio::spawn(serve_connection(stream, move |req| gw.clone().handle(req, peer)));
                 }
                 _ = stop.changed() => break,
             }

@@ -197,10 +197,6 @@ pub struct Scanner {
     overflow: bool,
     /// The last usage seen.
     pub usage: Option<Usage>,
-    /// Whether `data: [DONE]` was seen (a stream that ended properly).
-    pub done: bool,
-    /// Content chunks seen in a stream (one per token for most servers).
-    pub chunks: u64,
 }
 
 impl Scanner {
@@ -253,11 +249,6 @@ impl Scanner {
             return;
         };
         let data = data.strip_prefix(b" ").unwrap_or(data);
-        if data == b"[DONE]" {
-            self.done = true;
-            return;
-        }
-        self.chunks += 1;
         // Parse only the events that can carry usage.
         if USAGE_KEY.find(data).is_some() && USAGE_NULL.find(data).is_none() {
             if let Ok(ev) = serde_json::from_slice::<UsageEvent>(data) {
@@ -425,8 +416,6 @@ mod tests {
                     cached: 4
                 })
             );
-            assert!(s.done);
-            assert_eq!(s.chunks, 3);
         }
         // llama.cpp's server: cached tokens from `timings.prompt_n`.
         let mut l = Scanner::new(true);

@@ -11,7 +11,7 @@
 //! - homes-equivalent = energy / household kWh per year.
 
 use serde::Deserialize;
-use stratus_model::parse::{from_str, Format, InputError};
+use stratus_model::parse::{from_str, read_file, Format, InputError};
 
 /// Hours in a (non-leap) year.
 pub const HOURS_PER_YEAR: f64 = 8760.0;
@@ -62,9 +62,19 @@ impl Constants {
             .expect("built-in constants parse")
     }
 
-    /// Parse and check a constants file.
+    /// Parse and check constants given as YAML text (named `file` in errors).
     pub fn parse(file: &str, text: &str) -> Result<Constants, InputError> {
-        let c: Constants = from_str(file, text, Format::Yaml)?;
+        from_str::<Constants>(file, text, Format::Yaml)?.checked(file)
+    }
+
+    /// Read and check a constants file (YAML, TOML or JSON by extension).
+    pub fn load(path: &std::path::Path) -> Result<Constants, InputError> {
+        let (c, _): (Constants, String) = read_file(path)?;
+        c.checked(&path.display().to_string())
+    }
+
+    fn checked(self, file: &str) -> Result<Constants, InputError> {
+        let c = self;
         let bad = |field: &str, reason: &str| InputError {
             file: file.into(),
             line: None,
