@@ -131,6 +131,14 @@ impl Pool {
         Watts(self.chips_per_node as f64 * self.accelerator.profile().tdp_watts)
             + self.host_watts_per_node
     }
+
+    /// Power one node draws before PUE with its accelerators at `utilisation` of TDP: chips ×
+    /// TDP × utilisation + host. Hosts do not idle down with the chips, so their power is
+    /// counted whole.
+    pub fn node_watts(&self, utilisation: f64) -> Watts {
+        Watts(self.chips_per_node as f64 * self.accelerator.profile().tdp_watts * utilisation)
+            + self.host_watts_per_node
+    }
 }
 
 /// A region id, `provider:region`.

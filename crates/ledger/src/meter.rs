@@ -1,0 +1,193 @@
+//! Metering: what each launched instance was billed for, from a harness's observations of
+//! its driver. The simulator feeds it after every change, the service after every
+//! reconcile; both then hand the same [`Usage`] records to the ledger, so a simulated bill
+//! and a live one are built by the same code.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use stratus_control::{Instance, InstanceState, Time};
+use stratus_plan::Category;
+
+/// One instance's billed stretch: from its launch until it was released or lost.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Usage {
+    /// The launch's client token: unique per instance, the FOCUS `ResourceId`.
+    pub token: String,
+    /// Workload name.
+    pub workload: String,
+    /// Unit key from the plan.
+    pub unit: String,
+    /// Pool id (`provider:region:instance-type`).
+    pub pool: String,
+    /// How the nodes were bought.
+    pub category: Category,
+    /// Nodes.
+    pub nodes: u32,
+    /// Of which drawn from the pool's reservation.
+    pub committed_nodes: u32,
+    /// Start, seconds on the harness's clock (see [`crate::Ledger::epoch`]).
+    pub start_s: f64,
+    /// End (exclusive), seconds on the same clock.
+    pub end_s: f64,
+}
+
+/// Turns successive driver observations into [`Usage`] records.
+#[derive(Debug, Default)]
+pub struct Meter {
+    open: BTreeMap<String, Usage>,
+    closed: Vec<Usage>,
+}
+
+impl Meter {
+    /// A meter with nothing seen yet.
+    pub fn new() -> Meter {
+        Meter::default()
+    }
+
+    /// Record what the driver reports at `now`. Pending, running and stopping instances are
+    /// billed (a stopping one until its release time); a lost one is billed until it was
+    /// lost; one no longer reported is closed at the last time it was billed.
+    pub fn observe<'a>(&mut self, now: Time, instances: impl IntoIterator<Item = &'a Instance>) {
+        let mut seen: Vec<&str> = Vec::new();
+        for inst in instances {
+            let r = &inst.request;
+            let (end, lost) = match inst.state {
+                InstanceState::Pending { .. } | InstanceState::Running => (now.0, false),
+                InstanceState::Stopping { done_at } => (done_at.0, false),
+                InstanceState::Lost(_) => (inst.since.0, true),
+            };
+            let u = self.open.entry(r.token.clone()).or_insert_with(|| Usage {
+                token: r.token.clone(),
+                workload: r.workload.clone(),
+                unit: r.unit.clone(),
+                pool: r.pool.clone(),
+                category: r.category,
+                nodes: r.nodes,
+                committed_nodes: r.committed_nodes.min(r.nodes),
+                start_s: inst.launched_at.0,
+                end_s: inst.launched_at.0,
+            });
+            u.end_s = u.end_s.max(end);
+            if lost {
+                let u = self.open.remove(&r.token).expect("just inserted");
+                self.closed.push(u);
+            } else {
+                seen.push(&r.token);
+            }
+        }
+        if seen.len() != self.open.len() {
+            seen.sort_unstable();
+            let gone: Vec<String> = self
+                .open
+                .keys()
+                .filter(|k| seen.binary_search(&k.as_str()).is_err())
+                .cloned()
+                .collect();
+            for k in gone {
+                let u = self.open.remove(&k).expect("listed");
+                self.closed.push(u);
+            }
+        }
+    }
+
+    /// Every record so far, the open ones billed up to their last observation, in start
+    /// order (ties by token) so the same run gives the same ledger.
+    pub fn usage(&self) -> Vec<Usage> {
+        let mut v: Vec<Usage> = self
+            .closed
+            .iter()
+            .chain(self.open.values())
+            .filter(|u| u.end_s > u.start_s)
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| a.start_s.total_cmp(&b.start_s).then(a.token.cmp(&b.token)));
+        v
+    }
+
+    /// The records of instances still billing, for a service that persists them as it goes.
+    pub fn open(&self) -> impl Iterator<Item = &Usage> {
+        self.open.values()
+    }
+}
+
+/// Usage of a plan held unchanged for `hours` from time 0: what a plan commits the lab to,
+/// for the ledger's default run and for forecasting.
+pub fn from_plan(plan: &stratus_plan::Plan, hours: f64) -> Vec<Usage> {
+    plan.placements
+        .iter()
+        .enumerate()
+        .map(|(i, p)| Usage {
+            token: format!("plan-{i:05}-{}", p.unit),
+            workload: p.workload.clone(),
+            unit: p.unit.clone(),
+            pool: p.pool.clone(),
+            category: p.category,
+            nodes: p.nodes,
+            committed_nodes: p.committed_nodes.min(p.nodes),
+            start_s: 0.0,
+            end_s: hours * 3600.0,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stratus_control::{LaunchRequest, LossCause};
+
+    fn inst(token: &str, state: InstanceState, launched: f64) -> Instance {
+        Instance {
+            request: LaunchRequest {
+                token: token.into(),
+                unit: "u".into(),
+                workload: "w".into(),
+                pool: "p:r:t".into(),
+                region: "p:r".into(),
+                category: Category::OnDemand,
+                nodes: 2,
+                committed_nodes: 0,
+                replicas: 1,
+            },
+            state,
+            launched_at: Time(launched),
+            since: Time(launched),
+        }
+    }
+
+    #[test]
+    fn bills_from_launch_to_release_or_loss() {
+        let mut m = Meter::new();
+        let a = inst(
+            "a",
+            InstanceState::Pending {
+                ready_at: Time(60.0),
+            },
+            0.0,
+        );
+        let b = inst("b", InstanceState::Running, 100.0);
+        m.observe(Time(100.0), [&a, &b]);
+        let a2 = inst(
+            "a",
+            InstanceState::Stopping {
+                done_at: Time(400.0),
+            },
+            0.0,
+        );
+        let mut b2 = inst("b", InstanceState::Lost(LossCause::Preempted), 100.0);
+        b2.since = Time(250.0);
+        m.observe(Time(300.0), [&a2, &b2]);
+        // `a` released between observations: billed until its release time.
+        m.observe(Time(500.0), []);
+        let u = m.usage();
+        assert_eq!(u.len(), 2);
+        assert_eq!(
+            (u[0].token.as_str(), u[0].start_s, u[0].end_s),
+            ("a", 0.0, 400.0)
+        );
+        assert_eq!(
+            (u[1].token.as_str(), u[1].start_s, u[1].end_s),
+            ("b", 100.0, 250.0)
+        );
+    }
+}
