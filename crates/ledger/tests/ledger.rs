@@ -89,6 +89,9 @@ fn spend_commitments(f: &Fleet) -> Vec<Commitment> {
     commitment::load("c.yaml", SPEND, f, opts().epoch).unwrap()
 }
 
+/// Reads a cell of the current row by column name.
+type Get<'a> = &'a dyn Fn(&str) -> String;
+
 fn csv_of(rows: &[stratus_ledger::Row]) -> String {
     let mut out = Vec::new();
     write_csv(rows, "lab", &mut out).unwrap();
@@ -217,7 +220,7 @@ commitments:
     let text = csv_of(&rows);
     let v = check_csv(&text);
     assert!(v.is_empty(), "{v:#?}");
-    let kinds = |pred: &dyn Fn(&csv::StringRecord, &dyn Fn(&str) -> String) -> bool| -> usize {
+    let kinds = |pred: &dyn Fn(Get) -> bool| -> usize {
         let mut r = csv::Reader::from_reader(text.as_bytes());
         let h = r.headers().unwrap().clone();
         r.records()
@@ -228,26 +231,26 @@ commitments:
                         .unwrap()
                         .to_string()
                 };
-                pred(rec, &get)
+                pred(&get)
             })
             .count()
     };
     // Every kind of charge is there.
-    assert!(kinds(&|_, g| g("PricingCategory") == "Dynamic") > 0, "spot");
+    assert!(kinds(&|g| g("PricingCategory") == "Dynamic") > 0, "spot");
     assert!(
-        kinds(&|_, g| g("ChargeCategory") == "Purchase" && g("ChargeFrequency") == "Recurring") > 0
+        kinds(&|g| g("ChargeCategory") == "Purchase" && g("ChargeFrequency") == "Recurring") > 0
     );
     assert_eq!(
-        kinds(&|_, g| g("ChargeCategory") == "Purchase" && g("ChargeFrequency") == "One-Time"),
+        kinds(&|g| g("ChargeCategory") == "Purchase" && g("ChargeFrequency") == "One-Time"),
         1,
         "true-up"
     );
     assert!(
-        kinds(&|_, g| g("CommitmentDiscountStatus") == "Unused" && g("ConsumedQuantity").is_empty())
+        kinds(&|g| g("CommitmentDiscountStatus") == "Unused" && g("ConsumedQuantity").is_empty())
             > 0
     );
     assert!(
-        kinds(&|_, g| g("CommitmentDiscountStatus") == "Used"
+        kinds(&|g| g("CommitmentDiscountStatus") == "Used"
             && g("BilledCost") == "0"
             && g("EffectiveCost") != "0")
             > 0
@@ -269,12 +272,7 @@ commitments:
 }
 
 /// Replace one cell of the first row matching `pick`, or drop a column.
-fn mutate(
-    text: &str,
-    pick: &dyn Fn(&dyn Fn(&str) -> String) -> bool,
-    column: &str,
-    value: Option<&str>,
-) -> String {
+fn mutate(text: &str, pick: &dyn Fn(Get) -> bool, column: &str, value: Option<&str>) -> String {
     let mut r = csv::Reader::from_reader(text.as_bytes());
     let h = r.headers().unwrap().clone();
     let ci = h.iter().position(|x| x == column).unwrap();
@@ -320,9 +318,9 @@ fn each_broken_rule_is_caught() {
     .unwrap();
     let good = csv_of(&rows);
     assert!(check_csv(&good).is_empty());
-    let purchase = |g: &dyn Fn(&str) -> String| g("ChargeCategory") == "Purchase";
-    let unused = |g: &dyn Fn(&str) -> String| g("CommitmentDiscountStatus") == "Unused";
-    let any = |_: &dyn Fn(&str) -> String| true;
+    let purchase = |g: Get| g("ChargeCategory") == "Purchase";
+    let unused = |g: Get| g("CommitmentDiscountStatus") == "Unused";
+    let any = |_: Get| true;
     let cases: Vec<(String, &str, &str)> = vec![
         (
             mutate(&good, &any, "BilledCost", None),
