@@ -8,6 +8,7 @@ mod capacity;
 mod carbon;
 mod client;
 mod gateway;
+mod ledger;
 mod present;
 mod sim;
 
@@ -198,6 +199,11 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Spend as FOCUS 1.2 rows, commitments' burn-down and forecast, commitment-aware planning.
+    Ledger {
+        #[command(subcommand)]
+        cmd: LedgerCmd,
+    },
     /// Benchmarks that print ratios against baselines measured in the same run.
     Bench {
         #[command(subcommand)]
@@ -222,6 +228,53 @@ enum FleetCmd {
         #[arg(long, value_enum, default_value_t = FleetFormat::Table)]
         format: FleetFormat,
     },
+}
+
+#[derive(Subcommand)]
+enum LedgerCmd {
+    /// Write the ledger as FOCUS 1.2 CSV.
+    Export {
+        #[command(flatten)]
+        inputs: ledger::Inputs,
+        /// Output format (FOCUS 1.2 CSV).
+        #[arg(long, value_enum, default_value_t = LedgerFormat::FocusCsv)]
+        format: LedgerFormat,
+        /// Output file (default: standard output).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Commitments' burn-down, utilisation, coverage, unused cost and forecast.
+    Report {
+        #[command(flatten)]
+        inputs: ledger::Inputs,
+        /// Also write the burn-down plot (SVG) here.
+        #[arg(long)]
+        plot: Option<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+        format: ReportFormat,
+    },
+    /// Check a FOCUS CSV file against FOCUS 1.2's column rules.
+    Check {
+        /// The CSV file.
+        file: PathBuf,
+    },
+    /// Show how commitments steer the planner: reservations attract work, minimums are drawn.
+    Steer(ledger::SteerArgs),
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LedgerFormat {
+    /// FOCUS 1.2 CSV.
+    FocusCsv,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ReportFormat {
+    /// Tables.
+    Table,
+    /// The report as JSON.
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -500,6 +553,24 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Carbon {
             cmd: CarbonCmd::Shift(args),
         } => carbon::run(&args)?,
+        Cmd::Ledger { cmd } => match cmd {
+            LedgerCmd::Export {
+                inputs,
+                format: LedgerFormat::FocusCsv,
+                out,
+            } => ledger::export(&inputs, out.as_deref())?,
+            LedgerCmd::Report {
+                inputs,
+                plot,
+                format,
+            } => ledger::report(
+                &inputs,
+                plot.as_deref(),
+                matches!(format, ReportFormat::Json),
+            )?,
+            LedgerCmd::Check { file } => ledger::check(&file)?,
+            LedgerCmd::Steer(args) => ledger::steer_cmd(&args)?,
+        },
         Cmd::Catalog {
             cmd: CatalogCmd::Build { data, out },
         } => {

@@ -67,8 +67,9 @@ pub struct SpendStatus {
     pub term_shortfall_usd: f64,
     /// Projected draws beyond the total.
     pub overage_usd: f64,
-    /// Cumulative (draw + true-ups) at points in time: the burn-down curve, actual up to the
-    /// ledger's end and projected after it.
+    /// Cumulative draw (without true-ups) at points in time: the burn-down curve, actual up
+    /// to the ledger's end and at the run-rate after it; the gap to the cumulative minimums
+    /// is what true-ups will cost.
     pub curve: Vec<(UnixSeconds, f64)>,
 }
 
@@ -222,8 +223,9 @@ pub fn report(commitments: &[Commitment], rows: &[Row]) -> Report {
                 let mut exhaustion = None;
                 let mut projected_sum = 0.0;
                 if as_of > c.start && as_of < c.end {
-                    curve.push((as_of, drawn + settled));
+                    curve.push((as_of, drawn));
                 }
+                let mut cum_draw = 0.0;
                 for y in 0..c.years {
                     let (ys, ye) = c.year_bounds(y);
                     let future_h = (ye - as_of.max(ys)).max(0) as f64 / HOUR;
@@ -251,9 +253,10 @@ pub fn report(commitments: &[Commitment], rows: &[Row]) -> Report {
                         }
                     }
                     cum += projected + shortfall;
+                    cum_draw += projected;
                     projected_sum += projected;
                     if ye > as_of {
-                        curve.push((ye, cum));
+                        curve.push((ye, cum_draw));
                     }
                     years.push(YearStatus {
                         year: y + 1,

@@ -3,10 +3,10 @@
 //! The planner prices committed capacity at its marginal cost, so idle reserved nodes cost
 //! nothing to fill. A spend commitment's yearly minimum works the same way once a shortfall
 //! is in sight: the dollars between the projected draw and the minimum will be paid anyway,
-//! so eligible capacity up to that amount per hour is free at the margin. [`grant`] turns a
-//! projected shortfall into such capacity (committed nodes with zero marginal cost on the
-//! cheapest eligible pools), and [`minimum_draw`] re-plans until the minimum is met or no
-//! eligible work is left to move. [`reservation`] shows the first effect: the same workloads
+//! so eligible capacity is cheaper at the margin than its price says. [`grant`] shows the
+//! planner the commitment's capacity at a shadow price (a share of its discounted price),
+//! and [`minimum_draw`] bisects on that price for the plan that draws the minimum, keeping
+//! whichever plan makes the year cheapest. [`reservation`] shows the first effect: the same workloads
 //! planned with and without the planner seeing the reservations.
 
 use crate::commitment::{Commitment, PoolRef, Terms};
@@ -74,62 +74,38 @@ fn is_grant(pool: &stratus_model::Pool) -> bool {
         .is_some_and(|k| k.name.starts_with(GRANT))
 }
 
-/// Give the planner `usd_per_hour` of free eligible capacity for commitment `c`: committed
-/// nodes at zero marginal cost on its cheapest eligible pools (per chip, then by id) that
-/// have no reservation of their own. Returns the fleet and the dollars per hour granted.
-pub fn grant(fleet: &Fleet, c: &Commitment, usd_per_hour: f64) -> (Fleet, f64) {
+/// Show the planner the commitment's eligible capacity priced at `shadow` × its discounted
+/// price: 1 is what the capacity really costs per hour under the commitment, 0 treats it as
+/// already paid for. Between the two lies the price at which the plan draws just the
+/// minimum: the shadow price of the minimum-draw clause. Pools with a reservation of their
+/// own keep it.
+pub fn grant(fleet: &Fleet, c: &Commitment, shadow: f64) -> Fleet {
     let Terms::Spend { discount, .. } = &c.terms else {
-        return (fleet.clone(), 0.0);
+        return fleet.clone();
     };
     let mut f = fleet.clone();
-    let mut pools: Vec<(f64, String)> = Vec::new();
-    for p in &f.providers {
-        for r in &p.regions {
-            for q in &r.pools {
+    for p in &mut f.providers {
+        for r in &mut p.regions {
+            for q in &mut r.pools {
                 let pref = PoolRef {
                     id: &q.id,
                     provider: &p.name,
                     region: &r.name,
                     accelerator: q.accelerator,
                 };
-                if c.covers(&pref) && (q.committed.is_none() || is_grant(q)) {
-                    pools.push((
-                        q.on_demand_per_node_hour.0 / q.chips_per_node.max(1) as f64,
-                        q.id.clone(),
-                    ));
-                }
-            }
-        }
-    }
-    pools.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-    let mut left = usd_per_hour;
-    let mut granted = 0.0;
-    for (_, id) in pools {
-        for p in &mut f.providers {
-            for r in &mut p.regions {
-                for q in &mut r.pools {
-                    if q.id != id {
-                        continue;
-                    }
+                if c.covers(&pref) && q.committed.is_none() {
                     let price = q.on_demand_per_node_hour.0 * (1.0 - discount);
-                    let have = q.committed.as_ref().map(|k| k.nodes).unwrap_or(0);
-                    let n = ((left / price).floor() as u32).min(q.nodes - have);
-                    if n == 0 {
-                        continue;
-                    }
-                    left -= n as f64 * price;
-                    granted += n as f64 * price;
                     q.committed = Some(Committed {
                         name: format!("{GRANT}{}", c.id),
-                        nodes: have + n,
+                        nodes: q.nodes,
                         rate_per_node_hour: UsdPerHour(price),
-                        marginal_per_node_hour: UsdPerHour(0.0),
+                        marginal_per_node_hour: UsdPerHour(price * shadow.clamp(0.0, 1.0)),
                     });
                 }
             }
         }
     }
-    (f, granted)
+    f
 }
 
 /// One side of a comparison: a plan's draw and its year's cost.
@@ -161,10 +137,11 @@ pub struct MinimumDraw {
     pub minimum_usd: f64,
     /// Planned without regard to the minimum.
     pub before: Side,
-    /// Planned with the projected shortfall granted as free capacity.
+    /// Planned with the commitment's capacity at the best shadow price found.
     pub after: Side,
-    /// Dollars per hour of free capacity granted in the end.
-    pub granted_usd_per_hour: f64,
+    /// The shadow price chosen (share of the discounted price the planner saw), if any plan
+    /// beat ignoring the minimum.
+    pub shadow_price: Option<f64>,
     /// Re-plans made.
     pub rounds: u32,
 }
@@ -186,42 +163,23 @@ fn side(fleet: &Fleet, c: &Commitment, p: &Plan, minimum: f64, hours: f64) -> Si
                 })
         })
         .count();
-    let list_in_scope: f64 = p
+    // Everything not drawn from the commitment, at what the plan pays for it.
+    let other: f64 = p
         .placements
         .iter()
-        .filter(|pl| pl.category != Category::Spot)
-        .filter_map(|pl| {
-            let (prov, region, pool) = find(fleet, &pl.pool)?;
-            let inside = c.covers(&PoolRef {
-                id: &pool.id,
-                provider: prov,
-                region,
-                accelerator: pool.accelerator,
-            });
-            inside.then(|| {
-                let own = if is_grant(pool) {
-                    0
-                } else {
-                    pool.committed
-                        .as_ref()
-                        .map(|_| pl.committed_nodes)
-                        .unwrap_or(0)
-                };
-                (pl.nodes - own.min(pl.nodes)) as f64 * pool.on_demand_per_node_hour.0
-            })
+        .filter(|pl| {
+            pl.category == Category::Spot
+                || !find(fleet, &pl.pool).is_some_and(|(prov, region, pool)| {
+                    c.covers(&PoolRef {
+                        id: &pool.id,
+                        provider: prov,
+                        region,
+                        accelerator: pool.accelerator,
+                    })
+                })
         })
+        .map(|pl| pl.cost_per_hour)
         .sum();
-    // The planner's marginal cost counts granted nodes as free; add them back at list so
-    // the two sides are priced alike.
-    let granted_list: f64 = p
-        .placements
-        .iter()
-        .filter_map(|pl| {
-            let (_, _, pool) = find(fleet, &pl.pool)?;
-            is_grant(pool).then_some(pl.committed_nodes as f64 * pool.on_demand_per_node_hour.0)
-        })
-        .sum();
-    let other = p.cost_per_hour + granted_list - list_in_scope;
     let year_draw = draw * hours;
     Side {
         draw_usd_per_hour: draw,
@@ -234,8 +192,8 @@ fn side(fleet: &Fleet, c: &Commitment, p: &Plan, minimum: f64, hours: f64) -> Si
 }
 
 /// Plan the workloads for commitment year `year` (0-based) of spend commitment `c`, first
-/// as usual, then with the projected shortfall granted as free capacity, re-planning (at
-/// most four times) while a shortfall remains and more can be granted.
+/// as usual, then with eligible capacity priced at a shadow price found by bisection (at
+/// most eight plans), and keep the plan whose year costs least, true-up included.
 pub fn minimum_draw(
     fleet: &Fleet,
     workloads: &WorkloadSet,
@@ -256,22 +214,31 @@ pub fn minimum_draw(
     let p0 = plan(fleet, workloads, policy, None);
     let before = side(fleet, c, &p0, minimum, hours);
     let mut after = before.clone();
-    let mut granted_rate = 0.0;
+    let mut best_shadow = None;
     let mut rounds = 0;
-    while after.shortfall_usd > 1e-6 * minimum.max(1.0) && rounds < 4 {
-        let want = granted_rate + after.shortfall_usd / hours;
-        let (f, g) = grant(fleet, c, want);
-        if g <= granted_rate + 1e-9 {
-            break;
+    if before.shortfall_usd > 0.0 {
+        // Bisect on the shadow price for the highest one whose plan draws the minimum,
+        // keeping the cheapest year seen (the draw falls as the shadow price rises).
+        let (mut lo, mut hi) = (0.0f64, 1.0f64);
+        for k in 0..8 {
+            let shadow = if k == 0 { 1.0 } else { (lo + hi) / 2.0 };
+            let f = grant(fleet, c, shadow);
+            let p = plan(&f, workloads, policy, None);
+            let s = side(&f, c, &p, minimum, hours);
+            rounds += 1;
+            if s.shortfall_usd > 0.0 {
+                hi = shadow;
+            } else {
+                lo = shadow;
+            }
+            if s.year_cost_usd < after.year_cost_usd {
+                after = s;
+                best_shadow = Some(shadow);
+            }
+            if k == 0 && lo == 1.0 {
+                break;
+            }
         }
-        let p = plan(&f, workloads, policy, None);
-        let s = side(&f, c, &p, minimum, hours);
-        rounds += 1;
-        granted_rate = g;
-        if s.year_cost_usd > after.year_cost_usd + 1e-6 {
-            break;
-        }
-        after = s;
     }
     Some(MinimumDraw {
         commitment: c.id.clone(),
@@ -279,7 +246,7 @@ pub fn minimum_draw(
         minimum_usd: minimum,
         before,
         after,
-        granted_usd_per_hour: granted_rate,
+        shadow_price: best_shadow,
         rounds,
     })
 }

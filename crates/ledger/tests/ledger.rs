@@ -500,7 +500,9 @@ commitments:
     .unwrap();
     let md = steer::minimum_draw(fleet, &w, &policy, &cs[0], 0).unwrap();
     assert!(md.before.shortfall_usd > 0.0, "{md:#?}");
-    assert!(md.after.shortfall_usd < md.before.shortfall_usd, "{md:#?}");
+    // The shortfall (83 M$ of 150 M$) all but disappears: the cheapest year found draws
+    // the minimum to within 2 %, where drawing more would cost more than the true-up saves.
+    assert!(md.after.shortfall_usd < 0.02 * md.minimum_usd, "{md:#?}");
     assert!(
         md.after.draw_usd_per_hour > md.before.draw_usd_per_hour,
         "{md:#?}"
