@@ -57,6 +57,7 @@ pub fn run(path: &Path, out: &Path, seed: Option<u64>, data: Option<&Path>) -> R
         eprintln!();
     }
     stratus_sim::report::write(&m, out).with_context(|| format!("writing {}", out.display()))?;
+    write_focus(&ld, &m, out)?;
     print_table(&m);
     for p in &m.policies {
         if !p.conservation.holds() {
@@ -73,6 +74,24 @@ pub fn run(path: &Path, out: &Path, seed: Option<u64>, data: Option<&Path>) -> R
         stratus_sim::report::PLOTS.len(),
         started.elapsed().as_secs_f64()
     );
+    Ok(())
+}
+
+/// Each policy's bill as FOCUS 1.2 CSV (`focus-<policy>.csv`), the fleet's reservations as
+/// usage commitments, the run starting at 2026-01-01T00:00:00Z.
+fn write_focus(ld: &Loaded, m: &Metrics, out: &Path) -> Result<()> {
+    let opts = stratus_ledger::Options::default();
+    let commitments = stratus_ledger::commitment::from_fleet(&ld.fleet, opts.epoch);
+    for p in &m.policies {
+        let rows = stratus_ledger::build(&ld.fleet, &commitments, &p.usage, &opts)?;
+        let path = out.join(format!(
+            "focus-{}.csv",
+            stratus_sim::report::slug(&p.policy)
+        ));
+        let f =
+            std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+        stratus_ledger::write_csv(&rows, "lab", std::io::BufWriter::new(f))?;
+    }
     Ok(())
 }
 

@@ -242,6 +242,8 @@ struct Engine<'a> {
     /// Wall time spent in the controller (planning), for `stratus bench sim` only; never in
     /// the metrics, which must not depend on the machine.
     control_wall: std::time::Duration,
+    /// What every instance was billed for, for the ledger.
+    meter: stratus_ledger::Meter,
 }
 
 impl<'a> Engine<'a> {
@@ -465,6 +467,7 @@ impl<'a> Engine<'a> {
             queued_requests: 0,
             events: 0,
             control_wall: std::time::Duration::ZERO,
+            meter: stratus_ledger::Meter::new(),
         };
         for (i, j) in ld.jobs.iter().enumerate() {
             if j.arrival_s < horizon {
@@ -918,6 +921,8 @@ impl<'a> Engine<'a> {
     }
 
     fn recompute_rates(&mut self) {
+        self.meter
+            .observe(stratus_control::Time(self.now), self.driver.instances());
         let np = self.providers.len();
         self.cost_rate = vec![[0.0; 2]; np];
         self.chips_running = vec![0.0; np];
@@ -1089,6 +1094,19 @@ impl<'a> Engine<'a> {
     }
 
     fn finish(mut self) -> PolicyMetrics {
+        let end = self.horizon;
+        self.meter
+            .observe(stratus_control::Time(end), self.driver.instances());
+        let usage: Vec<stratus_ledger::Usage> = self
+            .meter
+            .usage()
+            .into_iter()
+            .filter(|u| u.start_s < end)
+            .map(|mut u| {
+                u.end_s = u.end_s.min(end);
+                u
+            })
+            .collect();
         for &i in self.running_jobs.clone().iter() {
             self.settle(i);
         }
@@ -1136,6 +1154,7 @@ impl<'a> Engine<'a> {
             *s = if n == 0 { 1.0 } else { *s / n as f64 };
         }
         PolicyMetrics {
+            usage,
             policy: self.policy_name,
             totals: t,
             hourly,

@@ -30,6 +30,10 @@ pub struct PolicyMetrics {
     pub hourly: Hourly,
     /// Conservation of requests and jobs, checked at the end.
     pub conservation: Conservation,
+    /// Every instance's billed stretch (seconds from the start), for the ledger; written as
+    /// `usage-<policy>.jsonl`, not into `metrics.json`.
+    #[serde(skip)]
+    pub usage: Vec<stratus_ledger::Usage>,
 }
 
 /// Totals over the horizon.

@@ -16,7 +16,8 @@ pub const PLOTS: [&str; 6] = [
     "goodput.svg",
 ];
 
-/// Write `metrics.json`, `report.md` and the plots into `dir` (created if missing).
+/// Write `metrics.json`, `report.md`, the plots and each policy's usage records
+/// (`usage-<policy>.jsonl`) into `dir` (created if missing).
 pub fn write(m: &Metrics, dir: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let mut json = serde_json::to_string_pretty(m).expect("metrics serialize");
@@ -26,7 +27,30 @@ pub fn write(m: &Metrics, dir: &Path) -> std::io::Result<()> {
         std::fs::write(dir.join(name), chart.to_svg())?;
     }
     std::fs::write(dir.join("report.md"), markdown(m))?;
+    for p in &m.policies {
+        let mut out = String::new();
+        for u in &p.usage {
+            out.push_str(&serde_json::to_string(u).expect("usage serializes"));
+            out.push('\n');
+        }
+        std::fs::write(dir.join(format!("usage-{}.jsonl", slug(&p.policy))), out)?;
+    }
     Ok(())
+}
+
+/// A policy name as a file-name part: lowercase letters, digits and dashes.
+pub fn slug(name: &str) -> String {
+    let s: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    s.trim_matches('-').to_string()
 }
 
 fn per_hour(v: &[f64]) -> Vec<(f64, f64)> {

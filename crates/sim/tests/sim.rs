@@ -240,3 +240,28 @@ fn a_cluster_node_list_becomes_an_owned_site_that_jobs_use_first() {
         "{e}"
     );
 }
+
+#[test]
+fn the_simulated_bill_is_valid_focus_and_matches_the_simulators_cost() {
+    let ld = outage(6.0, "[stratus, cheapest_first]");
+    let m = stratus_sim::simulate(&ld, &|_| {});
+    let opts = stratus_ledger::Options::default();
+    let commitments = stratus_ledger::commitment::from_fleet(&ld.fleet, opts.epoch);
+    for p in &m.policies {
+        assert!(!p.usage.is_empty(), "{}", p.policy);
+        let rows = stratus_ledger::build(&ld.fleet, &commitments, &p.usage, &opts).unwrap();
+        let mut csv = Vec::new();
+        stratus_ledger::write_csv(&rows, "lab", &mut csv).unwrap();
+        let v = stratus_ledger::check::check_csv(std::str::from_utf8(&csv).unwrap());
+        assert!(v.is_empty(), "{}: {v:#?}", p.policy);
+        // The ledger bills from usage what the simulator charged from its rates: on-demand
+        // and spot use plus every reservation's fee for every hour.
+        let billed: f64 = rows.iter().map(|r| r.billed_cost).sum();
+        let sim = p.totals.cost_usd;
+        assert!(
+            (billed - sim).abs() <= 0.005 * sim,
+            "{}: ledger {billed} vs simulator {sim}",
+            p.policy
+        );
+    }
+}
