@@ -77,7 +77,7 @@ pub struct Placement {
     /// RTT from the users to the region, inference only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rtt_ms: Option<f64>,
-    /// Facility power at full load, MW.
+    /// Facility power counted against power caps, MW: (chips × TDP × `power_cap_utilisation` + host) × PUE.
     pub power_mw: f64,
     /// One line: why here.
     pub explanation: String,
@@ -105,7 +105,7 @@ pub struct ProviderTotals {
     pub cost_per_hour: f64,
     /// Chips used.
     pub chips: u64,
-    /// Facility power at full load, MW.
+    /// Facility power counted against power caps, MW: (chips × TDP × `power_cap_utilisation` + host) × PUE.
     pub power_mw: f64,
 }
 
@@ -118,7 +118,7 @@ pub struct Summary {
     pub chips_by_accelerator: BTreeMap<String, u64>,
     /// Chips used.
     pub chips: u64,
-    /// Facility power at full load, MW.
+    /// Facility power counted against power caps, MW: (chips × TDP × `power_cap_utilisation` + host) × PUE.
     pub power_mw: f64,
     /// Energy per day at the policy's utilisation, MWh.
     pub energy_mwh_per_day: f64,
@@ -241,7 +241,7 @@ fn render(p: &Problem, policy: &Policy, s: Solved) -> Plan {
                     .or_default() += c.chips as u64;
                 summary.chips += c.chips as u64;
                 summary.power_mw += power_mw;
-                let mwh = power_mw * policy.utilisation * 24.0;
+                let mwh = power_mw * o.energy_share * 24.0;
                 summary.energy_mwh_per_day += mwh;
                 summary.tco2e_per_day += mwh * o.carbon / 1000.0;
                 let committed_nodes = match o.category {

@@ -58,8 +58,14 @@ pub struct Policy {
     /// Extra cost per chip-hour when a training job runs away from its data region (staging,
     /// egress).
     pub remote_data_usd_per_chip_hour: f64,
-    /// Average accelerator utilisation, for energy and carbon (power caps use full TDP).
+    /// Average accelerator power as a share of TDP, for energy and carbon: node draw is
+    /// chips × TDP × utilisation + host, times PUE.
     pub utilisation: f64,
+    /// Accelerator power as a share of TDP counted against regional power caps: chips × TDP
+    /// × this + host, times PUE. 1 (the default) provisions for every chip at TDP at once;
+    /// operators who cap GPU power (`nvidia-smi -pl`) or rely on training's duty cycle set it
+    /// lower and fit more nodes under the same cap.
+    pub power_cap_utilisation: f64,
     /// Largest problem (candidate pairs) solved exactly by MILP…
     pub exact_max_candidates: usize,
     /// …and most units: branch and bound time grows fast with contended units, so larger
@@ -83,6 +89,7 @@ impl Default for Policy {
             spot_training_overhead: 0.15,
             remote_data_usd_per_chip_hour: 0.05,
             utilisation: 0.8,
+            power_cap_utilisation: 1.0,
             exact_max_candidates: 2000,
             exact_max_units: 12,
             dual_iterations: 120,

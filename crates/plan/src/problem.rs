@@ -99,8 +99,11 @@ pub struct Offer {
     pub accelerator: Accelerator,
     /// Chips per node.
     pub chips_per_node: u32,
-    /// Facility watts per node at full load (IT × PUE).
+    /// Facility watts per node counted against the region's power cap: (chips × TDP ×
+    /// `power_cap_utilisation` + host) × PUE.
     pub node_facility_watts: f64,
+    /// Average facility draw / the capped draw above: what energy and carbon are charged on.
+    pub energy_share: f64,
     /// Grid carbon intensity of the region, g/kWh.
     pub carbon: f64,
     /// Chips in one interconnect domain of the pool.
@@ -290,7 +293,9 @@ pub fn compile(
             });
             region_cap_watts.push(r.power_cap_mw.to_watts().0);
             for pool in &r.pools {
-                let facility = pool.node_it_watts().0 * r.pue;
+                let facility = pool.node_watts(policy.power_cap_utilisation).0 * r.pue;
+                let energy_share =
+                    pool.node_watts(policy.utilisation).0 * r.pue / facility.max(1e-9);
                 let committed = pool.committed.as_ref().map(|c| c.nodes).unwrap_or(0);
                 let mut push = |category, capacity_nodes: u32, node_price: f64| {
                     if capacity_nodes > 0 {
@@ -306,6 +311,7 @@ pub fn compile(
                             accelerator: pool.accelerator,
                             chips_per_node: pool.chips_per_node,
                             node_facility_watts: facility,
+                            energy_share,
                             carbon: r.carbon_g_per_kwh.0,
                             domain_chips: pool.domain_chips,
                         });
@@ -472,7 +478,7 @@ pub fn compile(
             if o.category == Category::Spot && g.kind == UnitKind::Training {
                 cost *= 1.0 + policy.spot_training_overhead;
             }
-            cost += carbon_cost(watts, o.carbon, policy);
+            cost += carbon_cost(watts * o.energy_share, o.carbon, policy);
             if let Some(d) = g.data_region {
                 if d != reg.id {
                     cost += policy.remote_data_usd_per_chip_hour * g.chips as f64;
@@ -575,7 +581,7 @@ pub fn compile(
                 }
                 let dollars = nodes as f64 * o.node_price;
                 let mut cost = dollars
-                    + carbon_cost(watts, o.carbon, policy)
+                    + carbon_cost(watts * o.energy_share, o.carbon, policy)
                     + policy.latency_usd_per_ms_krps_hour * rtt * rps / 1000.0;
                 if let Some(p) = previous_offer {
                     if p as usize != oi {
@@ -649,9 +655,9 @@ pub fn compile(
     }
 }
 
-fn carbon_cost(watts: f64, carbon_g_per_kwh: f64, policy: &Policy) -> f64 {
-    // g/h = W × utilisation / 1000 × g/kWh; $/h = g/h / 1e6 × $/t.
-    watts * policy.utilisation / 1000.0 * carbon_g_per_kwh / 1e6 * policy.carbon_price.0
+fn carbon_cost(avg_watts: f64, carbon_g_per_kwh: f64, policy: &Policy) -> f64 {
+    // g/h = average W / 1000 × g/kWh; $/h = g/h / 1e6 × $/t.
+    avg_watts / 1000.0 * carbon_g_per_kwh / 1e6 * policy.carbon_price.0
 }
 
 /// Cost of leaving a unit out, $/h: $1,000 per chip-hour scaled by priority, far above any

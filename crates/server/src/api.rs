@@ -61,6 +61,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/plans/{id}/diff", get(plan_diff))
         .route("/v1/actions", get(actions))
         .route("/v1/status", get(status))
+        .route("/v1/usage", get(usage))
+        .route("/v1/ledger/focus.csv", get(focus_csv))
         .route("/v1/tokens", post(create_token))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(app)
@@ -347,6 +349,47 @@ async fn actions(
         )
         .await?;
     Ok(Json(json!({ "actions": list })))
+}
+
+/// Usage records (JSON lines, times in Unix seconds): `stratus ledger export --usage F
+/// --start 0` bills them.
+async fn usage(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, ApiError> {
+    require(&app, &headers, Role::Viewer).await?;
+    let records = app.control.lock().expect("control lock").meter.usage();
+    let mut out = String::new();
+    for u in &records {
+        out.push_str(&serde_json::to_string(u).expect("usage serializes"));
+        out.push('\n');
+    }
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
+        out,
+    )
+        .into_response())
+}
+
+/// The bill so far as FOCUS 1.2 CSV; the fleet's reservations are one-year usage
+/// commitments from the month the first record falls in.
+async fn focus_csv(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, ApiError> {
+    require(&app, &headers, Role::Viewer).await?;
+    let records = app.control.lock().expect("control lock").meter.usage();
+    let start = records
+        .iter()
+        .map(|u| u.start_s as i64)
+        .min()
+        .map(stratus_ledger::time::month_start)
+        .unwrap_or(0);
+    let commitments = stratus_ledger::commitment::from_fleet(&app.fleet, start);
+    let opts = stratus_ledger::Options {
+        epoch: 0,
+        ..stratus_ledger::Options::default()
+    };
+    let rows = stratus_ledger::build(&app.fleet, &commitments, &records, &opts)
+        .map_err(|e| err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let mut out = Vec::new();
+    stratus_ledger::write_csv(&rows, "lab", &mut out)
+        .map_err(|e| err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "text/csv")], out).into_response())
 }
 
 /// Counters and observed state, for `stratus status` and dashboards.

@@ -124,6 +124,9 @@ pub struct Control {
     pub last_plan_key: String,
     /// Reconciles run.
     pub ticks: u64,
+    /// What every instance observed was billed for, since this process started (the
+    /// ledger's input; kept in memory: a restart starts a new record).
+    pub meter: stratus_ledger::Meter,
 }
 
 /// Shared state of the service.
@@ -211,6 +214,7 @@ pub async fn app(config: &Config, fleet: Fleet) -> Result<Arc<App>, ServeError> 
             replans_seen: 0,
             last_plan_key: String::new(),
             ticks: 0,
+            meter: stratus_ledger::Meter::new(),
         }),
         wake: tokio::sync::Notify::new(),
         // A restart re-plans at once.
@@ -280,6 +284,7 @@ pub async fn reconcile_once(app: &Arc<App>) -> Result<(), store::StoreError> {
             c.controller.adopt(seen);
         }
         let actions = c.controller.tick(now, &workloads, c.backend.driver());
+        c.meter.observe(now, c.controller.observed());
         c.backend.reap(now);
         c.ticks += 1;
         let mut plan = None;

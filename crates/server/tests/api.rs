@@ -257,6 +257,19 @@ fn exercise(s: &Server) {
     assert_eq!(code, 200);
     assert_eq!(st["workloads"], 2);
 
+    // What ran is billed: usage records and the FOCUS file, valid by the column rules.
+    assert_eq!(s.call("GET", "/v1/ledger/focus.csv", None, None).0, 401);
+    let (code, usage) = s.call("GET", "/v1/usage", Some(&viewer), None);
+    assert_eq!(code, 200);
+    let usage = usage.as_str().unwrap().to_string();
+    assert!(usage.lines().count() >= 2, "{usage}");
+    let (code, csv) = s.call("GET", "/v1/ledger/focus.csv", Some(&viewer), None);
+    assert_eq!(code, 200);
+    let csv = csv.as_str().unwrap().to_string();
+    assert!(csv.lines().count() >= 3, "{csv}");
+    let v = stratus_ledger::check::check_csv(&csv);
+    assert!(v.is_empty(), "{v:#?}");
+
     // Delete stops the unit at the next reconcile.
     assert_eq!(
         s.call("DELETE", "/v1/workloads/ft", Some(&viewer), None).0,

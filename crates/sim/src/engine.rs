@@ -85,7 +85,10 @@ struct PoolInfo {
     lat: usize,
     accelerator: Accelerator,
     chips_per_node: u32,
-    facility_watts_per_node: f64,
+    /// Facility watts of the accelerators of one node at TDP (× PUE).
+    chip_watts_per_node: f64,
+    /// Facility watts of one node's host (× PUE), drawn whatever the chips do.
+    host_watts_per_node: f64,
     on_demand: f64,
     spot: f64,
 }
@@ -274,7 +277,9 @@ impl<'a> Engine<'a> {
                             lat: lat.index_of(&rid).expect("every region is in the table"),
                             accelerator: pool.accelerator,
                             chips_per_node: pool.chips_per_node,
-                            facility_watts_per_node: pool.node_it_watts().0 * r.pue,
+                            chip_watts_per_node: (pool.node_watts(1.0).0 - pool.node_watts(0.0).0)
+                                * r.pue,
+                            host_watts_per_node: pool.node_watts(0.0).0 * r.pue,
                             on_demand: pool.on_demand_per_node_hour.0,
                             spot: pool.spot_per_node_hour.map(|s| s.0).unwrap_or(0.0),
                         },
@@ -953,7 +958,7 @@ impl<'a> Engine<'a> {
             }
             if inst.state == InstanceState::Running {
                 *power.entry(info.region.clone()).or_default() +=
-                    r.nodes as f64 * info.facility_watts_per_node * util;
+                    r.nodes as f64 * (info.chip_watts_per_node * util + info.host_watts_per_node);
                 self.chips_running[info.provider] += (r.nodes * info.chips_per_node) as f64;
             }
         }
