@@ -35,8 +35,10 @@ pub struct Usage {
 /// Turns successive driver observations into [`Usage`] records.
 #[derive(Debug, Default)]
 pub struct Meter {
-    open: BTreeMap<String, Usage>,
+    /// Open records and the observation that last saw each.
+    open: BTreeMap<String, (Usage, u64)>,
     closed: Vec<Usage>,
+    round: u64,
 }
 
 impl Meter {
@@ -47,9 +49,12 @@ impl Meter {
 
     /// Record what the driver reports at `now`. Pending, running and stopping instances are
     /// billed (a stopping one until its release time); a lost one is billed until it was
-    /// lost; one no longer reported is closed at the last time it was billed.
+    /// lost; one no longer reported is closed at the last time it was billed. Called after
+    /// every change by the simulator, so an instance already open costs a map lookup.
     pub fn observe<'a>(&mut self, now: Time, instances: impl IntoIterator<Item = &'a Instance>) {
-        let mut seen: Vec<&str> = Vec::new();
+        self.round += 1;
+        let round = self.round;
+        let mut seen = 0usize;
         for inst in instances {
             let r = &inst.request;
             let (end, lost) = match inst.state {
@@ -57,35 +62,42 @@ impl Meter {
                 InstanceState::Stopping { done_at } => (done_at.0, false),
                 InstanceState::Lost(_) => (inst.since.0, true),
             };
-            let u = self.open.entry(r.token.clone()).or_insert_with(|| Usage {
-                token: r.token.clone(),
-                workload: r.workload.clone(),
-                unit: r.unit.clone(),
-                pool: r.pool.clone(),
-                category: r.category,
-                nodes: r.nodes,
-                committed_nodes: r.committed_nodes.min(r.nodes),
-                start_s: inst.launched_at.0,
-                end_s: inst.launched_at.0,
-            });
-            u.end_s = u.end_s.max(end);
+            match self.open.get_mut(&r.token) {
+                Some((u, at)) => {
+                    u.end_s = u.end_s.max(end);
+                    *at = round;
+                }
+                None => {
+                    let u = Usage {
+                        token: r.token.clone(),
+                        workload: r.workload.clone(),
+                        unit: r.unit.clone(),
+                        pool: r.pool.clone(),
+                        category: r.category,
+                        nodes: r.nodes,
+                        committed_nodes: r.committed_nodes.min(r.nodes),
+                        start_s: inst.launched_at.0,
+                        end_s: end.max(inst.launched_at.0),
+                    };
+                    self.open.insert(r.token.clone(), (u, round));
+                }
+            }
             if lost {
-                let u = self.open.remove(&r.token).expect("just inserted");
+                let (u, _) = self.open.remove(&r.token).expect("just seen");
                 self.closed.push(u);
             } else {
-                seen.push(&r.token);
+                seen += 1;
             }
         }
-        if seen.len() != self.open.len() {
-            seen.sort_unstable();
+        if seen != self.open.len() {
             let gone: Vec<String> = self
                 .open
-                .keys()
-                .filter(|k| seen.binary_search(&k.as_str()).is_err())
-                .cloned()
+                .iter()
+                .filter(|(_, (_, at))| *at != round)
+                .map(|(k, _)| k.clone())
                 .collect();
             for k in gone {
-                let u = self.open.remove(&k).expect("listed");
+                let (u, _) = self.open.remove(&k).expect("listed");
                 self.closed.push(u);
             }
         }
@@ -97,7 +109,7 @@ impl Meter {
         let mut v: Vec<Usage> = self
             .closed
             .iter()
-            .chain(self.open.values())
+            .chain(self.open.values().map(|(u, _)| u))
             .filter(|u| u.end_s > u.start_s)
             .cloned()
             .collect();
@@ -107,7 +119,7 @@ impl Meter {
 
     /// The records of instances still billing, for a service that persists them as it goes.
     pub fn open(&self) -> impl Iterator<Item = &Usage> {
-        self.open.values()
+        self.open.values().map(|(u, _)| u)
     }
 }
 

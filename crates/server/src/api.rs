@@ -607,6 +607,8 @@ pub fn openapi_doc() -> Value {
                 "get": op("Units added, removed and moved since the plan before it", "viewer")},
             "/v1/actions": {"get": op("The controller's actions log (?since=ID&limit=)", "viewer")},
             "/v1/status": {"get": op("Counters, observed instances, the current plan's summary", "viewer")},
+            "/v1/usage": {"get": op("Usage records since the process started, JSON lines", "viewer")},
+            "/v1/ledger/focus.csv": {"get": op("The usage billed as FOCUS 1.2 CSV", "viewer")},
             "/v1/tokens": {"post": op("Create an API token {name, role}; the token is shown once", "admin")}
         }
     })
