@@ -12,7 +12,7 @@ use stratus_model::{parse, Fleet, WorkloadSet};
 use stratus_plan::Policy;
 
 /// The commitments `stratus ledger` uses when none are given.
-const DEFAULT_COMMITMENTS: &str = include_str!("../../../examples/commitments.yaml");
+pub(crate) const DEFAULT_COMMITMENTS: &str = include_str!("../../../examples/commitments.yaml");
 
 /// Where the usage, prices and commitments come from.
 #[derive(clap::Args)]

@@ -7,6 +7,7 @@ mod bench;
 mod capacity;
 mod carbon;
 mod client;
+mod demo_serve;
 mod gateway;
 mod ledger;
 mod present;
@@ -41,6 +42,19 @@ enum Cmd {
         /// Output format.
         #[arg(long, value_enum, default_value_t = OutFormat::Table)]
         format: OutFormat,
+        /// Instead of printing: run the control plane with the dashboard on the demo (see
+        /// `stratus demo --serve --help`) until interrupted.
+        #[arg(long)]
+        serve: bool,
+        /// Address the dashboard listens on, with `--serve`.
+        #[arg(long, default_value = "127.0.0.1:8470")]
+        listen: std::net::SocketAddr,
+        /// Seconds before the simulated outage, with `--serve`.
+        #[arg(long, default_value_t = 90.0)]
+        outage_after: f64,
+        /// Seconds the outage lasts, with `--serve`.
+        #[arg(long, default_value_t = 180.0)]
+        outage_for: f64,
     },
     /// Plan a workload file on a fleet.
     Plan {
@@ -134,6 +148,16 @@ enum Cmd {
         /// Fleet file (default: the built-in fleet).
         #[arg(long)]
         fleet: Option<PathBuf>,
+        /// A stratus gateway's metrics URL (`http://ADDR/metrics`) for the dashboard's
+        /// inference page.
+        #[arg(long)]
+        gateway_metrics: Option<String>,
+        /// Directory of `stratus sim run` outputs for the dashboard's simulations page.
+        #[arg(long)]
+        reports: Option<PathBuf>,
+        /// Commitments file the ledger bills against (default: the fleet's reservations).
+        #[arg(long)]
+        commitments: Option<PathBuf>,
     },
     /// Send a workload file to the server (create or replace, all or none).
     Apply {
@@ -439,7 +463,14 @@ fn load_fleet(path: Option<&Path>) -> Result<Cow<'static, Fleet>> {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
-        Cmd::Demo { format } => {
+        Cmd::Demo {
+            serve: true,
+            listen,
+            outage_after,
+            outage_for,
+            ..
+        } => demo_serve::run(listen, outage_after, outage_for)?,
+        Cmd::Demo { format, .. } => {
             let fleet = stratus_catalog::builtin();
             let workloads = stratus_catalog::scenario::demo_workloads(fleet)?;
             let started = std::time::Instant::now();
@@ -601,6 +632,9 @@ fn run(cli: Cli) -> Result<()> {
             state_dir,
             job,
             fleet,
+            gateway_metrics,
+            reports,
+            commitments,
         } => {
             let fleet = load_fleet(fleet.as_deref())?.into_owned();
             let _ = (&aws_endpoint, &aws_image);
@@ -689,6 +723,16 @@ fn run(cli: Cli) -> Result<()> {
                 boot_s: boot,
                 admin_token,
                 driver,
+                gateway_metrics,
+                reports,
+                commitments: match commitments {
+                    Some(f) => Some((
+                        f.display().to_string(),
+                        std::fs::read_to_string(&f)
+                            .with_context(|| format!("reading {}", f.display()))?,
+                    )),
+                    None => None,
+                },
             };
             let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             rt.block_on(stratus_server::serve(config, fleet))?;

@@ -38,13 +38,26 @@ impl From<StoreError> for ApiError {
     }
 }
 
-fn err(code: StatusCode, msg: impl Into<String>) -> ApiError {
+pub(crate) fn err(code: StatusCode, msg: impl Into<String>) -> ApiError {
     ApiError(code, json!({"error": msg.into()}))
 }
 
 /// The routes.
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
+        .route("/", get(crate::ui::index))
+        .route("/ui/app.js", get(crate::ui::app_js))
+        .route("/ui/app.css", get(crate::ui::app_css))
+        .route("/ui/world.svgpath", get(crate::ui::world))
+        .route("/v1/whoami", get(crate::dashboard::whoami))
+        .route("/v1/ledger/summary", get(crate::dashboard::ledger_summary))
+        .route("/v1/sim/outage", post(crate::dashboard::sim_outage))
+        .route("/v1/inference", get(crate::dashboard::inference))
+        .route("/v1/sim/reports", get(crate::dashboard::sim_reports))
+        .route(
+            "/v1/sim/reports/{name}/{file}",
+            get(crate::dashboard::sim_report_file),
+        )
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -69,7 +82,7 @@ pub fn router(app: Arc<App>) -> Router {
 }
 
 /// The caller's role, or 401 (no or unknown token) / 403 (role too low).
-async fn require(app: &App, headers: &HeaderMap, need: Role) -> Result<Role, ApiError> {
+pub(crate) async fn require(app: &App, headers: &HeaderMap, need: Role) -> Result<Role, ApiError> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -608,6 +621,12 @@ pub fn openapi_doc() -> Value {
             "/v1/actions": {"get": op("The controller's actions log (?since=ID&limit=)", "viewer")},
             "/v1/status": {"get": op("Counters, observed instances, the current plan's summary", "viewer")},
             "/v1/usage": {"get": op("Usage records since the process started, JSON lines", "viewer")},
+            "/v1/whoami": {"get": op("The caller's role", "viewer")},
+            "/v1/ledger/summary": {"get": op("Live bill, the current plan's 30-day projection under the commitments, plan history spend, power by region against caps", "viewer")},
+            "/v1/sim/outage": {"post": op("Take a region of the simulated provider down or back {region, down}", "operator")},
+            "/v1/inference": {"get": op("The gateway's metrics per service (with --gateway-metrics)", "viewer")},
+            "/v1/sim/reports": {"get": op("Simulation reports under --reports", "viewer")},
+            "/v1/sim/reports/{name}/{file}": {"get": op("report.md, metrics.json or a plot of one report", "viewer")},
             "/v1/ledger/focus.csv": {"get": op("The usage billed as FOCUS 1.2 CSV", "viewer")},
             "/v1/tokens": {"post": op("Create an API token {name, role}; the token is shown once", "admin")}
         }

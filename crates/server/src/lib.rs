@@ -6,7 +6,9 @@
 
 pub mod api;
 pub mod auth;
+pub mod dashboard;
 pub mod store;
+pub mod ui;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -101,6 +103,12 @@ pub struct Config {
     pub admin_token: Option<String>,
     /// The provider back end.
     pub driver: DriverChoice,
+    /// A stratus gateway's `/metrics` URL, for the dashboard's inference page.
+    pub gateway_metrics: Option<String>,
+    /// A directory of `stratus sim run` outputs, for the dashboard's simulations page.
+    pub reports: Option<std::path::PathBuf>,
+    /// A commitments file (name, text) for the ledger; the fleet's reservations otherwise.
+    pub commitments: Option<(String, String)>,
 }
 
 /// Milliseconds since the Unix epoch: the service's clock (the controller's `Time` is
@@ -135,6 +143,12 @@ pub struct App {
     pub store: Store,
     /// The fleet plans are made on.
     pub fleet: Arc<Fleet>,
+    /// Commitments the ledger bills against.
+    pub commitments: Vec<stratus_ledger::Commitment>,
+    /// See [`Config::gateway_metrics`].
+    pub gateway_metrics: Option<String>,
+    /// See [`Config::reports`].
+    pub reports: Option<std::path::PathBuf>,
     /// The controller and its driver.
     pub control: Mutex<Control>,
     /// Wakes the reconcile loop early after a change.
@@ -146,6 +160,9 @@ pub struct App {
 /// Errors starting the service.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    /// The commitments file is bad.
+    #[error("{0}")]
+    Commitments(stratus_model::InputError),
     /// The database could not be opened or migrated.
     #[error(transparent)]
     Store(#[from] store::StoreError),
@@ -205,8 +222,17 @@ pub async fn app(config: &Config, fleet: Fleet) -> Result<Arc<App>, ServeError> 
         (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
     });
     controller.token_prefix = format!("s{:08x}-", id as u32);
+    let ledger_start = stratus_ledger::time::month_start(now_ms() / 1000);
+    let commitments = match &config.commitments {
+        Some((name, text)) => stratus_ledger::commitment::load(name, text, &fleet, ledger_start)
+            .map_err(ServeError::Commitments)?,
+        None => stratus_ledger::commitment::from_fleet(&fleet, ledger_start),
+    };
     Ok(Arc::new(App {
         store,
+        commitments,
+        gateway_metrics: config.gateway_metrics.clone(),
+        reports: config.reports.clone(),
         fleet: Arc::new(fleet),
         control: Mutex::new(Control {
             controller,
@@ -231,9 +257,21 @@ pub async fn serve(config: Config, fleet: Fleet) -> Result<(), ServeError> {
     let local = listener.local_addr().unwrap_or(config.listen);
     eprintln!("stratus serve: listening on http://{local}");
     tokio::spawn(reconcile_loop(app.clone(), config.tick_s));
-    let router = api::router(app);
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown())
+    serve_on(app, listener, shutdown()).await
+}
+
+/// Answer the API and the dashboard on a bound listener until `stop` completes (the
+/// reconcile loop is the caller's to spawn).
+pub async fn serve_on(
+    app: Arc<App>,
+    listener: tokio::net::TcpListener,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let local = listener
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
+    axum::serve(listener, api::router(app))
+        .with_graceful_shutdown(stop)
         .await
         .map_err(|e| ServeError::Listen(local, e))
 }

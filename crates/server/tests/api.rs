@@ -26,6 +26,9 @@ fn start(db: &str) -> Server {
         boot_s: 0.0,
         admin_token: Some(ADMIN.into()),
         driver: stratus_server::DriverChoice::Sim,
+        gateway_metrics: None,
+        reports: None,
+        commitments: None,
     };
     let (app, base) = rt.block_on(async {
         let app = stratus_server::app(&config, stratus_catalog::builtin().clone())

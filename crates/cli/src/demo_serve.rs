@@ -1,0 +1,132 @@
+//! `stratus demo --serve`: the whole product in one command. The control plane on the
+//! embedded default (built-in fleet, SQLite in a temporary directory, simulated providers)
+//! with the demo workloads applied and the demo commitments loaded, a stratus gateway over
+//! two mock replicas with a trickle of traffic for the inference page, and a simulated
+//! outage of the busiest region partway through. Prints the URL and tokens; runs until
+//! interrupted.
+
+use anyhow::{Context, Result};
+use std::net::SocketAddr;
+use std::time::Duration;
+use stratus_control::Time;
+use stratus_server::{auth, now_ms, reconcile_loop, Backend, Config, DriverChoice};
+
+/// A random token, hex.
+fn random_token() -> Result<String> {
+    use std::io::Read;
+    let mut b = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .context("reading /dev/urandom")?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+/// Run it.
+pub fn run(listen: SocketAddr, outage_after_s: f64, outage_s: f64) -> Result<()> {
+    let fleet = stratus_catalog::builtin().clone();
+    let workloads = stratus_catalog::scenario::demo_workloads(&fleet)?;
+    let dir = std::env::temp_dir().join(format!("stratus-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let (admin, viewer) = (random_token()?, random_token()?);
+    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let state = dir.clone();
+    rt.block_on(async move {
+        let dir = state;
+        // The inference page's data: a gateway over two mock replicas and a trickle of chats.
+        let faults = stratus_gateway::mock::Faults { ttft_ms: 40, itl_ms: 5, tokens: 16, ..Default::default() };
+        let model = workloads.inference.first().map(|s| s.model.clone()).unwrap_or_else(|| "chat".into());
+        let r1 = stratus_gateway::mock::start("127.0.0.1:0".parse()?, &model, faults.clone(), 1).await?;
+        let r2 = stratus_gateway::mock::start("127.0.0.1:0".parse()?, &model, faults, 2).await?;
+        let y = format!(
+            "listen: 127.0.0.1:0\nreplicas:\n  - id: east\n    url: {}\n    region: aws:us-east-1\n    models: [{model}]\n  - id: west\n    url: {}\n    region: gcp:europe-west4\n    models: [{model}]\n",
+            r1.url(),
+            r2.url()
+        );
+        let gcfg = stratus_gateway::Config::parse("demo-gateway.yaml", &y, stratus_model::parse::Format::Yaml)?;
+        let gw = stratus_gateway::start(gcfg, &fleet).await?;
+        let gw_addr = gw.addr;
+        tokio::spawn(async move {
+            let _keep = (r1, r2, gw);
+            let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+            let body = serde_json::json!({"model": model, "messages": [{"role": "user", "content": "How far is the nearest region?"}]}).to_string();
+            loop {
+                let (a, b) = (agent.clone(), body.clone());
+                let _ = tokio::task::spawn_blocking(move || {
+                    a.post(&format!("http://{gw_addr}/v1/chat/completions"))
+                        .header("Content-Type", "application/json")
+                        .send(b)
+                })
+                .await;
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        });
+
+        let config = Config {
+            listen,
+            db: format!("sqlite://{}", dir.join("demo.db").display()),
+            tick_s: 2.0,
+            boot_s: 5.0,
+            admin_token: Some(admin.clone()),
+            driver: DriverChoice::Sim,
+            gateway_metrics: Some(format!("http://{gw_addr}/metrics")),
+            reports: None,
+            commitments: Some(("examples/commitments.yaml".into(), crate::ledger::DEFAULT_COMMITMENTS.into())),
+        };
+        let app = stratus_server::app(&config, fleet.clone()).await?;
+        app.store.add_token(&auth::hash(&viewer), "demo-viewer", "viewer", now_ms()).await?;
+        let mut items = Vec::new();
+        for t in &workloads.training {
+            items.push((t.name.clone(), "training".to_string(), serde_json::json!(t)));
+        }
+        for s in &workloads.inference {
+            items.push((s.name.clone(), "inference".to_string(), serde_json::json!(s)));
+        }
+        for b in &workloads.batch {
+            items.push((b.name.clone(), "batch".to_string(), serde_json::json!(b)));
+        }
+        app.store.apply(&items, now_ms()).await?;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("listening on {listen}"))?;
+        let local = listener.local_addr()?;
+        println!("stratus demo --serve: the control plane on the built-in fleet with the demo workloads, simulated providers");
+        println!("  open      http://{local}/");
+        println!("  operator  {admin}   (admin token: apply workloads, inject outages)");
+        println!("  viewer    {viewer}   (read-only)");
+        println!("  outage    the busiest region goes dark after {outage_after_s} s for {outage_s} s; watch Actions");
+        println!("  state     {} (deleted on exit)", dir.display());
+        println!("Ctrl-C to stop.");
+        tokio::spawn(reconcile_loop(app.clone(), 2.0));
+        let outage_app = app.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs_f64(outage_after_s)).await;
+            let Ok(Some(p)) = outage_app.store.plan(None).await else { return };
+            let mut count: std::collections::BTreeMap<String, usize> = Default::default();
+            for x in p.plan["placements"].as_array().into_iter().flatten() {
+                *count.entry(x["region"].as_str().unwrap_or("").to_string()).or_default() += 1;
+            }
+            let Some(region) = count.into_iter().max_by_key(|(r, n)| (*n, std::cmp::Reverse(r.clone()))).map(|x| x.0) else { return };
+            let set = |down: bool| {
+                let mut c = outage_app.control.lock().expect("control lock");
+                if let Backend::Sim(d) = &mut c.backend {
+                    d.set_region_down(Time(now_ms() as f64 / 1000.0), &region, down);
+                }
+                drop(c);
+                outage_app.changed.store(true, std::sync::atomic::Ordering::SeqCst);
+                outage_app.wake.notify_one();
+            };
+            set(true);
+            eprintln!("stratus demo: {region} is down (simulated outage)");
+            tokio::time::sleep(Duration::from_secs_f64(outage_s)).await;
+            set(false);
+            eprintln!("stratus demo: {region} is back");
+        });
+        stratus_server::serve_on(app, listener, async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+        anyhow::Ok(())
+    })?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
