@@ -13,10 +13,15 @@ const topo = JSON.parse(readFileSync(require.resolve("world-atlas/land-110m.json
 const land = feature(topo, topo.objects.land);
 const px = ([lon, lat]) => [((lon + 180) / 360) * 1000, ((90 - lat) / 180) * 500];
 let d = "";
+// A ring that runs along the antimeridian or the map's edge would draw a line across the
+// map: a jump of more than half the width starts a new subpath instead.
 const ring = (r) => {
-  r.forEach((p, i) => {
+  let prev = null;
+  r.forEach((p) => {
     const [x, y] = px(p);
-    d += `${i ? "L" : "M"}${x.toFixed(1)},${y.toFixed(1)}`;
+    const jump = prev === null || Math.abs(x - prev) > 500;
+    d += `${jump ? "M" : "L"}${x.toFixed(1)},${y.toFixed(1)}`;
+    prev = x;
   });
   d += "Z";
 };

@@ -33,7 +33,7 @@ pub fn run(listen: SocketAddr, outage_after_s: f64, outage_s: f64) -> Result<()>
     rt.block_on(async move {
         let dir = state;
         // The inference page's data: a gateway over two mock replicas and a trickle of chats.
-        let faults = stratus_gateway::mock::Faults { ttft_ms: 40, itl_ms: 5, tokens: 16, ..Default::default() };
+        let faults = stratus_gateway::mock::Faults { ttft_ms: 20, itl_ms: 2, tokens: 8, ..Default::default() };
         let model = workloads.inference.first().map(|s| s.model.clone()).unwrap_or_else(|| "chat".into());
         let r1 = stratus_gateway::mock::start("127.0.0.1:0".parse()?, &model, faults.clone(), 1).await?;
         let r2 = stratus_gateway::mock::start("127.0.0.1:0".parse()?, &model, faults, 2).await?;

@@ -48,7 +48,13 @@ pub async fn ledger_summary(
         .map_err(internal)?;
     let live = stratus_ledger::burndown::report(&app.commitments, &live_rows);
 
-    let history = app.store.plans(50).await?;
+    // The list has no bodies: fetch the last 30 plans one by one.
+    let mut history = Vec::new();
+    for sp in app.store.plans(30).await? {
+        if let Some(full) = app.store.plan(Some(sp.id)).await? {
+            history.push(full);
+        }
+    }
     let current = history.first().cloned();
     let plan: Option<stratus_plan::Plan> = current
         .as_ref()

@@ -29,6 +29,7 @@ const usd = (x) => {
   return `$${x.toFixed(2)}`;
 };
 const num = (x, d = 0) => Number(x).toLocaleString("en-US", { maximumFractionDigits: d, minimumFractionDigits: d });
+const mw = (v) => (v < 1 ? v.toFixed(3) : num(v, 1));
 const when = (ms) => new Date(ms).toISOString().replace("T", " ").slice(0, 19) + " UTC";
 
 // ---- API and sign-in ------------------------------------------------------------------
@@ -71,7 +72,7 @@ async function signIn(token) {
     state.role = me.role;
     sessionStorage.setItem("stratus-token", token);
     document.body.classList.toggle("viewer", me.role === "viewer");
-    $("#who").textContent = `${me.name || "token"} · ${me.role}`;
+    $("#who").textContent = `signed in as ${me.role}`;
     $("#signin").hidden = true;
     $("#signout").hidden = false;
     route();
@@ -99,7 +100,9 @@ function niceMax(v) {
 
 // Line chart: series [{name, points:[[x,y]]}], x numeric (or ms when xTime).
 function lineChart({ title, xLabel, yLabel, series, xTime = false, yFmt = (v) => num(v, 1), reference }) {
-  const W = 640, H = 300, L = 70, R = 16, T = 30, B = 46;
+  const W = 640, H = 300, L = 70, R = 34, T = 30, B = 46;
+  series = series.filter((s) => s.points.length);
+  if (!series.length) return h("p", { class: "muted" }, `${title}: no data yet.`);
   const xs = series.flatMap((s) => s.points.map((p) => p[0]));
   const ys = series.flatMap((s) => s.points.map((p) => p[1])).concat(reference ? [reference.value] : []);
   let x0 = Math.min(...xs), x1 = Math.max(...xs);
@@ -206,7 +209,7 @@ pages.fleet = async (main) => {
       return `rgb(${a.map((c, i) => Math.round(c + (b[i] - c) * u)).join(",")})`;
     };
     const maxChips = Math.max(1, ...shown.map((x) => x.chips));
-    const svg = S("svg", { viewBox: "0 0 1000 500", role: "img", "aria-label": "World map of regions" },
+    const svg = S("svg", { viewBox: "0 28 1000 392", role: "img", "aria-label": "World map of regions" },
       S("path", { class: "land", d: land }),
       shown.sort((a, b) => b.chips - a.chips).map((x) => S("circle", {
         cx: ((x.r.lon + 180) / 360 * 1000).toFixed(1), cy: ((90 - x.r.lat) / 180 * 500).toFixed(1),
@@ -218,7 +221,7 @@ pages.fleet = async (main) => {
       h("span", {}, by === "price" ? `$${lo.toFixed(2)}` : `${num(lo)} g`), h("span", { class: "ramp" }),
       h("span", {}, by === "price" ? `$${hi.toFixed(2)} per chip-hour` : `${num(hi)} gCO2e/kWh`));
     cards.replaceChildren(card("providers", new Set(shown.map((x) => x.provider)).size), card("regions", shown.length),
-      card("pools", num(shown.reduce((s, x) => s + x.pools.length, 0))), card("chips obtainable", num(shown.reduce((s, x) => s + x.chips, 0))));
+      card("pools", num(shown.reduce((s, x) => s + x.pools.length, 0))), card("chips obtainable (on-demand + spot)", num(shown.reduce((s, x) => s + x.chips, 0))));
     const rows = shown.flatMap((x) => x.pools.map((q) => [q.id, q.accelerator, num(q.chips_per_node), num(q.nodes),
       `$${q.on_demand_per_node_hour.toFixed(2)}`, q.spot_per_node_hour ? `$${q.spot_per_node_hour.toFixed(2)}` : "—",
       q.committed ? `${q.committed.nodes} @ $${q.committed.rate_per_node_hour.toFixed(2)}` : "—", num(x.r.carbon_g_per_kwh)]));
@@ -344,7 +347,7 @@ pages.money = async (main) => {
   main.append(h("div", { class: "cards" },
     card("live bill so far (billed)", usd(m.live.billed_usd)), card("live bill (effective)", usd(m.live.effective_usd)),
     card(`current plan over ${m.projection_hours} h (effective)`, usd(r.effective_usd)), card("below list", `${((1 - r.effective_usd / Math.max(r.list_usd, 1e-9)) * 100).toFixed(1)} %`),
-    card("power now", `${num(m.power.reduce((s, x) => s + x.mw, 0), 1)} MW`), card("emissions", `${num(m.tco2e_per_day, 1)} tCO2e/day`)));
+    card("power now (plan, full load)", `${mw(m.power.reduce((s, x) => s + x.mw, 0))} MW`), card("emissions", `${num(m.tco2e_per_day, 1)} tCO2e/day`)));
   const hist = m.history;
   const provs = [...new Set(hist.flatMap((x) => Object.keys(x.by_provider)))].sort();
   const cats = [...new Set(hist.flatMap((x) => Object.keys(x.by_category)))].sort();
@@ -361,7 +364,7 @@ pages.money = async (main) => {
       { name: "cumulative yearly minimums", points: [[0, 0]].concat(spend[0].years.map((y, i) => [(y.end - spend[0].start) / (365.25 * 86400), spend[0].years.slice(0, i + 1).reduce((s, z) => s + z.minimum_usd, 0) / 1e6])) },
     ] }) : h("p", { class: "muted" }, "No spend commitment.");
   main.append(h("div", { class: "two" }, h("div", { class: "panel", id: "burn-down" }, burn),
-    h("div", { class: "panel" }, barChart({ title: "Power by region against its cap (current plan, full load)", unit: "MW", items: m.power.map((x) => ({ label: x.region, value: x.mw, cap: x.cap_mw })), fmt: (v) => num(v, 1) }))));
+    h("div", { class: "panel" }, barChart({ title: "Power by region against its cap (current plan, full load)", unit: "MW", items: m.power.map((x) => ({ label: x.region, value: x.mw, cap: x.cap_mw })), fmt: mw }))));
   if (spend.length) main.append(h("h2", {}, "Spend commitments (forecast at the current plan's run-rate)"), h("div", { class: "panel" }, table(["commitment", "year", "minimum", "projected draw", "true-up"],
     spend.flatMap((s) => s.years.map((y) => [s.id, y.year, usd(y.minimum_usd), usd(y.projected_usd), usd(y.shortfall_usd)])), [1, 2, 3, 4])));
   main.append(h("h2", {}, "Reserved capacity"), h("div", { class: "panel" }, table(["commitment", "pool", "utilisation", "coverage", "fees", "unused", "projected unused at term end"],
