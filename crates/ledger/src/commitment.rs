@@ -205,13 +205,7 @@ pub fn load_file(
     fleet: &Fleet,
     ledger_start: UnixSeconds,
 ) -> Result<Vec<Commitment>, InputError> {
-    let name = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| InputError {
-        file: name.clone(),
-        line: None,
-        field: None,
-        reason: format!("cannot read: {e}"),
-    })?;
+    let (name, text) = stratus_model::parse::read_text(path)?;
     load(&name, &text, fleet, ledger_start)
 }
 

@@ -203,6 +203,17 @@ struct PoolInfo<'a> {
     carbon: f64,
 }
 
+impl PoolInfo<'_> {
+    /// `RegionName`: the place, or the region id where the fleet names none.
+    fn region_name(&self) -> &str {
+        if self.location.is_empty() {
+            self.region
+        } else {
+            self.location
+        }
+    }
+}
+
 const HOUR: i64 = 3600;
 
 fn service(provider: &str, acc: Accelerator) -> (String, &'static str, &'static str) {
@@ -349,14 +360,7 @@ pub fn build(
                     consumed_quantity: Some(nh),
                     provider: p.provider.to_string(),
                     region: Some(p.region.to_string()),
-                    region_name: Some(
-                        if p.location.is_empty() {
-                            p.region
-                        } else {
-                            p.location
-                        }
-                        .to_string(),
-                    ),
+                    region_name: Some(p.region_name().to_string()),
                     resource_id: Some(u.token.clone()),
                     resource_name: Some(u.unit.clone()),
                     resource_type: Some("Accelerator node group"),
@@ -589,14 +593,7 @@ pub fn build(
                     consumed_quantity: None,
                     provider: p.provider.to_string(),
                     region: Some(p.region.to_string()),
-                    region_name: Some(
-                        if p.location.is_empty() {
-                            p.region
-                        } else {
-                            p.location
-                        }
-                        .to_string(),
-                    ),
+                    region_name: Some(p.region_name().to_string()),
                     resource_id: Some(c.id.clone()),
                     resource_name: Some(c.name.clone()),
                     resource_type: Some("Capacity reservation"),

@@ -175,8 +175,8 @@ fn field_in(msg: &str) -> Option<String> {
     None
 }
 
-/// Read a file from disk with the format its extension says.
-pub fn read_file<T: DeserializeOwned>(path: &Path) -> Result<(T, String), InputError> {
+/// Read a file's text, with an error that names it: (the name as given, the text).
+pub fn read_text(path: &Path) -> Result<(String, String), InputError> {
     let name = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| InputError {
         file: name.clone(),
@@ -184,6 +184,12 @@ pub fn read_file<T: DeserializeOwned>(path: &Path) -> Result<(T, String), InputE
         field: None,
         reason: format!("cannot read: {e}"),
     })?;
+    Ok((name, text))
+}
+
+/// Read a file from disk with the format its extension says.
+pub fn read_file<T: DeserializeOwned>(path: &Path) -> Result<(T, String), InputError> {
+    let (name, text) = read_text(path)?;
     let v = from_str(&name, &text, Format::from_path(&name))?;
     Ok((v, text))
 }
