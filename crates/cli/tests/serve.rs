@@ -67,6 +67,31 @@ fn spawn_with(db: &str, port: u16, extra: &[&str]) -> Child {
     panic!("stratus serve did not become ready");
 }
 
+/// The billed records the service reports: (client token, start).
+fn usage(port: u16) -> Vec<(String, f64)> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut r = agent
+        .get(&format!("http://127.0.0.1:{port}/v1/usage"))
+        .header("Authorization", &format!("Bearer {TOKEN}"))
+        .call()
+        .unwrap();
+    r.body_mut()
+        .read_to_string()
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["token"].as_str().unwrap().to_string(),
+                v["start_s"].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
 fn cli(port: u16, args: &[&str]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_stratus"))
         .args(args)
@@ -165,6 +190,15 @@ fn crash_restart(db: &str, dir: &Path) {
         "{out}"
     );
 
+    // What ran so far is billed, and the bill survives the crashes below.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut billed = usage(port);
+    while billed.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        billed = usage(port);
+    }
+    assert!(!billed.is_empty(), "no usage recorded");
+
     // kill -9 while the loop reconciles every 50 ms, three times over.
     for round in 0..3 {
         child.kill().unwrap();
@@ -188,6 +222,13 @@ fn crash_restart(db: &str, dir: &Path) {
         }
         let (ok, status) = cli(port2, &["status"]);
         assert!(ok && status.contains("\"workloads\": 3"), "{status}");
+        let after = usage(port2);
+        for (token, start) in &billed {
+            assert!(
+                after.iter().any(|(t, s)| t == token && s == start),
+                "round {round}: usage of {token} lost: {after:?}"
+            );
+        }
     }
     child.kill().unwrap();
     child.wait().unwrap();

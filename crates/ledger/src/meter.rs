@@ -39,12 +39,43 @@ pub struct Meter {
     open: BTreeMap<String, (Usage, u64)>,
     closed: Vec<Usage>,
     round: u64,
+    /// Tokens whose record changed since [`Meter::take_changed`] last ran.
+    changed: std::collections::BTreeSet<String>,
 }
 
 impl Meter {
     /// A meter with nothing seen yet.
     pub fn new() -> Meter {
         Meter::default()
+    }
+
+    /// A meter that carries on from records stored before a restart: an instance the driver
+    /// still reports extends its record; the others are closed at the first observation.
+    pub fn resume(records: Vec<Usage>) -> Meter {
+        let mut m = Meter::default();
+        for u in records {
+            m.open.insert(u.token.clone(), (u, 0));
+        }
+        m
+    }
+
+    /// The records that changed since the last call (new, extended or closed), for a harness
+    /// that stores them as it goes.
+    pub fn take_changed(&mut self) -> Vec<Usage> {
+        let tokens = std::mem::take(&mut self.changed);
+        let mut out: Vec<Usage> = self
+            .open
+            .iter()
+            .filter(|(k, _)| tokens.contains(*k))
+            .map(|(_, (u, _))| u.clone())
+            .collect();
+        out.extend(
+            self.closed
+                .iter()
+                .filter(|u| tokens.contains(&u.token))
+                .cloned(),
+        );
+        out
     }
 
     /// Record what the driver reports at `now`. Pending, running and stopping instances are
@@ -64,26 +95,21 @@ impl Meter {
             };
             match self.open.get_mut(&r.token) {
                 Some((u, at)) => {
-                    u.end_s = u.end_s.max(end);
+                    if end > u.end_s {
+                        u.end_s = end;
+                        self.changed.insert(r.token.clone());
+                    }
                     *at = round;
                 }
                 None => {
-                    let u = Usage {
-                        token: r.token.clone(),
-                        workload: r.workload.clone(),
-                        unit: r.unit.clone(),
-                        pool: r.pool.clone(),
-                        category: r.category,
-                        nodes: r.nodes,
-                        committed_nodes: r.committed_nodes.min(r.nodes),
-                        start_s: inst.launched_at.0,
-                        end_s: end.max(inst.launched_at.0),
-                    };
+                    let u = Meter::record(inst, end);
                     self.open.insert(r.token.clone(), (u, round));
+                    self.changed.insert(r.token.clone());
                 }
             }
             if lost {
                 let (u, _) = self.open.remove(&r.token).expect("just seen");
+                self.changed.insert(u.token.clone());
                 self.closed.push(u);
             } else {
                 seen += 1;
@@ -98,8 +124,25 @@ impl Meter {
                 .collect();
             for k in gone {
                 let (u, _) = self.open.remove(&k).expect("listed");
+                self.changed.insert(k);
                 self.closed.push(u);
             }
+        }
+    }
+
+    /// A new record for `inst`, billed until `end`.
+    fn record(inst: &Instance, end: f64) -> Usage {
+        let r = &inst.request;
+        Usage {
+            token: r.token.clone(),
+            workload: r.workload.clone(),
+            unit: r.unit.clone(),
+            pool: r.pool.clone(),
+            category: r.category,
+            nodes: r.nodes,
+            committed_nodes: r.committed_nodes.min(r.nodes),
+            start_s: inst.launched_at.0,
+            end_s: end.max(inst.launched_at.0),
         }
     }
 

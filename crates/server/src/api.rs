@@ -620,7 +620,7 @@ pub fn openapi_doc() -> Value {
                 "get": op("Units added, removed and moved since the plan before it", "viewer")},
             "/v1/actions": {"get": op("The controller's actions log (?since=ID&limit=)", "viewer")},
             "/v1/status": {"get": op("Counters, observed instances, the current plan's summary", "viewer")},
-            "/v1/usage": {"get": op("Usage records since the process started, JSON lines", "viewer")},
+            "/v1/usage": {"get": op("Usage records (stored across restarts), JSON lines", "viewer")},
             "/v1/whoami": {"get": op("The caller's role", "viewer")},
             "/v1/ledger/summary": {"get": op("Live bill, the current plan's 30-day projection under the commitments, plan history spend, power by region against caps", "viewer")},
             "/v1/sim/outage": {"post": op("Take a region of the simulated provider down or back {region, down}", "operator")},

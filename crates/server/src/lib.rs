@@ -132,8 +132,8 @@ pub struct Control {
     pub last_plan_key: String,
     /// Reconciles run.
     pub ticks: u64,
-    /// What every instance observed was billed for, since this process started (the
-    /// ledger's input; kept in memory: a restart starts a new record).
+    /// What every instance observed was billed for (the ledger's input), resumed from the
+    /// database at start and stored after every reconcile.
     pub meter: stratus_ledger::Meter,
 }
 
@@ -222,6 +222,7 @@ pub async fn app(config: &Config, fleet: Fleet) -> Result<Arc<App>, ServeError> 
         (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
     });
     controller.token_prefix = format!("s{:08x}-", id as u32);
+    let usage = store.usage().await?;
     let ledger_start = stratus_ledger::time::month_start(now_ms() / 1000);
     let commitments = match &config.commitments {
         Some((name, text)) => stratus_ledger::commitment::load(name, text, &fleet, ledger_start)
@@ -240,7 +241,7 @@ pub async fn app(config: &Config, fleet: Fleet) -> Result<Arc<App>, ServeError> 
             replans_seen: 0,
             last_plan_key: String::new(),
             ticks: 0,
-            meter: stratus_ledger::Meter::new(),
+            meter: stratus_ledger::Meter::resume(usage),
         }),
         wake: tokio::sync::Notify::new(),
         // A restart re-plans at once.
@@ -308,7 +309,7 @@ pub async fn reconcile_once(app: &Arc<App>) -> Result<(), store::StoreError> {
     let stored = app.store.workloads().await?;
     let workloads = api::workload_set(&stored);
     let a = app.clone();
-    let (actions, plan) = tokio::task::spawn_blocking(move || {
+    let (actions, plan, usage) = tokio::task::spawn_blocking(move || {
         let now = Time(now_ms() as f64 / 1000.0);
         let mut c = a.control.lock().expect("control lock");
         let c = &mut *c;
@@ -323,6 +324,7 @@ pub async fn reconcile_once(app: &Arc<App>) -> Result<(), store::StoreError> {
         }
         let actions = c.controller.tick(now, &workloads, c.backend.driver());
         c.meter.observe(now, c.controller.observed());
+        let changed = c.meter.take_changed();
         c.backend.reap(now);
         c.ticks += 1;
         let mut plan = None;
@@ -341,12 +343,13 @@ pub async fn reconcile_once(app: &Arc<App>) -> Result<(), store::StoreError> {
                 }
             }
         }
-        (actions, plan)
+        (actions, plan, changed)
     })
     .await
     .expect("reconcile task");
     let now = now_ms();
     app.store.add_actions(&actions, now).await?;
+    app.store.save_usage(&usage).await?;
     if let Some(p) = plan {
         app.store.add_plan(now, &p).await?;
     }

@@ -7,7 +7,10 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
 /// Migrations, in order. Each runs once, in a transaction, and is recorded.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/0001_init.sql")),
+    (2, include_str!("../migrations/0002_usage.sql")),
+];
 
 /// A storage failure (the database is down, a constraint broke).
 #[derive(Debug, thiserror::Error)]
@@ -155,6 +158,40 @@ impl Store {
             tx.commit().await?;
         }
         Ok(())
+    }
+
+    /// Insert or update usage records (by token), all or none.
+    pub async fn save_usage(&self, records: &[stratus_ledger::Usage]) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for u in records {
+            sqlx::query(
+                "INSERT INTO usage (token, start_s, end_s, record) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (token) DO UPDATE SET end_s = excluded.end_s, record = excluded.record",
+            )
+            .bind(&u.token)
+            .bind(u.start_s)
+            .bind(u.end_s)
+            .bind(serde_json::to_string(u).expect("usage serializes"))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Every usage record stored, in start order.
+    pub async fn usage(&self) -> Result<Vec<stratus_ledger::Usage>, StoreError> {
+        let rows: Vec<String> =
+            sqlx::query_scalar("SELECT record FROM usage ORDER BY start_s, token")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| serde_json::from_str(r).ok())
+            .collect())
     }
 
     /// Insert or replace workloads, all or none.
