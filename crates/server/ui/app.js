@@ -256,7 +256,7 @@ pages.plan = async (main) => {
   }
   const rows = [];
   for (const [k, xs] of [...groups].sort()) {
-    rows.push(h("tr", { class: "group" }, h("td", { colspan: 6 }, `${k} — ${xs.length} units, ${usd(xs.reduce((s, x) => s + x.cost_per_hour, 0))}/h`)));
+    rows.push(h("tr", { class: "group" }, h("td", { colspan: 6 }, `${k} — ${xs.length} ${xs.length === 1 ? "unit" : "units"}, ${usd(xs.reduce((s, x) => s + x.cost_per_hour, 0))}/h`)));
     for (const x of xs) rows.push(h("tr", { "data-unit": x.unit }, h("td", {}, x.unit), h("td", {}, x.pool), h("td", {}, x.category),
       h("td", { class: "num" }, num(x.chips)), h("td", { class: "num" }, usd(x.cost_per_hour)), h("td", { class: "small" }, x.explanation)));
   }
