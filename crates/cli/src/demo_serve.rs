@@ -8,8 +8,7 @@
 use anyhow::{Context, Result};
 use std::net::SocketAddr;
 use std::time::Duration;
-use stratus_control::Time;
-use stratus_server::{auth, now_ms, reconcile_loop, Backend, Config, DriverChoice};
+use stratus_server::{auth, now_ms, reconcile_loop, Config, DriverChoice};
 
 /// A random token, hex.
 fn random_token() -> Result<String> {
@@ -74,17 +73,9 @@ pub fn run(listen: SocketAddr, outage_after_s: f64, outage_s: f64) -> Result<()>
         };
         let app = stratus_server::app(&config, fleet.clone()).await?;
         app.store.add_token(&auth::hash(&viewer), "demo-viewer", "viewer", now_ms()).await?;
-        let mut items = Vec::new();
-        for t in &workloads.training {
-            items.push((t.name.clone(), "training".to_string(), serde_json::json!(t)));
-        }
-        for s in &workloads.inference {
-            items.push((s.name.clone(), "inference".to_string(), serde_json::json!(s)));
-        }
-        for b in &workloads.batch {
-            items.push((b.name.clone(), "batch".to_string(), serde_json::json!(b)));
-        }
-        app.store.apply(&items, now_ms()).await?;
+        app.store
+            .apply(&stratus_server::api::workload_items(&workloads), now_ms())
+            .await?;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("listening on {listen}"))?;
@@ -106,15 +97,7 @@ pub fn run(listen: SocketAddr, outage_after_s: f64, outage_s: f64) -> Result<()>
                 *count.entry(x["region"].as_str().unwrap_or("").to_string()).or_default() += 1;
             }
             let Some(region) = count.into_iter().max_by_key(|(r, n)| (*n, std::cmp::Reverse(r.clone()))).map(|x| x.0) else { return };
-            let set = |down: bool| {
-                let mut c = outage_app.control.lock().expect("control lock");
-                if let Backend::Sim(d) = &mut c.backend {
-                    d.set_region_down(Time(now_ms() as f64 / 1000.0), &region, down);
-                }
-                drop(c);
-                outage_app.changed.store(true, std::sync::atomic::Ordering::SeqCst);
-                outage_app.wake.notify_one();
-            };
+            let set = |down: bool| outage_app.set_sim_region(&region, down);
             set(true);
             eprintln!("stratus demo: {region} is down (simulated outage)");
             tokio::time::sleep(Duration::from_secs_f64(outage_s)).await;

@@ -47,6 +47,23 @@ struct Loaded {
     source: String,
 }
 
+/// The commitments file, or `examples/commitments.yaml` (embedded) when none is given.
+fn commitments(
+    path: Option<&Path>,
+    fleet: &Fleet,
+    epoch: time::UnixSeconds,
+) -> Result<Vec<Commitment>> {
+    Ok(match path {
+        Some(p) => commitment::load_file(p, fleet, epoch)?,
+        None => commitment::load(
+            "examples/commitments.yaml",
+            DEFAULT_COMMITMENTS,
+            fleet,
+            epoch,
+        )?,
+    })
+}
+
 fn workloads(fleet: &Fleet, path: Option<&Path>) -> Result<WorkloadSet> {
     Ok(match path {
         Some(p) => parse::load_workloads(p, fleet).context("reading workloads")?,
@@ -65,15 +82,7 @@ fn load(i: &Inputs) -> Result<Loaded> {
         epoch,
         ..Options::default()
     };
-    let commitments = match &i.commitments {
-        Some(p) => commitment::load_file(p, &fleet, epoch)?,
-        None => commitment::load(
-            "examples/commitments.yaml",
-            DEFAULT_COMMITMENTS,
-            &fleet,
-            epoch,
-        )?,
-    };
+    let commitments = commitments(i.commitments.as_deref(), &fleet, epoch)?;
     let (usage, source) = match &i.usage {
         Some(p) => (
             read_usage(p)?,
@@ -386,15 +395,7 @@ pub fn steer_cmd(a: &SteerArgs) -> Result<()> {
     let fleet = crate::load_fleet(a.fleet.as_deref())?.into_owned();
     let w = workloads(&fleet, a.workloads.as_deref())?;
     let opts = Options::default();
-    let cs = match &a.commitments {
-        Some(p) => commitment::load_file(p, &fleet, opts.epoch)?,
-        None => commitment::load(
-            "examples/commitments.yaml",
-            DEFAULT_COMMITMENTS,
-            &fleet,
-            opts.epoch,
-        )?,
-    };
+    let cs = commitments(a.commitments.as_deref(), &fleet, opts.epoch)?;
     let policy = Policy::default();
     let demo = steer::reservation(&fleet, &w, &policy, &cs, &opts, a.hours);
     println!(

@@ -48,6 +48,15 @@ pub const MANDATORY: &[&str] = &[
     "ServiceName",
 ];
 
+/// Mandatory columns that may hold nulls (each has its own null rule, checked below).
+const MANDATORY_NULLABLE: &[&str] = &[
+    "BillingAccountName",
+    "ChargeClass",
+    "ChargeDescription",
+    "PricingQuantity",
+    "PricingUnit",
+];
+
 /// Conditional and recommended columns of FOCUS 1.2 (any other column must start with `x_`).
 pub const OTHER: &[&str] = &[
     "AvailabilityZone",
@@ -234,24 +243,7 @@ pub fn check_csv(text: &str) -> Vec<Violation> {
         let purchase = cc == Some("Purchase");
         let tax = cc == Some("Tax");
 
-        for c in [
-            "BilledCost",
-            "BillingAccountId",
-            "BillingCurrency",
-            "BillingPeriodEnd",
-            "BillingPeriodStart",
-            "ChargeCategory",
-            "ChargePeriodEnd",
-            "ChargePeriodStart",
-            "ContractedCost",
-            "EffectiveCost",
-            "InvoiceIssuerName",
-            "ListCost",
-            "ProviderName",
-            "PublisherName",
-            "ServiceCategory",
-            "ServiceName",
-        ] {
+        for c in MANDATORY.iter().filter(|c| !MANDATORY_NULLABLE.contains(c)) {
             if get(c).is_none() {
                 v(c, "MUST NOT be null");
             }

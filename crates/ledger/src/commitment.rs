@@ -15,7 +15,7 @@ use crate::time::{self, UnixSeconds};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use stratus_model::parse::{find_line, from_str, Format, InputError};
-use stratus_model::{Accelerator, Fleet, UsdPerHour};
+use stratus_model::{Accelerator, Fleet, Pool, Provider, Region, UsdPerHour};
 
 /// A commitments file.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -199,6 +199,18 @@ pub struct PoolRef<'a> {
     pub accelerator: Accelerator,
 }
 
+impl<'a> PoolRef<'a> {
+    /// A pool of the fleet, as [`Fleet::pools`] yields it.
+    pub fn of(p: &'a Provider, r: &'a Region, q: &'a Pool) -> PoolRef<'a> {
+        PoolRef {
+            id: &q.id,
+            provider: &p.name,
+            region: &r.name,
+            accelerator: q.accelerator,
+        }
+    }
+}
+
 /// Read and check a commitments file against the fleet.
 pub fn load_file(
     path: &std::path::Path,
@@ -339,13 +351,11 @@ pub fn load(
                     .pool
                     .clone()
                     .ok_or_else(|| bad("pool", "is required for a usage commitment".into()))?;
-                let Some((provider, pool)) = fleet.providers.iter().find_map(|p| {
-                    p.regions
-                        .iter()
-                        .flat_map(|r| &r.pools)
-                        .find(|q| q.id == pool_id)
-                        .map(|q| (p.name.clone(), q))
-                }) else {
+                let Some((provider, pool)) = fleet
+                    .pools()
+                    .find(|(_, _, q)| q.id == pool_id)
+                    .map(|(p, _, q)| (p.name.clone(), q))
+                else {
                     return Err(bad("pool", format!("no pool `{pool_id}` in the fleet")));
                 };
                 if let Some(p) = &c.provider {
@@ -424,27 +434,23 @@ pub fn load(
 
 /// The fleet's committed pools as usage commitments: one-year terms from `start`.
 pub fn from_fleet(fleet: &Fleet, start: UnixSeconds) -> Vec<Commitment> {
-    let mut out = Vec::new();
-    for p in &fleet.providers {
-        for r in &p.regions {
-            for pool in &r.pools {
-                if let Some(k) = &pool.committed {
-                    out.push(Commitment {
-                        id: k.name.clone(),
-                        name: format!("{} (fleet file; no terms given: one year)", k.name),
-                        provider: p.name.clone(),
-                        start,
-                        end: time::add_years(start, 1),
-                        years: 1,
-                        terms: Terms::Usage {
-                            pool: pool.id.clone(),
-                            steps: vec![(start, k.nodes)],
-                            rate_per_node_hour: k.rate_per_node_hour.0,
-                        },
-                    });
-                }
-            }
-        }
-    }
-    out
+    fleet
+        .pools()
+        .filter_map(|(p, _, pool)| {
+            let k = pool.committed.as_ref()?;
+            Some(Commitment {
+                id: k.name.clone(),
+                name: format!("{} (fleet file; no terms given: one year)", k.name),
+                provider: p.name.clone(),
+                start,
+                end: time::add_years(start, 1),
+                years: 1,
+                terms: Terms::Usage {
+                    pool: pool.id.clone(),
+                    steps: vec![(start, k.nodes)],
+                    rate_per_node_hour: k.rate_per_node_hour.0,
+                },
+            })
+        })
+        .collect()
 }

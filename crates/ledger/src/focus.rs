@@ -247,31 +247,27 @@ pub fn build(
     usage: &[Usage],
     opts: &Options,
 ) -> Result<Vec<Row>, LedgerError> {
-    let mut pools: HashMap<&str, PoolInfo> = HashMap::new();
-    for p in &fleet.providers {
-        for r in &p.regions {
-            for q in &r.pools {
-                pools.insert(
-                    &q.id,
-                    PoolInfo {
-                        provider: &p.name,
-                        region: &r.name,
-                        location: &r.location,
-                        instance_type: &q.instance_type,
-                        accelerator: q.accelerator,
-                        chips: q.chips_per_node,
-                        on_demand: q.on_demand_per_node_hour.0,
-                        spot: q
-                            .spot_per_node_hour
-                            .map(|s| s.0)
-                            .unwrap_or(q.on_demand_per_node_hour.0),
-                        kw_per_node: q.node_watts(opts.utilisation).0 * r.pue / 1000.0,
-                        carbon: r.carbon_g_per_kwh.0,
-                    },
-                );
-            }
-        }
-    }
+    let pools: HashMap<&str, PoolInfo> = fleet
+        .pools()
+        .map(|(p, r, q)| {
+            let info = PoolInfo {
+                provider: &p.name,
+                region: &r.name,
+                location: &r.location,
+                instance_type: &q.instance_type,
+                accelerator: q.accelerator,
+                chips: q.chips_per_node,
+                on_demand: q.on_demand_per_node_hour.0,
+                spot: q
+                    .spot_per_node_hour
+                    .map(|s| s.0)
+                    .unwrap_or(q.on_demand_per_node_hour.0),
+                kw_per_node: q.node_watts(opts.utilisation).0 * r.pue / 1000.0,
+                carbon: r.carbon_g_per_kwh.0,
+            };
+            (q.id.as_str(), info)
+        })
+        .collect();
     // Split every record at UTC hour boundaries.
     struct Seg {
         u: usize,

@@ -159,11 +159,6 @@ impl Meter {
         v.sort_by(|a, b| a.start_s.total_cmp(&b.start_s).then(a.token.cmp(&b.token)));
         v
     }
-
-    /// The records of instances still billing, for a service that persists them as it goes.
-    pub fn open(&self) -> impl Iterator<Item = &Usage> {
-        self.open.values().map(|(u, _)| u)
-    }
 }
 
 /// Usage of a plan held unchanged for `hours` from time 0: what a plan commits the lab to,

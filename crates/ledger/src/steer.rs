@@ -12,10 +12,21 @@
 use crate::commitment::{Commitment, PoolRef, Terms};
 use crate::focus::{self, Options};
 use crate::meter;
-use crate::time::UnixSeconds;
 use serde::Serialize;
-use stratus_model::{Committed, Fleet, UsdPerHour, WorkloadSet};
-use stratus_plan::{plan, Category, Plan, Policy};
+use stratus_model::{Committed, Fleet, Pool, UsdPerHour, WorkloadSet};
+use stratus_plan::{plan, Category, Placement, Plan, Policy};
+
+/// The pool of a placement that draws on spend commitment `c`: not spot, and in its scope.
+fn drawing<'a>(fleet: &'a Fleet, c: &Commitment, pl: &Placement) -> Option<&'a Pool> {
+    if pl.category == Category::Spot {
+        return None;
+    }
+    fleet
+        .pools()
+        .find(|(_, _, q)| q.id == pl.pool)
+        .filter(|(p, r, q)| c.covers(&PoolRef::of(p, r, q)))
+        .map(|(_, _, q)| q)
+}
 
 /// Discounted dollars per hour a plan draws from a spend commitment (on-demand nodes of
 /// placements in its scope; committed nodes count only where no reservation covers them).
@@ -23,47 +34,17 @@ pub fn draw_per_hour(fleet: &Fleet, c: &Commitment, p: &Plan) -> f64 {
     let Terms::Spend { discount, .. } = &c.terms else {
         return 0.0;
     };
-    let mut sum = 0.0;
-    for pl in &p.placements {
-        if pl.category == Category::Spot {
-            continue;
-        }
-        let Some((prov, region, pool)) = find(fleet, &pl.pool) else {
-            continue;
-        };
-        let pref = PoolRef {
-            id: &pool.id,
-            provider: prov,
-            region,
-            accelerator: pool.accelerator,
-        };
-        if !c.covers(&pref) {
-            continue;
-        }
-        let reserved = if is_grant(pool) {
-            0
-        } else {
-            pool.committed
-                .as_ref()
-                .map(|_| pl.committed_nodes)
-                .unwrap_or(0)
-        };
-        sum += (pl.nodes - reserved.min(pl.nodes)) as f64
-            * pool.on_demand_per_node_hour.0
-            * (1.0 - discount);
-    }
-    sum
-}
-
-fn find<'a>(fleet: &'a Fleet, id: &str) -> Option<(&'a str, &'a str, &'a stratus_model::Pool)> {
-    fleet.providers.iter().find_map(|p| {
-        p.regions.iter().find_map(|r| {
-            r.pools
-                .iter()
-                .find(|q| q.id == id)
-                .map(|q| (p.name.as_str(), r.name.as_str(), q))
+    p.placements
+        .iter()
+        .filter_map(|pl| drawing(fleet, c, pl).map(|pool| (pl, pool)))
+        .map(|(pl, pool)| {
+            let reserved = match &pool.committed {
+                Some(_) if !is_grant(pool) => pl.committed_nodes.min(pl.nodes),
+                _ => 0,
+            };
+            (pl.nodes - reserved) as f64 * pool.on_demand_per_node_hour.0 * (1.0 - discount)
         })
-    })
+        .sum()
 }
 
 const GRANT: &str = "minimum-draw:";
@@ -87,13 +68,13 @@ pub fn grant(fleet: &Fleet, c: &Commitment, shadow: f64) -> Fleet {
     for p in &mut f.providers {
         for r in &mut p.regions {
             for q in &mut r.pools {
-                let pref = PoolRef {
+                let scope = PoolRef {
                     id: &q.id,
                     provider: &p.name,
                     region: &r.name,
                     accelerator: q.accelerator,
                 };
-                if c.covers(&pref) && q.committed.is_none() {
+                if c.covers(&scope) && q.committed.is_none() {
                     let price = q.on_demand_per_node_hour.0 * (1.0 - discount);
                     q.committed = Some(Committed {
                         name: format!("{GRANT}{}", c.id),
@@ -148,38 +129,14 @@ pub struct MinimumDraw {
 
 fn side(fleet: &Fleet, c: &Commitment, p: &Plan, minimum: f64, hours: f64) -> Side {
     let draw = draw_per_hour(fleet, c, p);
-    let in_scope = p
-        .placements
-        .iter()
-        .filter(|pl| {
-            pl.category != Category::Spot
-                && find(fleet, &pl.pool).is_some_and(|(prov, region, pool)| {
-                    c.covers(&PoolRef {
-                        id: &pool.id,
-                        provider: prov,
-                        region,
-                        accelerator: pool.accelerator,
-                    })
-                })
-        })
-        .count();
     // Everything not drawn from the commitment, at what the plan pays for it.
-    let other: f64 = p
-        .placements
-        .iter()
-        .filter(|pl| {
-            pl.category == Category::Spot
-                || !find(fleet, &pl.pool).is_some_and(|(prov, region, pool)| {
-                    c.covers(&PoolRef {
-                        id: &pool.id,
-                        provider: prov,
-                        region,
-                        accelerator: pool.accelerator,
-                    })
-                })
-        })
-        .map(|pl| pl.cost_per_hour)
-        .sum();
+    let (mut in_scope, mut other) = (0, 0.0);
+    for pl in &p.placements {
+        match drawing(fleet, c, pl) {
+            Some(_) => in_scope += 1,
+            None => other += pl.cost_per_hour,
+        }
+    }
     let year_draw = draw * hours;
     Side {
         draw_usd_per_hour: draw,
@@ -310,9 +267,4 @@ pub fn reservation(
         unaware: bill(&plan(&hidden, workloads, policy, None)),
         aware: bill(&plan(fleet, workloads, policy, None)),
     }
-}
-
-/// Start of commitment year `year` of `c`, for callers that hold plans from then.
-pub fn year_start(c: &Commitment, year: u32) -> UnixSeconds {
-    c.year_bounds(year).0
 }

@@ -194,6 +194,38 @@ async fn delete_workload(
     }
 }
 
+/// A workload set as the store keeps it: (name, kind, spec) per workload.
+pub fn workload_items(w: &WorkloadSet) -> Vec<(String, String, Value)> {
+    let kinds = [
+        (
+            "training",
+            w.training
+                .iter()
+                .map(|t| (t.name.clone(), json!(t)))
+                .collect::<Vec<_>>(),
+        ),
+        (
+            "inference",
+            w.inference
+                .iter()
+                .map(|s| (s.name.clone(), json!(s)))
+                .collect(),
+        ),
+        (
+            "batch",
+            w.batch.iter().map(|b| (b.name.clone(), json!(b))).collect(),
+        ),
+    ];
+    kinds
+        .into_iter()
+        .flat_map(|(kind, items)| {
+            items
+                .into_iter()
+                .map(move |(n, v)| (n, kind.to_string(), v))
+        })
+        .collect()
+}
+
 /// Apply a workload document (the workload file format, YAML or JSON by `Content-Type`):
 /// every workload in it is created or replaced, all or none.
 async fn apply(
@@ -225,17 +257,7 @@ async fn apply(
             "request body: no workloads (expected `training`, `inference` or `batch` lists)",
         ));
     }
-    let mut items = Vec::new();
-    for t in &w.training {
-        items.push((t.name.clone(), "training".to_string(), json!(t)));
-    }
-    for s in &w.inference {
-        items.push((s.name.clone(), "inference".to_string(), json!(s)));
-    }
-    for b in &w.batch {
-        items.push((b.name.clone(), "batch".to_string(), json!(b)));
-    }
-    let result = app.store.apply(&items, now_ms()).await?;
+    let result = app.store.apply(&workload_items(&w), now_ms()).await?;
     app.changed.store(true, std::sync::atomic::Ordering::SeqCst);
     app.wake.notify_one();
     let applied: Vec<Value> = result
@@ -381,23 +403,11 @@ async fn usage(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Respon
         .into_response())
 }
 
-/// The bill so far as FOCUS 1.2 CSV; the fleet's reservations are one-year usage
-/// commitments from the month the first record falls in.
+/// The bill so far as FOCUS 1.2 CSV, under the service's commitments.
 async fn focus_csv(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, ApiError> {
     require(&app, &headers, Role::Viewer).await?;
-    let records = app.control.lock().expect("control lock").meter.usage();
-    let start = records
-        .iter()
-        .map(|u| u.start_s as i64)
-        .min()
-        .map(stratus_ledger::time::month_start)
-        .unwrap_or(0);
-    let commitments = stratus_ledger::commitment::from_fleet(&app.fleet, start);
-    let opts = stratus_ledger::Options {
-        epoch: 0,
-        ..stratus_ledger::Options::default()
-    };
-    let rows = stratus_ledger::build(&app.fleet, &commitments, &records, &opts)
+    let rows = app
+        .live_rows()
         .map_err(|e| err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let mut out = Vec::new();
     stratus_ledger::write_csv(&rows, "lab", &mut out)

@@ -5,7 +5,7 @@
 
 use crate::api::{err, require, ApiError};
 use crate::auth::Role;
-use crate::{now_ms, App, Backend};
+use crate::{now_ms, App};
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -14,7 +14,6 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use stratus_control::Time;
 
 /// Hours the current plan is held for the money page's projection.
 const PROJECTION_HOURS: f64 = 720.0;
@@ -36,25 +35,13 @@ pub async fn ledger_summary(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     require(&app, &headers, Role::Viewer).await?;
-    let usage = app.control.lock().expect("control lock").meter.usage();
-    let live_opts = stratus_ledger::Options {
-        epoch: 0,
-        ..stratus_ledger::Options::default()
-    };
     let internal = |e: stratus_ledger::focus::LedgerError| {
         err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
     };
-    let live_rows = stratus_ledger::build(&app.fleet, &app.commitments, &usage, &live_opts)
-        .map_err(internal)?;
+    let live_rows = app.live_rows().map_err(internal)?;
     let live = stratus_ledger::burndown::report(&app.commitments, &live_rows);
 
-    // The list has no bodies: fetch the last 30 plans one by one.
-    let mut history = Vec::new();
-    for sp in app.store.plans(30).await? {
-        if let Some(full) = app.store.plan(Some(sp.id)).await? {
-            history.push(full);
-        }
-    }
+    let history = app.store.recent_plans(30).await?;
     let current = history.first().cloned();
     let plan: Option<stratus_plan::Plan> = current
         .as_ref()
@@ -109,13 +96,8 @@ pub async fn ledger_summary(
     }
     let caps: BTreeMap<String, f64> = app
         .fleet
-        .providers
-        .iter()
-        .flat_map(|p| {
-            p.regions
-                .iter()
-                .map(move |r| (format!("{}:{}", p.name, r.name), r.power_cap_mw.0))
-        })
+        .regions()
+        .map(|(p, r)| (format!("{}:{}", p.name, r.name), r.power_cap_mw.0))
         .collect();
     let mut power: Vec<(String, f64)> = power.into_iter().collect();
     power.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
@@ -150,31 +132,22 @@ pub async fn sim_outage(
     Json(o): Json<Outage>,
 ) -> Result<Json<Value>, ApiError> {
     require(&app, &headers, Role::Operator).await?;
-    let known = app.fleet.providers.iter().any(|p| {
-        p.regions
-            .iter()
-            .any(|r| format!("{}:{}", p.name, r.name) == o.region)
-    });
+    let known = app
+        .fleet
+        .regions()
+        .any(|(p, r)| format!("{}:{}", p.name, r.name) == o.region);
     if !known {
         return Err(err(
             StatusCode::BAD_REQUEST,
             format!("region: no region `{}` in the fleet", o.region),
         ));
     }
-    let lost = {
-        let mut c = app.control.lock().expect("control lock");
-        match &mut c.backend {
-            Backend::Sim(d) => d.set_region_down(Time(now_ms() as f64 / 1000.0), &o.region, o.down),
-            _ => {
-                return Err(err(
-                    StatusCode::CONFLICT,
-                    "outages can be injected only into simulated providers (--driver sim)",
-                ))
-            }
-        }
-    };
-    app.changed.store(true, std::sync::atomic::Ordering::SeqCst);
-    app.wake.notify_one();
+    let lost = app.set_sim_region(&o.region, o.down).ok_or_else(|| {
+        err(
+            StatusCode::CONFLICT,
+            "outages can be injected only into simulated providers (--driver sim)",
+        )
+    })?;
     Ok(Json(
         json!({"region": o.region, "down": o.down, "instances_lost": lost}),
     ))

@@ -157,6 +157,35 @@ pub struct App {
     pub changed: std::sync::atomic::AtomicBool,
 }
 
+impl App {
+    /// The bill so far: FOCUS rows of every usage record (Unix-second clock) under the
+    /// service's commitments.
+    pub fn live_rows(
+        &self,
+    ) -> Result<Vec<stratus_ledger::Row>, stratus_ledger::focus::LedgerError> {
+        let usage = self.control.lock().expect("control lock").meter.usage();
+        let opts = stratus_ledger::Options {
+            epoch: 0,
+            ..stratus_ledger::Options::default()
+        };
+        stratus_ledger::build(&self.fleet, &self.commitments, &usage, &opts)
+    }
+
+    /// Take a region (`provider:region`) of the simulated provider down or bring it back and
+    /// wake the reconcile loop; the tokens of the instances lost, or `None` when the service
+    /// does not drive simulated providers.
+    pub fn set_sim_region(&self, region: &str, down: bool) -> Option<Vec<String>> {
+        let lost = match &mut self.control.lock().expect("control lock").backend {
+            Backend::Sim(d) => d.set_region_down(Time(now_ms() as f64 / 1000.0), region, down),
+            _ => return None,
+        };
+        self.changed
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.wake.notify_one();
+        Some(lost)
+    }
+}
+
 /// Errors starting the service.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {

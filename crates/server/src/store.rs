@@ -320,6 +320,18 @@ impl Store {
         Ok(rows.iter().map(plan_row).collect::<Result<_, _>>()?)
     }
 
+    /// The newest `limit` plans with their bodies, newest first.
+    pub async fn recent_plans(&self, limit: i64) -> Result<Vec<StoredPlan>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, created_ms, cost_per_hour, placed, unplaced, plan FROM plans \
+             ORDER BY id DESC LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(plan_row).collect::<Result<_, _>>()?)
+    }
+
     /// One plan with its body (`None` id: the newest).
     pub async fn plan(&self, id: Option<i64>) -> Result<Option<StoredPlan>, StoreError> {
         let q = match id {
