@@ -47,8 +47,19 @@ pub async fn ledger_summary(
         .as_ref()
         .and_then(|p| serde_json::from_value(p.plan.clone()).ok());
     let now_s = now_ms() / 1000;
-    let projection = match &plan {
-        Some(p) => {
+    // The projection changes only with the plan and the hour it starts from: build it (a
+    // month of hourly rows) once per pair.
+    let key = (current.as_ref().map(|p| p.id).unwrap_or(0), now_s / 3600);
+    let cached = app
+        .projection
+        .lock()
+        .expect("projection lock")
+        .as_ref()
+        .filter(|c| c.0 == key)
+        .map(|c| c.1.clone());
+    let projection = match (cached, &plan) {
+        (Some(r), _) => r,
+        (None, Some(p)) => {
             let opts = stratus_ledger::Options {
                 epoch: now_s / 3600 * 3600,
                 ..stratus_ledger::Options::default()
@@ -60,9 +71,11 @@ pub async fn ledger_summary(
                 &opts,
             )
             .map_err(internal)?;
-            stratus_ledger::burndown::report(&app.commitments, &rows)
+            let r = stratus_ledger::burndown::report(&app.commitments, &rows);
+            *app.projection.lock().expect("projection lock") = Some((key, r.clone()));
+            r
         }
-        None => stratus_ledger::burndown::report(&app.commitments, &[]),
+        (None, None) => stratus_ledger::burndown::report(&app.commitments, &[]),
     };
     let mut points = Vec::new();
     for sp in history.iter().rev() {

@@ -149,6 +149,8 @@ pub struct App {
     pub gateway_metrics: Option<String>,
     /// See [`Config::reports`].
     pub reports: Option<std::path::PathBuf>,
+    /// The money page's projection of the current plan, keyed by (plan id, hour).
+    pub projection: Mutex<Option<((i64, i64), stratus_ledger::burndown::Report)>>,
     /// The controller and its driver.
     pub control: Mutex<Control>,
     /// Wakes the reconcile loop early after a change.
@@ -263,6 +265,7 @@ pub async fn app(config: &Config, fleet: Fleet) -> Result<Arc<App>, ServeError> 
         commitments,
         gateway_metrics: config.gateway_metrics.clone(),
         reports: config.reports.clone(),
+        projection: Mutex::new(None),
         fleet: Arc::new(fleet),
         control: Mutex::new(Control {
             controller,
