@@ -10,6 +10,7 @@
 
 pub mod buildout;
 pub mod exact;
+pub mod flow;
 pub mod policy;
 pub mod problem;
 pub mod shift;

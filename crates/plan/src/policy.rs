@@ -71,7 +71,8 @@ pub struct Policy {
     /// …and most units: branch and bound time grows fast with contended units, so larger
     /// problems go to the Lagrangian method, which reports its gap instead.
     pub exact_max_units: usize,
-    /// Subgradient iterations of the Lagrangian dual.
+    /// Subgradient steps refining the Lagrangian dual from the transportation prices (at
+    /// least this many; small problems take up to eight times as many, by size).
     pub dual_iterations: usize,
     /// Candidates kept per unit (the cheapest); the rest are summarised so the lower bound
     /// stays valid.
@@ -92,7 +93,7 @@ impl Default for Policy {
             power_cap_utilisation: 1.0,
             exact_max_candidates: 2000,
             exact_max_units: 12,
-            dual_iterations: 120,
+            dual_iterations: 20,
             max_candidates_per_unit: 256,
         }
     }

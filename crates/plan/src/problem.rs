@@ -424,7 +424,7 @@ pub fn compile(
     }
     let make_gang = |arrival: usize, g: &Gang| -> Unit {
         let mut rejected = BTreeMap::new();
-        let mut cands = Vec::new();
+        let mut cands = take_scratch();
         let key = g.name.to_string();
         let previous_offer = prev_offer(&key);
         let mut accs = g.accelerators.to_vec();
@@ -501,8 +501,8 @@ pub fn compile(
             }
             cands.push(cand);
         }
-        let (tail_floor, tail_mask) =
-            trim_cands(&mut cands, policy.max_candidates_per_unit, &offers);
+        let (cands, tail_floor, tail_mask) =
+            trim_cands(cands, policy.max_candidates_per_unit, &offers);
         Unit {
             workload: g.name.to_string(),
             key,
@@ -522,12 +522,11 @@ pub fn compile(
     units.extend(par_map(&gangs, &make_gang));
     arrival += gangs.len();
 
-    for s in &workloads.inference {
-        let gi = groups.len();
-        let mut members = Vec::new();
+    // Every service's shards, built in parallel like the gangs: (service, key, rps, from).
+    let mut shards: Vec<(usize, String, f64, String)> = Vec::new();
+    for (si, s) in workloads.inference.iter().enumerate() {
         // Shards: enough units that the redundancy rule can be met even with one location.
         let need = s.min_providers.max(s.min_regions) as usize;
-        let mut shards: Vec<(String, f64, String)> = Vec::new();
         let total_locations = s.demand.len();
         let extra = need.saturating_sub(total_locations);
         for (di, d) in s.demand.iter().enumerate() {
@@ -543,77 +542,89 @@ pub fn compile(
                 } else {
                     format!("{}@{}#{}", s.name, d.from, j)
                 };
-                shards.push((key, d.rps.0 / k as f64, d.from.clone()));
+                shards.push((si, key, d.rps.0 / k as f64, d.from.clone()));
             }
         }
-        for (key, rps, from) in shards {
-            let from_idx = lat.index_of(&from);
-            let mut rejected = BTreeMap::new();
-            let mut cands = Vec::new();
-            let previous_offer = prev_offer(&key);
-            for oi in considered_offers(&mut s.replica.keys(), &mut rejected) {
-                let o = &offers[oi];
-                let reg = &regions[o.region];
-                let rtt = from_idx
-                    .map(|f| lat.rtt(f, region_lat[o.region]).0)
-                    .unwrap_or(f64::INFINITY);
-                // `considered_offers` kept only accelerators the service has a replica for.
-                let spec = s.replica[&o.accelerator];
-                let replicas = (rps / spec.rps.0).ceil().max(1.0) as u32;
-                let nodes = nodes_for_replicas(replicas, spec.chips, o.chips_per_node);
-                let watts = nodes as f64 * o.node_facility_watts;
-                let reject = if !residency_allows(&s.residency, &reg.jurisdictions) {
-                    Some(Constraint::Residency)
-                } else if o.category == Category::Spot && !s.spot {
-                    Some(Constraint::Spot)
-                } else if nodes > o.capacity_nodes {
-                    Some(Constraint::PoolSize)
-                } else if watts > region_cap_watts[o.region] {
-                    Some(Constraint::PowerCap)
-                } else if rtt > s.latency_slo_ms.0 {
-                    Some(Constraint::LatencySlo)
-                } else {
-                    None
-                };
-                if let Some(c) = reject {
-                    *rejected.entry(c).or_insert(0) += 1;
-                    continue;
-                }
-                let dollars = nodes as f64 * o.node_price;
-                let mut cost = dollars
-                    + carbon_cost(watts * o.energy_share, o.carbon, policy)
-                    + policy.latency_usd_per_ms_krps_hour * rtt * rps / 1000.0;
-                if let Some(p) = previous_offer {
-                    if p as usize != oi {
-                        let worth = nodes as f64 * o.list_price;
-                        cost += dollars.max(worth) * policy.restart_hours
-                            / policy.migration_amortization_hours;
-                    }
-                }
-                let size = (replicas * spec.chips, replicas);
-                cands.push(Cand::new(oi, o, nodes, watts, cost, dollars, size, rtt));
+    }
+    let make_shard = |_: usize, shard: &(usize, String, f64, String)| -> Unit {
+        let (si, key, rps, from) = shard;
+        let (s, rps) = (&workloads.inference[*si], *rps);
+        let key = key.clone();
+        let from_idx = lat.index_of(from);
+        let mut rejected = BTreeMap::new();
+        let mut cands = take_scratch();
+        let previous_offer = prev_offer(&key);
+        for oi in considered_offers(&mut s.replica.keys(), &mut rejected) {
+            let o = &offers[oi];
+            let reg = &regions[o.region];
+            let rtt = from_idx
+                .map(|f| lat.rtt(f, region_lat[o.region]).0)
+                .unwrap_or(f64::INFINITY);
+            // `considered_offers` kept only accelerators the service has a replica for.
+            let spec = s.replica[&o.accelerator];
+            let replicas = (rps / spec.rps.0).ceil().max(1.0) as u32;
+            let nodes = nodes_for_replicas(replicas, spec.chips, o.chips_per_node);
+            let watts = nodes as f64 * o.node_facility_watts;
+            let reject = if !residency_allows(&s.residency, &reg.jurisdictions) {
+                Some(Constraint::Residency)
+            } else if o.category == Category::Spot && !s.spot {
+                Some(Constraint::Spot)
+            } else if nodes > o.capacity_nodes {
+                Some(Constraint::PoolSize)
+            } else if watts > region_cap_watts[o.region] {
+                Some(Constraint::PowerCap)
+            } else if rtt > s.latency_slo_ms.0 {
+                Some(Constraint::LatencySlo)
+            } else {
+                None
+            };
+            if let Some(c) = reject {
+                *rejected.entry(c).or_insert(0) += 1;
+                continue;
             }
-            let (tail_floor, tail_mask) =
-                trim_cands(&mut cands, policy.max_candidates_per_unit, &offers);
-            let chips_hint = cands.first().map(|c| c.chips).unwrap_or(1);
-            members.push(units.len());
-            units.push(Unit {
-                workload: s.name.clone(),
-                key,
-                kind: UnitKind::Inference,
-                priority: s.priority,
-                penalty: penalty(s.priority, chips_hint, UnitKind::Inference),
-                cands,
-                rejected,
-                group: Some(gi),
-                arrival,
-                rps,
-                previous_offer,
-                tail_floor,
-                tail_mask,
-            });
+            let dollars = nodes as f64 * o.node_price;
+            let mut cost = dollars
+                + carbon_cost(watts * o.energy_share, o.carbon, policy)
+                + policy.latency_usd_per_ms_krps_hour * rtt * rps / 1000.0;
+            if let Some(p) = previous_offer {
+                if p as usize != oi {
+                    let worth = nodes as f64 * o.list_price;
+                    cost += dollars.max(worth) * policy.restart_hours
+                        / policy.migration_amortization_hours;
+                }
+            }
+            let size = (replicas * spec.chips, replicas);
+            cands.push(Cand::new(oi, o, nodes, watts, cost, dollars, size, rtt));
         }
-        arrival += 1;
+        let (cands, tail_floor, tail_mask) =
+            trim_cands(cands, policy.max_candidates_per_unit, &offers);
+        let chips_hint = cands.first().map(|c| c.chips).unwrap_or(1);
+        Unit {
+            workload: s.name.clone(),
+            key,
+            kind: UnitKind::Inference,
+            priority: s.priority,
+            penalty: penalty(s.priority, chips_hint, UnitKind::Inference),
+            cands,
+            rejected,
+            group: Some(*si),
+            arrival: arrival + *si,
+            rps,
+            previous_offer,
+            tail_floor,
+            tail_mask,
+        }
+    };
+    let first_shard = units.len();
+    units.extend(par_map(&shards, &make_shard));
+    // Shards come in service order, so each service's units are one run.
+    let mut next = first_shard;
+    for (gi, s) in workloads.inference.iter().enumerate() {
+        let start = next;
+        while next < units.len() && units[next].group == Some(gi) {
+            next += 1;
+        }
+        let members: Vec<usize> = (start..next).collect();
         // A service whose options, all together, cannot span the required providers or
         // regions can never be placed: say so now rather than leave it to the solver.
         let (mut ps, mut rs) = (Vec::new(), Vec::new());
@@ -699,18 +710,36 @@ fn cmp_cands(a: &Cand, b: &Cand) -> std::cmp::Ordering {
 /// Sort candidates by cost and keep the `keep` cheapest. What is cut is summarised by its
 /// cheapest cost and its providers, so the dual can still count it and stay a valid bound:
 /// prices only add, so no cut candidate can cost less than the floor.
-fn trim_cands(c: &mut Vec<Cand>, keep: usize, offers: &[Offer]) -> (f64, u64) {
-    if c.len() > keep && keep > 0 {
+fn trim_cands(mut c: Vec<Cand>, keep: usize, offers: &[Offer]) -> (Vec<Cand>, f64, u64) {
+    let (mut kept, floor, mask) = if c.len() > keep && keep > 0 {
         c.select_nth_unstable_by(keep, cmp_cands);
-        let tail = c.split_off(keep);
+        let tail = &c[keep..];
         let floor = tail.iter().map(|x| x.cost).fold(f64::INFINITY, f64::min);
         let mask = tail
             .iter()
             .fold(0u64, |m, x| m | 1 << offers[x.offer as usize].provider);
-        c.sort_by(cmp_cands);
-        (floor, mask)
+        (c[..keep].to_vec(), floor, mask)
     } else {
-        c.sort_by(cmp_cands);
-        (f64::INFINITY, 0)
-    }
+        (c.to_vec(), f64::INFINITY, 0)
+    };
+    // Cost then offer index is a total order, so the unstable sort is deterministic.
+    kept.sort_unstable_by(cmp_cands);
+    give_scratch(c);
+    (kept, floor, mask)
+}
+
+thread_local! {
+    /// A unit's candidates before trimming: one buffer per compile thread, reused, so
+    /// compiling thousands of units does not allocate (and fault in) a list per unit.
+    static SCRATCH: std::cell::RefCell<Vec<Cand>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn take_scratch() -> Vec<Cand> {
+    let mut v = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
+    v.clear();
+    v
+}
+
+fn give_scratch(v: Vec<Cand>) {
+    SCRATCH.with(|s| *s.borrow_mut() = v);
 }

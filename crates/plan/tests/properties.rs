@@ -568,3 +568,41 @@ fn a_previous_placement_is_kept_unless_moving_pays() {
     let moved = plan(&fleet, &w, &patient, Some(&previous));
     assert_eq!(moved.placements[0].pool, pool.id);
 }
+
+/// Past `DP_MAX_PROVIDERS` (12) providers, services are not solved per group but placed unit
+/// by unit and repaired; the transportation step must still place every unit at most once
+/// and within every limit.
+#[test]
+fn plans_over_many_providers_break_no_constraint() {
+    for seed in 0..12 {
+        let mut r = Rng(seed);
+        let mut fleet = gen_fleet(&mut r, 3);
+        let base = fleet.providers.clone();
+        for k in 0..4 {
+            for p in &base {
+                let mut q = p.clone();
+                q.name = format!("{}{k}", p.name);
+                for reg in &mut q.regions {
+                    for pool in &mut reg.pools {
+                        pool.id = format!("{k}-{}", pool.id);
+                    }
+                }
+                fleet.providers.push(q);
+            }
+        }
+        assert!(fleet.providers.len() > 12);
+        let w = gen_workloads(&mut r, 40);
+        let pol = Policy {
+            exact_max_candidates: 0,
+            ..Policy::default()
+        };
+        let plan = plan(&fleet, &w, &pol, None);
+        check_plan(&fleet, &w, &plan).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        assert_eq!(
+            plan.placements.len() + plan.unplaced.len(),
+            plan.summary.units_total,
+            "seed {seed}"
+        );
+        assert!(plan.lower_bound_per_hour <= plan.objective_per_hour + 1e-6);
+    }
+}
