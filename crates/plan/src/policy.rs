@@ -69,7 +69,7 @@ pub struct Policy {
     /// Largest problem (candidate pairs) solved exactly by MILP…
     pub exact_max_candidates: usize,
     /// …and most units: branch and bound time grows fast with contended units, so larger
-    /// problems go to the Lagrangian method, which reports its gap instead.
+    /// problems go to the transportation heuristic, which reports its gap to a Lagrangian bound.
     pub exact_max_units: usize,
     /// Subgradient steps refining the Lagrangian dual from the transportation prices (at
     /// least this many; small problems take up to eight times as many, by size).

@@ -693,22 +693,24 @@ const TRANSPORT_GROUP_CANDIDATES: usize = 4;
 /// $/h to integer flow cost: 10⁻⁵ $ per chip-hour resolution.
 const TRANSPORT_SCALE: f64 = 1e5;
 
-/// The transportation relaxation, solved exactly by the network simplex: each class (and
-/// each unit of a redundancy group) supplies its chips, each offer absorbs up to its
-/// capacity in chips, and leaving a unit out (or taking a trimmed candidate) costs its floor.
-/// It drops power caps, redundancy and node rounding, so it is not itself the bound; its
-/// potentials price the offers (per node), and the dual starts from those prices, while its
-/// flow says how many units of each class go where, which guides the plan.
+/// What the transportation relaxation says: prices and where each class's units go.
 struct Transport {
     /// Price per node of each offer.
     mu: Vec<f64>,
-    /// Price per MW of each region's power.
-    pi: Vec<f64>,
     /// Per class: (candidate, units) the flow sends there, in candidate order.
     split: Vec<Vec<(usize, u32)>>,
 }
 
-fn transport(p: &Problem, cls: &Classes, pi: &[f64], left: Option<&Residual>) -> Option<Transport> {
+/// The transportation relaxation, solved exactly by the network simplex: each class (and
+/// each unit of a redundancy group) supplies its chips, each offer absorbs up to its
+/// capacity in chips, and leaving a unit out (or taking a trimmed candidate) costs its floor.
+/// It drops power caps, redundancy and node rounding, so it is not itself the bound; its
+/// potentials price the offers (per node), and the dual starts from those prices.
+///
+/// With `left` (what the placed services left), it is the plan's guide instead: only the
+/// classes supply, capacities are what is left, and regions whose power could run out get a
+/// cap in chips, so its flow says how many units of each class fit where.
+fn transport(p: &Problem, cls: &Classes, left: Option<&Residual>) -> Option<Transport> {
     let nc = cls.rep.len();
     // With `left`, the services are already placed: only the classes remain.
     let singles: Vec<usize> = (0..p.units.len())
@@ -751,7 +753,7 @@ fn transport(p: &Problem, cls: &Classes, pi: &[f64], left: Option<&Residual>) ->
                 node,
                 first_offer + c.offer as usize,
                 flow::INF,
-                per_chip(c.cost + pi[c.region as usize] * c.mw, chips),
+                per_chip(c.cost, chips),
             );
             arcs.push((ci, e));
         }
@@ -816,13 +818,6 @@ fn transport(p: &Problem, cls: &Classes, pi: &[f64], left: Option<&Residual>) ->
             price(first_offer + o, next) * p.offers[o].chips_per_node as f64
         })
         .collect();
-    // A region's price per chip, per MW of its most power-hungry chip.
-    let pi = (0..nr)
-        .map(|r| match power_chips[r] {
-            Some(_) => price(first_region + r, sink) / (watts_per_chip[r] / 1e6),
-            None => 0.0,
-        })
-        .collect();
     let split = class_arcs
         .iter()
         .enumerate()
@@ -834,7 +829,7 @@ fn transport(p: &Problem, cls: &Classes, pi: &[f64], left: Option<&Residual>) ->
                 .collect()
         })
         .collect();
-    Some(Transport { mu, pi, split })
+    Some(Transport { mu, split })
 }
 
 impl Classes {
@@ -850,7 +845,6 @@ impl Classes {
 fn follow_transport(
     p: &Problem,
     cls: &Classes,
-    pi: &[f64],
     order: &[usize],
     score: &dyn Fn(usize, usize) -> f64,
 ) -> (Choice, Residual) {
@@ -866,7 +860,7 @@ fn follow_transport(
         }
     }
     // Without a flow (never, given the floor arcs), every unit takes the greedy below.
-    let mut quota = transport(p, cls, pi, Some(&res)).map_or_else(Vec::new, |t| t.split);
+    let mut quota = transport(p, cls, Some(&res)).map_or_else(Vec::new, |t| t.split);
     for &u in order {
         let k = cls.of[u];
         if k >= quota.len() || choice[u].is_some() {
@@ -1163,12 +1157,11 @@ pub fn solve_lagrangian(p: &Problem, iters: usize) -> Solved {
     let lists = ProviderLists::new(p);
     let nr = p.region_cap_watts.len();
     // The floor arcs make the relaxation always feasible; zero prices are the fallback.
-    let (mu0, pi0) = transport(p, &cls, &vec![0.0; nr], None).map_or_else(
-        || (vec![0.0; p.offers.len()], vec![0.0; nr]),
-        |t| (t.mu, t.pi),
-    );
+    let mu0 = transport(p, &cls, None).map_or_else(|| vec![0.0; p.offers.len()], |t| t.mu);
+    // Power is unpriced at the start: the dual's steps price the regions that bind.
+    let pi0 = vec![0.0; nr];
     let priced0 = |u: usize, c: usize| p.units[u].cands[c].priced(&mu0, &pi0);
-    let (mut choice, mut res) = follow_transport(p, &cls, &pi0, &order, &priced0);
+    let (mut choice, mut res) = follow_transport(p, &cls, &order, &priced0);
     improve(p, &mut choice, &mut res);
     eject(p, &mut choice, &mut res);
     improve(p, &mut choice, &mut res);
