@@ -141,10 +141,7 @@ pub fn greedy(
     for &u in order {
         if let Some(g) = p.units[u].group {
             // A service is placed as a whole, so its redundancy rule shapes every choice.
-            if !group_done[g] {
-                group_done[g] = true;
-                place_group(p, g, score, &mut choice, &mut res);
-            }
+            place_group_once(p, g, score, &mut group_done, (&mut choice, &mut res));
             continue;
         }
         let best = cheapest_fitting(p, &res, u, score);
@@ -336,6 +333,20 @@ fn dp_over_providers(
         mask = prev;
     }
     Some((val, out))
+}
+
+/// `place_group` the first time group `g` comes up in an order (`done` remembers).
+fn place_group_once(
+    p: &Problem,
+    g: usize,
+    score: &dyn Fn(usize, usize) -> f64,
+    done: &mut [bool],
+    (choice, res): (&mut Choice, &mut Residual),
+) {
+    if !done[g] {
+        done[g] = true;
+        place_group(p, g, score, choice, res);
+    }
 }
 
 fn place_group(
@@ -853,10 +864,7 @@ fn follow_transport(
     let mut group_done = vec![false; p.groups.len()];
     for &u in order {
         if let Some(g) = p.units[u].group {
-            if !group_done[g] {
-                group_done[g] = true;
-                place_group(p, g, score, &mut choice, &mut res);
-            }
+            place_group_once(p, g, score, &mut group_done, (&mut choice, &mut res));
         }
     }
     // Without a flow (never, given the floor arcs), every unit takes the greedy below.
