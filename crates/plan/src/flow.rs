@@ -80,18 +80,33 @@ impl Network {
         self.src.len()
     }
 
-    /// Solve. `None` if supplies do not balance or no flow meets them.
+    /// Solve. `None` if supplies do not balance, no flow meets them, or costs are so large
+    /// that potentials could overflow.
     pub fn solve(&self) -> Option<Flow> {
         if self.supply.iter().sum::<i64>() != 0 {
             return None;
         }
-        Simplex::new(self).run()
+        Simplex::new(self, self.artificial_cost()?).run()
+    }
+
+    /// The cost of an artificial arc: more than any path of real arcs, and small enough that
+    /// potentials (within a few times it) and reduced costs stay far from `i64` limits.
+    fn artificial_cost(&self) -> Option<i64> {
+        let max_cost = self
+            .cost
+            .iter()
+            .map(|c| c.unsigned_abs())
+            .max()
+            .unwrap_or(0);
+        let art = max_cost
+            .checked_add(1)?
+            .checked_mul(self.nodes as u64 + 1)?;
+        i64::try_from(art).ok().filter(|&a| a <= i64::MAX / 8)
     }
 }
 
 struct Simplex {
     n: usize,
-    root: usize,
     /// Arcs searched for entering (the real ones); artificial arcs follow them.
     search: usize,
     src: Vec<u32>,
@@ -114,15 +129,12 @@ struct Simplex {
 }
 
 impl Simplex {
-    fn new(net: &Network) -> Simplex {
+    fn new(net: &Network, art: i64) -> Simplex {
         let n = net.nodes;
         let m = net.src.len();
         let root = n;
-        let max_cost = net.cost.iter().map(|c| c.abs()).max().unwrap_or(0);
-        let art = (max_cost + 1).saturating_mul(n as i64 + 1);
         let mut s = Simplex {
             n,
-            root,
             search: m,
             src: net.src.clone(),
             dst: net.dst.clone(),
@@ -233,6 +245,8 @@ impl Simplex {
         while let Some(e) = self.entering() {
             pivots += 1;
             self.pivot(e)?;
+            #[cfg(test)]
+            self.check_tree();
         }
         // Any flow left on an artificial arc means the supplies cannot be met.
         if (self.search..self.src.len()).any(|e| self.flow[e] != 0) {
@@ -334,6 +348,39 @@ impl Simplex {
         Some(())
     }
 
+    /// The spanning tree's invariants, checked after every pivot in tests: child lists and
+    /// slots agree with parents, depths, tree arcs join a node to its parent in the recorded
+    /// direction with zero reduced cost, flows within bounds, every node reachable.
+    #[cfg(test)]
+    fn check_tree(&self) {
+        let root = self.n;
+        let mut seen = 0;
+        let mut stack = vec![root];
+        while let Some(x) = stack.pop() {
+            seen += 1;
+            for (i, &c) in self.children[x].iter().enumerate() {
+                let c = c as usize;
+                assert_eq!(self.parent[c] as usize, x);
+                assert_eq!(self.slot[c] as usize, i);
+                assert_eq!(self.depth[c], self.depth[x] + 1);
+                let a = self.pred[c] as usize;
+                let (s, d) = (self.src[a] as usize, self.dst[a] as usize);
+                if self.pred_dir[c] == DIR_UP {
+                    assert_eq!((s, d), (c, x));
+                } else {
+                    assert_eq!((s, d), (x, c));
+                }
+                assert_eq!(self.state[a], STATE_TREE);
+                assert_eq!(self.reduced(a), 0, "tree arc {a}");
+                stack.push(c);
+            }
+        }
+        assert_eq!(seen, self.n + 1, "every node in the tree");
+        for e in 0..self.src.len() {
+            assert!(self.flow[e] >= 0 && self.flow[e] <= self.cap[e], "arc {e}");
+        }
+    }
+
     fn detach(&mut self, v: usize) {
         let p = self.parent[v] as usize;
         let i = self.slot[v] as usize;
@@ -390,7 +437,6 @@ impl Simplex {
                 self.stack.push(c);
             }
         }
-        debug_assert!(self.parent[self.root] as usize == self.root || self.root == self.n);
     }
 }
 
@@ -486,8 +532,9 @@ mod tests {
         assert!(solved > 100, "only {solved} feasible cases");
     }
 
-    /// On networks too big for brute force, the returned flow proves itself: it conserves
-    /// flow, respects capacities, and no arc's reduced cost could improve it.
+    /// On networks too big for brute force (with negative costs, empty and parallel arcs),
+    /// the returned flow proves itself: it conserves flow, respects capacities, and no arc's
+    /// reduced cost could improve it. The tree's invariants are checked after every pivot.
     #[test]
     fn larger_random_networks_satisfy_the_optimality_conditions() {
         let mut seed = 0x2545_f491_4f6c_dd1du64;
@@ -498,12 +545,14 @@ mod tests {
                 let a = (rng(&mut seed) % n as u64) as usize;
                 let b = (rng(&mut seed) % n as u64) as usize;
                 if a != b {
-                    let cap = if rng(&mut seed).is_multiple_of(5) {
-                        INF
+                    // Negative costs only where capacity is finite: no unbounded cycle.
+                    let (cap, cost) = if rng(&mut seed).is_multiple_of(5) {
+                        (INF, (rng(&mut seed) % 1000) as i64)
                     } else {
-                        (rng(&mut seed) % 40) as i64
+                        let cap = (rng(&mut seed) % 40) as i64;
+                        (cap, (rng(&mut seed) % 1200) as i64 - 200)
                     };
-                    net.add_arc(a, b, cap, (rng(&mut seed) % 1000) as i64);
+                    net.add_arc(a, b, cap, cost);
                 }
             }
             // Balanced supplies, and a dear uncapacitated way out so every case is feasible.
@@ -563,6 +612,20 @@ mod tests {
         // Sink 2 (cap 6): source 0 saves 3 per unit there, source 1 saves 1: 0 sends 5, 1 sends 1.
         assert_eq!(f.cost, 5 + 2 + 3 * 3);
         assert_eq!(net.solve().expect("again").flow, f.flow, "deterministic");
+    }
+
+    #[test]
+    fn costs_that_could_overflow_are_refused() {
+        let mut net = Network::new(2);
+        net.set_supply(0, 1);
+        net.set_supply(1, -1);
+        net.add_arc(0, 1, 1, i64::MAX / 4);
+        assert!(net.solve().is_none());
+        let mut net = Network::new(2);
+        net.set_supply(0, 1);
+        net.set_supply(1, -1);
+        net.add_arc(0, 1, 1, 1_000_000_000_000);
+        assert_eq!(net.solve().expect("within limits").cost, 1_000_000_000_000);
     }
 
     #[test]

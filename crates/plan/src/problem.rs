@@ -221,7 +221,7 @@ pub struct Unit {
     pub previous_offer: Option<u32>,
     /// Cheapest cost among candidates cut by `Policy::max_candidates_per_unit` (∞ if none).
     pub tail_floor: f64,
-    /// Providers among the cut candidates.
+    /// Providers among the cut candidates (bit `i` for provider `i`; the first 64 only).
     pub tail_mask: u64,
 }
 
@@ -717,7 +717,12 @@ fn trim_cands(mut c: Vec<Cand>, keep: usize, offers: &[Offer]) -> (Vec<Cand>, f6
         let floor = tail.iter().map(|x| x.cost).fold(f64::INFINITY, f64::min);
         let mask = tail
             .iter()
-            .fold(0u64, |m, x| m | 1 << offers[x.offer as usize].provider);
+            // Providers past the 64th are left out: only the first `DP_MAX_PROVIDERS` are read.
+            .fold(0u64, |m, x| {
+                m | 1u64
+                    .checked_shl(offers[x.offer as usize].provider as u32)
+                    .unwrap_or(0)
+            });
         (c[..keep].to_vec(), floor, mask)
     } else {
         (c.to_vec(), f64::INFINITY, 0)

@@ -362,7 +362,8 @@ fn place_group(
     for (k, &u) in grp.units.iter().enumerate() {
         let want = match &plan {
             Some((_, picks)) => picks[k],
-            None => None,
+            // Past `DP_MAX_PROVIDERS`: unit by unit, and `repair_groups` enforces the rule.
+            None => cheapest_fitting(p, res, u, score),
         };
         // Units of one service may want the same offer; take it while it fits, else the
         // best candidate that still does.
@@ -632,15 +633,18 @@ struct Classes {
 }
 
 fn classes(p: &Problem) -> Classes {
-    // Units are grouped by a fingerprint of what the dual reads (penalty, floor, and per
-    // candidate its offers, nodes, cost and watts), then compared in full against the
-    // class's representative, so a fingerprint collision can never merge different units.
+    // Units are grouped by a fingerprint of what the dual and the transportation step read
+    // (penalty, floor, whether in a service, and per candidate its offers, nodes, chips, cost
+    // and watts), then compared in full against the class's representative, so a
+    // fingerprint collision can never merge different units.
     let same = |a: &crate::problem::Unit, b: &crate::problem::Unit| {
         a.penalty == b.penalty
             && a.tail_floor == b.tail_floor
+            && a.group.is_some() == b.group.is_some()
             && a.cands.len() == b.cands.len()
             && a.cands.iter().zip(&b.cands).all(|(x, y)| {
-                (x.offer, x.nodes, x.offer2, x.nodes2) == (y.offer, y.nodes, y.offer2, y.nodes2)
+                (x.offer, x.nodes, x.offer2, x.nodes2, x.chips)
+                    == (y.offer, y.nodes, y.offer2, y.nodes2, y.chips)
                     && x.cost == y.cost
                     && x.watts == y.watts
             })
@@ -659,7 +663,9 @@ fn classes(p: &Problem) -> Classes {
         let mut h = Fingerprint::default();
         h.eat(u.penalty.to_bits());
         h.eat(u.tail_floor.to_bits());
+        h.eat(u.group.is_some() as u64);
         for c in &u.cands {
+            h.eat(c.chips as u64);
             h.eat(c.offer as u64 | ((c.nodes as u64) << 32));
             h.eat(c.offer2 as u64 | ((c.nodes2 as u64) << 32));
             h.eat(c.cost.to_bits());
@@ -733,7 +739,13 @@ fn transport(p: &Problem, cls: &Classes, left: Option<&Residual>) -> Option<Tran
     let first_region = first_offer + no;
     let sink = first_region + nr;
     let mut net = flow::Network::new(sink + 1);
-    let per_chip = |v: f64, chips: u32| (v / chips.max(1) as f64 * TRANSPORT_SCALE).round() as i64;
+    // Clamped so that no cost, however absurd a priority makes a penalty, overflows the
+    // network simplex's arithmetic ($10⁷ per chip-hour is above any price).
+    let per_chip = |v: f64, chips: u32| {
+        (v / chips.max(1) as f64 * TRANSPORT_SCALE)
+            .clamp(-1e12, 1e12)
+            .round() as i64
+    };
     let mut total = 0i64;
     let mut class_arcs: Vec<Vec<(usize, usize)>> = Vec::with_capacity(nc);
     let sources = cls
@@ -748,7 +760,8 @@ fn transport(p: &Problem, cls: &Classes, left: Option<&Residual>) -> Option<Tran
     for (node, (u, m, keep)) in sources.enumerate() {
         let unit = &p.units[u];
         let chips = unit.cands[0].chips.max(1);
-        // With `left`, services (classes of them too, past `DP_MAX_PROVIDERS`) are placed.
+        // With `left`, services are already placed (all of their units, also the classes of
+        // them formed past `DP_MAX_PROVIDERS`): they supply nothing.
         let placed = left.is_some() && unit.group.is_some();
         let supply = if placed { 0 } else { chips as i64 * m as i64 };
         net.set_supply(node, supply);
@@ -826,6 +839,11 @@ fn transport(p: &Problem, cls: &Classes, left: Option<&Residual>) -> Option<Tran
             } else {
                 sink
             };
+            // An offer with nothing left has no meaningful price (its arc may sit at a
+            // bound of 0 with any reduced cost).
+            if chips_left[o] == 0 {
+                return 0.0;
+            }
             price(first_offer + o, next) * p.offers[o].chips_per_node as f64
         })
         .collect();

@@ -571,9 +571,10 @@ fn a_previous_placement_is_kept_unless_moving_pays() {
 
 /// Past `DP_MAX_PROVIDERS` (12) providers, services are not solved per group but placed unit
 /// by unit and repaired; the transportation step must still place every unit at most once
-/// and within every limit.
+/// and within every limit, and services must still be placed.
 #[test]
 fn plans_over_many_providers_break_no_constraint() {
+    let mut services_placed = 0;
     for seed in 0..12 {
         let mut r = Rng(seed);
         let mut fleet = gen_fleet(&mut r, 3);
@@ -604,5 +605,22 @@ fn plans_over_many_providers_break_no_constraint() {
             "seed {seed}"
         );
         assert!(plan.lower_bound_per_hour <= plan.objective_per_hour + 1e-6);
+        // Services that need two providers: improve() alone cannot start them one unit at a
+        // time, so they are placed only if the service placement itself works.
+        let redundant: Vec<&str> = w
+            .inference
+            .iter()
+            .filter(|s| s.min_providers >= 2)
+            .map(|s| s.name.as_str())
+            .collect();
+        services_placed += plan
+            .placements
+            .iter()
+            .filter(|x| redundant.contains(&x.workload.as_str()))
+            .count();
     }
+    assert!(
+        services_placed > 0,
+        "no two-provider service placed on any fleet"
+    );
 }
