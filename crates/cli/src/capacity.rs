@@ -1,6 +1,6 @@
 //! `stratus capacity plan`: presentation of [`stratus_plan::buildout`].
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use std::path::PathBuf;
 use stratus_plan::buildout::{self, Constants, Limits, Target};
 
@@ -98,11 +98,7 @@ fn si(x: f64) -> String {
 /// Run the command.
 pub fn plan(a: &PlanArgs) -> Result<()> {
     let c = match &a.constants {
-        Some(p) => {
-            let text =
-                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-            Constants::parse(&p.display().to_string(), &text)?
-        }
+        Some(p) => Constants::load(p)?,
         None => Constants::builtin(),
     };
     let grids = if a.grid.is_empty() {

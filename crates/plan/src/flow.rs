@@ -43,8 +43,6 @@ pub struct Flow {
     pub potential: Vec<i64>,
     /// Σ cost × flow.
     pub cost: i128,
-    /// Pivots taken.
-    pub pivots: usize,
 }
 
 /// Capacity that never binds.
@@ -241,9 +239,7 @@ impl Simplex {
     }
 
     fn run(mut self) -> Option<Flow> {
-        let mut pivots = 0;
         while let Some(e) = self.entering() {
-            pivots += 1;
             self.pivot(e)?;
             #[cfg(test)]
             self.check_tree();
@@ -262,7 +258,6 @@ impl Simplex {
             flow: self.flow,
             potential: self.pi,
             cost,
-            pivots,
         })
     }
 
@@ -611,7 +606,6 @@ mod tests {
         let f = net.solve().expect("feasible");
         // Sink 2 (cap 6): source 0 saves 3 per unit there, source 1 saves 1: 0 sends 5, 1 sends 1.
         assert_eq!(f.cost, 5 + 2 + 3 * 3);
-        assert_eq!(net.solve().expect("again").flow, f.flow, "deterministic");
     }
 
     #[test]

@@ -7,8 +7,8 @@ use stratus_model::UsdPerTonne;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Algorithm {
-    /// Global placement of all workloads at once (exact MILP when small, Lagrangian
-    /// decomposition with repair otherwise), with a lower bound.
+    /// Global placement of all workloads at once (exact MILP when small, otherwise a plan
+    /// guided by a transportation relaxation), with a lower bound.
     Stratus,
     /// One workload at a time in arrival order, each to its cheapest feasible option,
     /// falling over to the next cheapest when full (what SkyPilot's optimizer does per task).

@@ -522,9 +522,18 @@ pub fn compile(
     units.extend(par_map(&gangs, &make_gang));
     arrival += gangs.len();
 
-    // Every service's shards, built in parallel like the gangs: (service, key, rps, from).
-    let mut shards: Vec<(usize, String, f64, String)> = Vec::new();
+    // Every service's shards, built in parallel like the gangs; `spans[si]` is service
+    // `si`'s run of shards (its group's units, once offset by the units before them).
+    struct Shard<'a> {
+        service: usize,
+        key: String,
+        rps: f64,
+        from: &'a str,
+    }
+    let mut shards: Vec<Shard> = Vec::new();
+    let mut spans = Vec::with_capacity(workloads.inference.len());
     for (si, s) in workloads.inference.iter().enumerate() {
+        let start = shards.len();
         // Shards: enough units that the redundancy rule can be met even with one location.
         let need = s.min_providers.max(s.min_regions) as usize;
         let total_locations = s.demand.len();
@@ -542,15 +551,21 @@ pub fn compile(
                 } else {
                     format!("{}@{}#{}", s.name, d.from, j)
                 };
-                shards.push((si, key, d.rps.0 / k as f64, d.from.clone()));
+                shards.push(Shard {
+                    service: si,
+                    key,
+                    rps: d.rps.0 / k as f64,
+                    from: &d.from,
+                });
             }
         }
+        spans.push(start..shards.len());
     }
-    let make_shard = |_: usize, shard: &(usize, String, f64, String)| -> Unit {
-        let (si, key, rps, from) = shard;
-        let (s, rps) = (&workloads.inference[*si], *rps);
-        let key = key.clone();
-        let from_idx = lat.index_of(from);
+    let first_group = groups.len();
+    let make_shard = |_: usize, shard: &Shard| -> Unit {
+        let (s, rps) = (&workloads.inference[shard.service], shard.rps);
+        let key = shard.key.clone();
+        let from_idx = lat.index_of(shard.from);
         let mut rejected = BTreeMap::new();
         let mut cands = take_scratch();
         let previous_offer = prev_offer(&key);
@@ -607,8 +622,8 @@ pub fn compile(
             penalty: penalty(s.priority, chips_hint, UnitKind::Inference),
             cands,
             rejected,
-            group: Some(*si),
-            arrival: arrival + *si,
+            group: Some(first_group + shard.service),
+            arrival: arrival + shard.service,
             rps,
             previous_offer,
             tail_floor,
@@ -617,14 +632,8 @@ pub fn compile(
     };
     let first_shard = units.len();
     units.extend(par_map(&shards, &make_shard));
-    // Shards come in service order, so each service's units are one run.
-    let mut next = first_shard;
-    for (gi, s) in workloads.inference.iter().enumerate() {
-        let start = next;
-        while next < units.len() && units[next].group == Some(gi) {
-            next += 1;
-        }
-        let members: Vec<usize> = (start..next).collect();
+    for (s, span) in workloads.inference.iter().zip(spans) {
+        let members: Vec<usize> = (first_shard + span.start..first_shard + span.end).collect();
         // A service whose options, all together, cannot span the required providers or
         // regions can never be placed: say so now rather than leave it to the solver.
         let (mut ps, mut rs) = (Vec::new(), Vec::new());

@@ -138,20 +138,34 @@ pub fn greedy(
     let mut res = Residual::new(p);
     let mut choice: Choice = vec![None; p.units.len()];
     let mut group_done = vec![false; p.groups.len()];
-    for &u in order {
-        if let Some(g) = p.units[u].group {
-            // A service is placed as a whole, so its redundancy rule shapes every choice.
-            place_group_once(p, g, score, &mut group_done, (&mut choice, &mut res));
-            continue;
-        }
-        let best = cheapest_fitting(p, &res, u, score);
-        if let Some(c) = best {
-            res.take(p, u, c);
-            choice[u] = Some(c);
-        }
-    }
+    fill(p, order, score, &mut group_done, (&mut choice, &mut res));
     repair_groups(p, &mut choice, &mut res);
     (choice, res)
+}
+
+/// Units in `order` not yet chosen: a service is placed whole (by `place_group`) the first
+/// time the order reaches one of its units, since its redundancy rule shapes every choice
+/// (`done` remembers); any other unit takes its cheapest fitting candidate under `score`.
+fn fill(
+    p: &Problem,
+    order: &[usize],
+    score: &dyn Fn(usize, usize) -> f64,
+    done: &mut [bool],
+    (choice, res): (&mut Choice, &mut Residual),
+) {
+    for &u in order {
+        if let Some(g) = p.units[u].group {
+            if !done[g] {
+                done[g] = true;
+                place_group(p, g, score, choice, res);
+            }
+        } else if choice[u].is_none() {
+            if let Some(c) = cheapest_fitting(p, res, u, score) {
+                res.take(p, u, c);
+                choice[u] = Some(c);
+            }
+        }
+    }
 }
 
 /// The candidate of `u` with the lowest `score` that fits what is left (ties: lower index).
@@ -226,8 +240,8 @@ impl ProviderLists {
             .units
             .iter()
             .map(|u| {
-                if u.group.is_none() {
-                    return Vec::new();
+                if u.group.is_none() || np > DP_MAX_PROVIDERS {
+                    return Vec::new(); // not read: no per-group programme runs
                 }
                 let mut l = vec![Vec::new(); np];
                 for (ci, c) in u.cands.iter().enumerate() {
@@ -333,20 +347,6 @@ fn dp_over_providers(
         mask = prev;
     }
     Some((val, out))
-}
-
-/// `place_group` the first time group `g` comes up in an order (`done` remembers).
-fn place_group_once(
-    p: &Problem,
-    g: usize,
-    score: &dyn Fn(usize, usize) -> f64,
-    done: &mut [bool],
-    (choice, res): (&mut Choice, &mut Residual),
-) {
-    if !done[g] {
-        done[g] = true;
-        place_group(p, g, score, choice, res);
-    }
 }
 
 fn place_group(
@@ -624,31 +624,39 @@ pub fn eject(p: &Problem, choice: &mut Choice, res: &mut Residual) {
     }
 }
 
-/// Units that share an identical candidate list and penalty, solved once in the dual.
+/// Units that share an identical candidate list and penalty: the dual solves each class
+/// once, and the transportation step treats it as one supply.
 struct Classes {
     rep: Vec<usize>,
     mult: Vec<f64>,
-    /// Class of each unit (`usize::MAX`: none, as for units of a redundancy group).
+    /// Class of each unit (`usize::MAX`: none, as for units without candidates and, up to
+    /// `DP_MAX_PROVIDERS` providers, units of a redundancy group).
     of: Vec<usize>,
 }
 
+/// Everything the dual and the transportation step read of a unit, as words: penalty,
+/// floor, whether it is in a service, and per candidate its chips, offers, nodes, cost and
+/// watts. Units with equal words are interchangeable.
+fn class_words(u: &crate::problem::Unit) -> impl Iterator<Item = u64> + '_ {
+    let head = [
+        u.penalty.to_bits(),
+        u.tail_floor.to_bits(),
+        u.group.is_some() as u64,
+    ];
+    head.into_iter().chain(u.cands.iter().flat_map(|c| {
+        [
+            c.chips as u64,
+            c.offer as u64 | ((c.nodes as u64) << 32),
+            c.offer2 as u64 | ((c.nodes2 as u64) << 32),
+            c.cost.to_bits(),
+            c.watts.to_bits(),
+        ]
+    }))
+}
+
 fn classes(p: &Problem) -> Classes {
-    // Units are grouped by a fingerprint of what the dual and the transportation step read
-    // (penalty, floor, whether in a service, and per candidate its offers, nodes, chips, cost
-    // and watts), then compared in full against the class's representative, so a
-    // fingerprint collision can never merge different units.
-    let same = |a: &crate::problem::Unit, b: &crate::problem::Unit| {
-        a.penalty == b.penalty
-            && a.tail_floor == b.tail_floor
-            && a.group.is_some() == b.group.is_some()
-            && a.cands.len() == b.cands.len()
-            && a.cands.iter().zip(&b.cands).all(|(x, y)| {
-                (x.offer, x.nodes, x.offer2, x.nodes2, x.chips)
-                    == (y.offer, y.nodes, y.offer2, y.nodes2, y.chips)
-                    && x.cost == y.cost
-                    && x.watts == y.watts
-            })
-    };
+    // Units are bucketed by a fingerprint of their words, then compared word for word with
+    // the bucket's representatives, so a fingerprint collision never merges different units.
     let mut map: HashMap<u64, Vec<usize>> = HashMap::new();
     let mut rep = Vec::new();
     let mut mult = Vec::new();
@@ -661,18 +669,10 @@ fn classes(p: &Problem) -> Classes {
             continue; // solved per group by `group_dp`
         }
         let mut h = Fingerprint::default();
-        h.eat(u.penalty.to_bits());
-        h.eat(u.tail_floor.to_bits());
-        h.eat(u.group.is_some() as u64);
-        for c in &u.cands {
-            h.eat(c.chips as u64);
-            h.eat(c.offer as u64 | ((c.nodes as u64) << 32));
-            h.eat(c.offer2 as u64 | ((c.nodes2 as u64) << 32));
-            h.eat(c.cost.to_bits());
-            h.eat(c.watts.to_bits());
-        }
+        class_words(u).for_each(|w| h.eat(w));
         let bucket = map.entry(h.0).or_default();
-        match bucket.iter().find(|&&k| same(&p.units[rep[k]], u)) {
+        let same = |k: &&usize| class_words(&p.units[rep[**k]]).eq(class_words(u));
+        match bucket.iter().find(same) {
             Some(&k) => {
                 mult[k] += 1.0;
                 of[ui] = k;
@@ -705,39 +705,42 @@ impl Fingerprint {
 const TRANSPORT_CLASS_CANDIDATES: usize = 128;
 /// Candidates of a redundancy group's unit that enter the transportation relaxation; the
 /// rest are summarised by their floor (services are a small share of the chips, and their
-/// exact rule is restored by the per-group programme of the dual and of the plan).
+/// exact rule is restored by the per-group programme of the dual and of the plan). Past
+/// `DP_MAX_PROVIDERS` such units are in classes and get `TRANSPORT_CLASS_CANDIDATES`.
 const TRANSPORT_GROUP_CANDIDATES: usize = 4;
 /// $/h to integer flow cost: 10⁻⁵ $ per chip-hour resolution.
 const TRANSPORT_SCALE: f64 = 1e5;
 
-/// What the transportation relaxation says: prices and where each class's units go.
-struct Transport {
-    /// Price per node of each offer.
-    mu: Vec<f64>,
-    /// Per class: (candidate, units) the flow sends there, in candidate order.
-    split: Vec<Vec<(usize, u32)>>,
+/// One supply of the transportation network: `count` units of `unit`'s kind (a class's
+/// representative, or one service unit), offered their `keep` cheapest candidates.
+struct Source {
+    unit: usize,
+    count: i64,
+    keep: usize,
 }
 
-/// The transportation relaxation, solved exactly by the network simplex: each class (and
-/// each unit of a redundancy group) supplies its chips, each offer absorbs up to its
-/// capacity in chips, and leaving a unit out (or taking a trimmed candidate) costs its floor.
-/// It drops power caps, redundancy and node rounding, so it is not itself the bound; its
-/// potentials price the offers (per node), and the dual starts from those prices.
-///
-/// With `left` (what the placed services left), it is the plan's guide instead: only the
-/// classes supply, capacities are what is left, and regions whose power could run out get a
-/// cap in chips, so its flow says how many units of each class fit where.
-fn transport(p: &Problem, cls: &Classes, left: Option<&Residual>) -> Option<Transport> {
-    let nc = cls.rep.len();
-    // With `left`, the services are already placed: only the classes remain.
-    let singles: Vec<usize> = (0..p.units.len())
-        .filter(|&u| left.is_none() && cls.of[u] == usize::MAX && !p.units[u].cands.is_empty())
-        .collect();
-    let no = p.offers.len();
-    let nr = p.region_cap_watts.len();
-    let first_offer = nc + singles.len();
-    let first_region = first_offer + no;
-    let sink = first_region + nr;
+/// The transportation network, solved: sources supply chips to offers, each offer passes up
+/// to `chips_left[o]` chips on to the sink (through its region's node where `power_chips`
+/// caps the region), and a floor arc per source takes what goes unplaced, or to a candidate
+/// beyond `keep`, at the cheapest such cost. Node counts and arc order depend only on the
+/// inputs, so the result is deterministic.
+struct TransportFlow {
+    flow: flow::Flow,
+    /// Per source: (candidate, arc) of each candidate arc.
+    arcs: Vec<Vec<(usize, usize)>>,
+    first_offer: usize,
+    sink: usize,
+}
+
+fn transport_flow(
+    p: &Problem,
+    sources: &[Source],
+    chips_left: &[i64],
+    power_chips: &[Option<i64>],
+) -> Option<TransportFlow> {
+    let first_offer = sources.len();
+    let first_region = first_offer + p.offers.len();
+    let sink = first_region + p.region_cap_watts.len();
     let mut net = flow::Network::new(sink + 1);
     // Clamped so that no cost, however absurd a priority makes a penalty, overflows the
     // network simplex's arithmetic ($10⁷ per chip-hour is above any price).
@@ -747,72 +750,29 @@ fn transport(p: &Problem, cls: &Classes, left: Option<&Residual>) -> Option<Tran
             .round() as i64
     };
     let mut total = 0i64;
-    let mut class_arcs: Vec<Vec<(usize, usize)>> = Vec::with_capacity(nc);
-    let sources = cls
-        .rep
-        .iter()
-        .map(|&u| (u, cls.mult_of(u), TRANSPORT_CLASS_CANDIDATES))
-        .chain(
-            singles
-                .iter()
-                .map(|&u| (u, 1.0, TRANSPORT_GROUP_CANDIDATES)),
-        );
-    for (node, (u, m, keep)) in sources.enumerate() {
-        let unit = &p.units[u];
+    let mut arcs = Vec::with_capacity(sources.len());
+    for (node, src) in sources.iter().enumerate() {
+        let unit = &p.units[src.unit];
         let chips = unit.cands[0].chips.max(1);
-        // With `left`, services are already placed (all of their units, also the classes of
-        // them formed past `DP_MAX_PROVIDERS`): they supply nothing.
-        let placed = left.is_some() && unit.group.is_some();
-        let supply = if placed { 0 } else { chips as i64 * m as i64 };
+        let supply = chips as i64 * src.count;
         net.set_supply(node, supply);
         total += supply;
         let mut floor = unit.penalty.min(unit.tail_floor);
-        let mut arcs = Vec::new();
+        let mut mine = Vec::new();
         for (ci, c) in unit.cands.iter().enumerate() {
-            if ci >= keep {
+            if ci >= src.keep {
                 floor = floor.min(c.cost);
                 break;
             }
-            let e = net.add_arc(
-                node,
-                first_offer + c.offer as usize,
-                flow::INF,
-                per_chip(c.cost, chips),
-            );
-            arcs.push((ci, e));
+            let to = first_offer + c.offer as usize;
+            mine.push((
+                ci,
+                net.add_arc(node, to, flow::INF, per_chip(c.cost, chips)),
+            ));
         }
         net.add_arc(node, sink, flow::INF, per_chip(floor, chips));
-        if node < nc {
-            class_arcs.push(arcs);
-        }
+        arcs.push(mine);
     }
-    // Power caps in chips, for the plan only (with `left`): a region's watts over the most
-    // power-hungry chip among its offers, a conservative conversion (exact where a region
-    // has one kind of chip) that would price power too high for the bound. Only regions
-    // whose offers could exceed their cap get a node of their own.
-    let mut region_chips = vec![0i64; nr];
-    let mut watts_per_chip = vec![0.0f64; nr];
-    let chips_left: Vec<i64> = p
-        .offers
-        .iter()
-        .enumerate()
-        .map(|(o, off)| {
-            let nodes = left.map_or(off.capacity_nodes as i64, |r| r.nodes[o].max(0));
-            nodes * off.chips_per_node as i64
-        })
-        .collect();
-    for (o, off) in p.offers.iter().enumerate() {
-        region_chips[off.region] += chips_left[o];
-        let w = off.node_facility_watts / off.chips_per_node.max(1) as f64;
-        watts_per_chip[off.region] = watts_per_chip[off.region].max(w);
-    }
-    let power_chips: Vec<Option<i64>> = (0..nr)
-        .map(|r| {
-            let watts = left.map_or(p.region_cap_watts[r], |x| x.watts[r]).max(0.0);
-            let chips = (watts / watts_per_chip[r].max(1e-9)).floor() as i64;
-            (left.is_some() && chips < region_chips[r]).then_some(chips)
-        })
-        .collect();
     for (o, off) in p.offers.iter().enumerate() {
         let to = match power_chips[off.region] {
             Some(_) => first_region + off.region,
@@ -820,57 +780,121 @@ fn transport(p: &Problem, cls: &Classes, left: Option<&Residual>) -> Option<Tran
         };
         net.add_arc(first_offer + o, to, chips_left[o], 0);
     }
-    for r in 0..nr {
-        if let Some(chips) = power_chips[r] {
+    for (r, cap) in power_chips.iter().enumerate() {
+        if let Some(chips) = *cap {
             net.add_arc(first_region + r, sink, chips, 0);
         }
     }
     net.set_supply(sink, -total);
-    let f = net.solve()?;
-    let pot = &f.potential;
-    // An arc x → y into the sink side has reduced cost π[x] − π[y] ≤ 0 when full: minus
-    // that is its price per chip.
-    let price = |x: usize, y: usize| (pot[y] - pot[x]).max(0) as f64 / TRANSPORT_SCALE;
-    let mu = (0..no)
-        .map(|o| {
-            let r = p.offers[o].region;
-            let next = if power_chips[r].is_some() {
-                first_region + r
+    Some(TransportFlow {
+        flow: net.solve()?,
+        arcs,
+        first_offer,
+        sink,
+    })
+}
+
+/// Prices per node of every offer from the transportation relaxation: each class (and each
+/// unit of a redundancy group) supplies its chips, each offer absorbs up to its capacity in
+/// chips, and leaving a unit out (or taking a trimmed candidate) costs its floor. It drops
+/// power caps, redundancy and node rounding, so it is not itself the bound; its potentials
+/// are where the dual starts. `None` only if the network simplex refuses the costs.
+fn transport_prices(p: &Problem, cls: &Classes) -> Option<Vec<f64>> {
+    let classes = cls.rep.iter().zip(&cls.mult).map(|(&u, &m)| Source {
+        unit: u,
+        count: m as i64,
+        keep: TRANSPORT_CLASS_CANDIDATES,
+    });
+    let singles = (0..p.units.len())
+        .filter(|&u| cls.of[u] == usize::MAX && !p.units[u].cands.is_empty())
+        .map(|u| Source {
+            unit: u,
+            count: 1,
+            keep: TRANSPORT_GROUP_CANDIDATES,
+        });
+    let sources: Vec<Source> = classes.chain(singles).collect();
+    let chips: Vec<i64> = p
+        .offers
+        .iter()
+        .map(|o| o.capacity_nodes as i64 * o.chips_per_node as i64)
+        .collect();
+    let t = transport_flow(p, &sources, &chips, &vec![None; p.region_cap_watts.len()])?;
+    let pot = &t.flow.potential;
+    Some(
+        p.offers
+            .iter()
+            .enumerate()
+            .map(|(o, off)| {
+                // Offer → sink has reduced cost π[o] − π[sink] ≤ 0 when full: minus that is
+                // its price per chip.
+                let per_chip = (pot[t.sink] - pot[t.first_offer + o]).max(0) as f64;
+                per_chip / TRANSPORT_SCALE * off.chips_per_node as f64
+            })
+            .collect(),
+    )
+}
+
+/// How many units of each class the transportation flow sends to each candidate, over what
+/// `left` holds once the services are placed: per class, (candidate, units) in candidate
+/// order. Regions whose power could run out get a cap in chips: their watts over the most
+/// power-hungry chip among their offers, a conservative conversion (exact where a region has
+/// one kind of chip). Classes of service units (past `DP_MAX_PROVIDERS`) are placed already
+/// and supply nothing.
+fn transport_quota(p: &Problem, cls: &Classes, left: &Residual) -> Option<Vec<Vec<(usize, u32)>>> {
+    let sources: Vec<Source> = cls
+        .rep
+        .iter()
+        .zip(&cls.mult)
+        .map(|(&u, &m)| Source {
+            unit: u,
+            count: if p.units[u].group.is_some() {
+                0
             } else {
-                sink
-            };
-            // An offer with nothing left has no meaningful price (its arc may sit at a
-            // bound of 0 with any reduced cost).
-            if chips_left[o] == 0 {
-                return 0.0;
-            }
-            price(first_offer + o, next) * p.offers[o].chips_per_node as f64
+                m as i64
+            },
+            keep: TRANSPORT_CLASS_CANDIDATES,
         })
         .collect();
-    let split = class_arcs
+    let nr = p.region_cap_watts.len();
+    let chips: Vec<i64> = p
+        .offers
         .iter()
         .enumerate()
-        .map(|(k, arcs)| {
-            let chips = p.units[cls.rep[k]].cands[0].chips.max(1) as i64;
-            arcs.iter()
-                .filter(|&&(_, e)| f.flow[e] >= chips)
-                .map(|&(ci, e)| (ci, (f.flow[e] / chips) as u32))
-                .collect()
+        .map(|(o, off)| left.nodes[o].max(0) * off.chips_per_node as i64)
+        .collect();
+    let mut region_chips = vec![0i64; nr];
+    let mut watts_per_chip = vec![0.0f64; nr];
+    for (o, off) in p.offers.iter().enumerate() {
+        region_chips[off.region] += chips[o];
+        let w = off.node_facility_watts / off.chips_per_node.max(1) as f64;
+        watts_per_chip[off.region] = watts_per_chip[off.region].max(w);
+    }
+    let power_chips: Vec<Option<i64>> = (0..nr)
+        .map(|r| {
+            let cap = (left.watts[r].max(0.0) / watts_per_chip[r].max(1e-9)).floor() as i64;
+            (cap < region_chips[r]).then_some(cap)
         })
         .collect();
-    Some(Transport { mu, split })
+    let t = transport_flow(p, &sources, &chips, &power_chips)?;
+    Some(
+        t.arcs
+            .iter()
+            .zip(&sources)
+            .map(|(arcs, src)| {
+                let chips = p.units[src.unit].cands[0].chips.max(1) as i64;
+                arcs.iter()
+                    .filter(|&&(_, e)| t.flow.flow[e] >= chips)
+                    .map(|&(ci, e)| (ci, (t.flow.flow[e] / chips) as u32))
+                    .collect()
+            })
+            .collect(),
+    )
 }
 
-impl Classes {
-    fn mult_of(&self, rep: usize) -> f64 {
-        self.mult[self.of[rep]]
-    }
-}
-
-/// The plan the transportation flow suggests: each class's units go where the flow sends
-/// them while they fit (in unit order), services are placed whole by their per-group
-/// programme under `score`, and whatever is left takes its cheapest fitting candidate under
-/// `score`.
+/// The plan the transportation flow suggests: services are placed whole by their per-group
+/// programme under `score`, in `order`; then each class's units go, in `order`, where the
+/// quota flow over what the services left sends them, while they fit; whatever is left
+/// takes its cheapest fitting candidate under `score`.
 fn follow_transport(
     p: &Problem,
     cls: &Classes,
@@ -880,13 +904,20 @@ fn follow_transport(
     let mut res = Residual::new(p);
     let mut choice: Choice = vec![None; p.units.len()];
     let mut group_done = vec![false; p.groups.len()];
-    for &u in order {
-        if let Some(g) = p.units[u].group {
-            place_group_once(p, g, score, &mut group_done, (&mut choice, &mut res));
-        }
-    }
-    // Without a flow (never, given the floor arcs), every unit takes the greedy below.
-    let mut quota = transport(p, cls, Some(&res)).map_or_else(Vec::new, |t| t.split);
+    let services: Vec<usize> = order
+        .iter()
+        .copied()
+        .filter(|&u| p.units[u].group.is_some())
+        .collect();
+    fill(
+        p,
+        &services,
+        score,
+        &mut group_done,
+        (&mut choice, &mut res),
+    );
+    // Without a flow (costs the network simplex refuses), every unit takes the greedy below.
+    let mut quota = transport_quota(p, cls, &res).unwrap_or_default();
     for &u in order {
         let k = cls.of[u];
         if k >= quota.len() || choice[u].is_some() {
@@ -901,15 +932,7 @@ fn follow_transport(
             }
         }
     }
-    for &u in order {
-        if choice[u].is_some() || p.units[u].group.is_some() {
-            continue;
-        }
-        if let Some(c) = cheapest_fitting(p, &res, u, score) {
-            res.take(p, u, c);
-            choice[u] = Some(c);
-        }
-    }
+    fill(p, order, score, &mut group_done, (&mut choice, &mut res));
     repair_groups(p, &mut choice, &mut res);
     (choice, res)
 }
@@ -1023,8 +1046,9 @@ fn relaxed_part(
     l
 }
 
-/// Lagrangian dual of capacity and power: lower bound and the best multipliers.
-/// Power is dualised per MW to keep both subgradients on comparable scales.
+/// Lagrangian dual of capacity and power, maximised by projected subgradient steps from the
+/// given prices: the best value found, a lower bound. Power is dualised per MW to keep both
+/// subgradients on comparable scales.
 fn dual(
     p: &Problem,
     iters: usize,
@@ -1032,14 +1056,12 @@ fn dual(
     cls: &Classes,
     lists: &ProviderLists,
     (mu0, pi0): (Vec<f64>, Vec<f64>),
-) -> (f64, Vec<f64>, Vec<f64>) {
+) -> f64 {
     let no = p.offers.len();
     let nr = p.region_cap_watts.len();
     let mut mu = mu0;
     let mut pi = pi0;
     let mut best = f64::NEG_INFINITY;
-    let mut best_mu = mu.clone();
-    let mut best_pi = pi.clone();
     // Started from the transportation prices, the dual is already close to its optimum:
     // short steps refine it where long ones would throw it away.
     let mut theta: f64 = 0.02;
@@ -1083,8 +1105,6 @@ fn dual(
         }
         if best == f64::NEG_INFINITY || l > best + 1e-9 * best.abs().max(1.0) {
             best = l;
-            best_mu.clone_from(&mu);
-            best_pi.clone_from(&pi);
             since = 0;
         } else {
             since += 1;
@@ -1134,7 +1154,7 @@ fn dual(
             break;
         }
     }
-    (best, best_mu, best_pi)
+    best
 }
 
 /// The plain relaxation bound (every unit at its cheapest option, services at their cheapest
@@ -1147,7 +1167,7 @@ pub fn relaxation_bound(p: &Problem) -> f64 {
         vec![0.0; p.offers.len()],
         vec![0.0; p.region_cap_watts.len()],
     );
-    dual(p, 1, f64::INFINITY, &cls, &lists, zero).0
+    dual(p, 1, f64::INFINITY, &cls, &lists, zero)
 }
 
 /// The baseline's choice: arrival order, each unit to its cheapest (in dollars) candidate
@@ -1182,8 +1202,9 @@ pub fn solve_lagrangian(p: &Problem, iters: usize) -> Solved {
     let cls = classes(p);
     let lists = ProviderLists::new(p);
     let nr = p.region_cap_watts.len();
-    // The floor arcs make the relaxation always feasible; zero prices are the fallback.
-    let mu0 = transport(p, &cls, None).map_or_else(|| vec![0.0; p.offers.len()], |t| t.mu);
+    // The floor arcs make the relaxation always feasible; zero prices are the fallback for
+    // costs the network simplex refuses.
+    let mu0 = transport_prices(p, &cls).unwrap_or_else(|| vec![0.0; p.offers.len()]);
     // Power is unpriced at the start: the dual's steps price the regions that bind.
     let pi0 = vec![0.0; nr];
     let priced0 = |u: usize, c: usize| p.units[u].cands[c].priced(&mu0, &pi0);
@@ -1204,7 +1225,7 @@ pub fn solve_lagrangian(p: &Problem, iters: usize) -> Solved {
     let cands: usize = p.units.iter().map(|u| u.cands.len()).sum();
     // At least one iteration: the first evaluates the dual at the transportation prices.
     let iters = (DUAL_BUDGET / cands.max(1)).clamp(iters, 8 * iters).max(1);
-    let (lb, _, _) = dual(p, iters, obj, &cls, &lists, (mu0, pi0));
+    let lb = dual(p, iters, obj, &cls, &lists, (mu0, pi0));
     Solved {
         choice,
         objective: obj,
