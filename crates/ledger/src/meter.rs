@@ -26,7 +26,7 @@ pub struct Usage {
     pub nodes: u32,
     /// Of which drawn from the pool's reservation.
     pub committed_nodes: u32,
-    /// Start, seconds on the harness's clock (see [`crate::Ledger::epoch`]).
+    /// Start, seconds on the harness's clock (see [`crate::Options::epoch`]).
     pub start_s: f64,
     /// End (exclusive), seconds on the same clock.
     pub end_s: f64,
@@ -39,8 +39,10 @@ pub struct Meter {
     open: BTreeMap<String, (Usage, u64)>,
     closed: Vec<Usage>,
     round: u64,
-    /// Tokens whose record changed since [`Meter::take_changed`] last ran.
+    /// Tokens of open records that changed since [`Meter::take_changed`] last ran.
     changed: std::collections::BTreeSet<String>,
+    /// Records closed since then that had changed before closing.
+    changed_closed: Vec<Usage>,
 }
 
 impl Meter {
@@ -59,60 +61,66 @@ impl Meter {
         m
     }
 
-    /// The records that changed since the last call (new, extended or closed), for a harness
-    /// that stores them as it goes.
+    /// The records that changed since the last call (new or extended; closing a record does
+    /// not change it), for a harness that stores them as it goes.
     pub fn take_changed(&mut self) -> Vec<Usage> {
         let tokens = std::mem::take(&mut self.changed);
-        let mut out: Vec<Usage> = self
-            .open
-            .iter()
-            .filter(|(k, _)| tokens.contains(*k))
-            .map(|(_, (u, _))| u.clone())
-            .collect();
+        let mut out = std::mem::take(&mut self.changed_closed);
         out.extend(
-            self.closed
+            tokens
                 .iter()
-                .filter(|u| tokens.contains(&u.token))
-                .cloned(),
+                .filter_map(|t| self.open.get(t))
+                .map(|(u, _)| u.clone()),
         );
         out
     }
 
+    /// Hand back records a harness took but could not store, so the next
+    /// [`Meter::take_changed`] returns them again.
+    pub fn requeue(&mut self, records: Vec<Usage>) {
+        for u in records {
+            if self.open.contains_key(&u.token) {
+                self.changed.insert(u.token);
+            } else {
+                self.changed_closed.push(u);
+            }
+        }
+    }
+
     /// Record what the driver reports at `now`. Pending, running and stopping instances are
-    /// billed (a stopping one until its release time); a lost one is billed until it was
-    /// lost; one no longer reported is closed at the last time it was billed. Called after
-    /// every change by the simulator, so an instance already open costs a map lookup.
+    /// billed (a stopping one until its release time); a lost one until it was lost. A
+    /// record stays open while the driver reports its instance (a lost one too, until the
+    /// driver forgets it) and is closed, as last billed, once it does not. Called after every
+    /// change by the simulator, so an instance already open costs a map lookup.
     pub fn observe<'a>(&mut self, now: Time, instances: impl IntoIterator<Item = &'a Instance>) {
         self.round += 1;
         let round = self.round;
         let mut seen = 0usize;
         for inst in instances {
+            seen += 1;
             let r = &inst.request;
-            let (end, lost) = match inst.state {
-                InstanceState::Pending { .. } | InstanceState::Running => (now.0, false),
-                InstanceState::Stopping { done_at } => (done_at.0, false),
-                InstanceState::Lost(_) => (inst.since.0, true),
+            let end = match inst.state {
+                InstanceState::Pending { .. } | InstanceState::Running => now.0,
+                InstanceState::Stopping { done_at } => done_at.0,
+                InstanceState::Lost(_) => inst.since.0,
             };
-            match self.open.get_mut(&r.token) {
+            let grew = match self.open.get_mut(&r.token) {
                 Some((u, at)) => {
-                    if end > u.end_s {
-                        u.end_s = end;
-                        self.changed.insert(r.token.clone());
-                    }
                     *at = round;
+                    let grew = end > u.end_s;
+                    if grew {
+                        u.end_s = end;
+                    }
+                    grew
                 }
                 None => {
                     let u = Meter::record(inst, end);
                     self.open.insert(r.token.clone(), (u, round));
-                    self.changed.insert(r.token.clone());
+                    true
                 }
-            }
-            if lost {
-                let (u, _) = self.open.remove(&r.token).expect("just seen");
-                self.changed.insert(u.token.clone());
-                self.closed.push(u);
-            } else {
-                seen += 1;
+            };
+            if grew && !self.changed.contains(&r.token) {
+                self.changed.insert(r.token.clone());
             }
         }
         if seen != self.open.len() {
@@ -124,7 +132,9 @@ impl Meter {
                 .collect();
             for k in gone {
                 let (u, _) = self.open.remove(&k).expect("listed");
-                self.changed.insert(k);
+                if self.changed.remove(&k) {
+                    self.changed_closed.push(u.clone());
+                }
                 self.closed.push(u);
             }
         }
@@ -239,5 +249,52 @@ mod tests {
             (u[1].token.as_str(), u[1].start_s, u[1].end_s),
             ("b", 100.0, 250.0)
         );
+    }
+
+    #[test]
+    fn a_lost_instance_reported_again_is_billed_once() {
+        let mut m = Meter::new();
+        let mut lost = inst("x", InstanceState::Lost(LossCause::Preempted), 0.0);
+        lost.since = Time(90.0);
+        // The driver keeps reporting a lost instance until the harness reaps it.
+        m.observe(Time(100.0), [&lost]);
+        m.observe(Time(130.0), [&lost]);
+        m.observe(Time(160.0), []);
+        let u = m.usage();
+        assert_eq!(u.len(), 1, "{u:?}");
+        assert_eq!((u[0].start_s, u[0].end_s), (0.0, 90.0));
+    }
+
+    #[test]
+    fn only_new_or_extended_records_are_handed_out_and_failed_writes_come_back() {
+        let mut m = Meter::resume(vec![
+            Meter::record(&inst("old", InstanceState::Running, 0.0), 50.0),
+            Meter::record(&inst("kept", InstanceState::Running, 0.0), 50.0),
+        ]);
+        let kept = inst("kept", InstanceState::Running, 0.0);
+        let new = inst("new", InstanceState::Running, 60.0);
+        m.observe(Time(70.0), [&kept, &new]);
+        // `old` is closed as stored, so nothing about it needs writing again.
+        let mut got: Vec<(String, f64)> = m
+            .take_changed()
+            .into_iter()
+            .map(|u| (u.token, u.end_s))
+            .collect();
+        got.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(got, [("kept".to_string(), 70.0), ("new".to_string(), 70.0)]);
+        assert!(m.take_changed().is_empty());
+        // Extended, then gone before it was taken: handed out once, as closed.
+        m.observe(Time(80.0), [&kept]);
+        m.observe(Time(90.0), []);
+        let taken = m.take_changed();
+        assert_eq!(taken.len(), 1);
+        assert_eq!((taken[0].token.as_str(), taken[0].end_s), ("kept", 80.0));
+        m.requeue(taken);
+        assert_eq!(
+            m.take_changed().len(),
+            1,
+            "a failed write is handed out again"
+        );
+        assert_eq!(m.usage().len(), 3);
     }
 }

@@ -380,8 +380,19 @@ pub async fn reconcile_once(app: &Arc<App>) -> Result<(), store::StoreError> {
     .await
     .expect("reconcile task");
     let now = now_ms();
-    app.store.add_actions(&actions, now).await?;
-    app.store.save_usage(&usage).await?;
+    let stored = match app.store.add_actions(&actions, now).await {
+        Ok(()) => app.store.save_usage(&usage).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = stored {
+        // The meter hands these records out again at the next reconcile.
+        app.control
+            .lock()
+            .expect("control lock")
+            .meter
+            .requeue(usage);
+        return Err(e);
+    }
     if let Some(p) = plan {
         app.store.add_plan(now, &p).await?;
     }

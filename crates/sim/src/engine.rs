@@ -844,6 +844,10 @@ impl<'a> Engine<'a> {
             }
         }
         self.rebuild_serving();
+        // The meter reads the driver only here, after every change to it: a job finishing
+        // or missing its deadline changes rates but no instance.
+        self.meter
+            .observe(stratus_control::Time(self.now), self.driver.instances());
         self.recompute_rates();
         let nt = self.driver.next_transition().map(|t| t.0);
         if nt != self.next_transition {
@@ -926,8 +930,6 @@ impl<'a> Engine<'a> {
     }
 
     fn recompute_rates(&mut self) {
-        self.meter
-            .observe(stratus_control::Time(self.now), self.driver.instances());
         let np = self.providers.len();
         self.cost_rate = vec![[0.0; 2]; np];
         self.chips_running = vec![0.0; np];

@@ -255,11 +255,12 @@ fn the_simulated_bill_is_valid_focus_and_matches_the_simulators_cost() {
         let v = stratus_ledger::check::check_csv(std::str::from_utf8(&csv).unwrap());
         assert!(v.is_empty(), "{}: {v:#?}", p.policy);
         // The ledger bills from usage what the simulator charged from its rates: on-demand
-        // and spot use plus every reservation's fee for every hour.
+        // and spot use plus every reservation's fee for every hour, to rounding (an
+        // instance billed twice, or an hour missed, would show).
         let billed: f64 = rows.iter().map(|r| r.billed_cost).sum();
         let sim = p.totals.cost_usd;
         assert!(
-            (billed - sim).abs() <= 0.005 * sim,
+            (billed - sim).abs() <= 1e-9 * sim,
             "{}: ledger {billed} vs simulator {sim}",
             p.policy
         );
