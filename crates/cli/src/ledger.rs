@@ -1,8 +1,8 @@
 //! `stratus ledger export|report|steer`: presentation of [`stratus_ledger`].
 
-use crate::present::thousands;
+use crate::present::{right, table, thousands};
 use anyhow::{Context, Result};
-use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, CellAlignment, Table};
+use comfy_table::Cell;
 use std::path::{Path, PathBuf};
 use stratus_ledger::burndown::{self, Report};
 use stratus_ledger::commitment::{self, Commitment};
@@ -121,15 +121,18 @@ fn load(i: &Inputs) -> Result<Loaded> {
 
 /// Read usage records, one JSON object per line; errors name the file and line.
 pub fn read_usage(path: &Path) -> Result<Vec<Usage>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let (file, text) = parse::read_text(path)?;
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
-        let u: Usage = serde_json::from_str(line)
-            .map_err(|e| anyhow::anyhow!("{}:{}: {}", path.display(), n + 1, e))?;
+        let u: Usage = serde_json::from_str(line).map_err(|e| parse::InputError {
+            file: file.clone(),
+            line: Some(n + 1),
+            field: None,
+            reason: e.to_string(),
+        })?;
         out.push(u);
     }
     Ok(out)
@@ -167,8 +170,7 @@ pub fn export(i: &Inputs, out: Option<&Path>) -> Result<()> {
 
 /// `stratus ledger check`: validate a FOCUS CSV against the column rules.
 pub fn check(path: &Path) -> Result<()> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let (_, text) = parse::read_text(path)?;
     let v = stratus_ledger::check::check_csv(&text);
     if v.is_empty() {
         println!(
@@ -193,17 +195,6 @@ fn usd(x: f64) -> String {
         let sign = if x < 0.0 { "-" } else { "" };
         format!("{sign}${}", thousands(x.abs().round() as u64))
     }
-}
-
-fn table(header: &[&str]) -> Table {
-    let mut t = Table::new();
-    t.load_preset(UTF8_FULL_CONDENSED);
-    t.set_header(header.to_vec());
-    t
-}
-
-fn right(s: String) -> Cell {
-    Cell::new(s).set_alignment(CellAlignment::Right)
 }
 
 /// `stratus ledger report`.

@@ -725,14 +725,9 @@ fn run(cli: Cli) -> Result<()> {
                 driver,
                 gateway_metrics,
                 reports,
-                commitments: match commitments {
-                    Some(f) => Some((
-                        f.display().to_string(),
-                        std::fs::read_to_string(&f)
-                            .with_context(|| format!("reading {}", f.display()))?,
-                    )),
-                    None => None,
-                },
+                commitments: commitments
+                    .map(|f| stratus_model::parse::read_text(&f))
+                    .transpose()?,
             };
             let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             rt.block_on(stratus_server::serve(config, fleet))?;

@@ -5,14 +5,16 @@ use std::time::Duration;
 use stratus_model::{Fleet, WorkloadSet};
 use stratus_plan::{Plan, UnitKind};
 
-fn table(header: &[&str]) -> Table {
+/// A table in the CLI's one style, with `header`.
+pub(crate) fn table(header: &[&str]) -> Table {
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED);
     t.set_header(header.iter().map(Cell::new));
     t
 }
 
-fn right(s: String) -> Cell {
+/// A right-aligned cell, for numbers.
+pub(crate) fn right(s: String) -> Cell {
     Cell::new(s).set_alignment(CellAlignment::Right)
 }
 

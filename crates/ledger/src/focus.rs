@@ -173,8 +173,6 @@ pub struct Options {
     /// UTC time of the harness's time 0 (the simulator's start; 0 for the live service,
     /// whose clock is Unix time).
     pub epoch: UnixSeconds,
-    /// The lab's account name; billing accounts are `<provider>-<account>`.
-    pub account: String,
     /// Average accelerator utilisation, for the energy columns.
     pub utilisation: f64,
 }
@@ -183,7 +181,6 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             epoch: time::parse("2026-01-01").expect("constant date"),
-            account: "stratus".into(),
             utilisation: 0.8,
         }
     }
@@ -404,7 +401,6 @@ pub fn build(
         }
         // A reservation in force covers any non-spot use of its pool, as providers apply
         // them, whether or not the controller asked for committed nodes.
-        let mut od_nodes = 0.0;
         let mut want = u.nodes as f64 * sg.hours;
         for &ci in reservation_of
             .get(u.pool.as_str())
@@ -455,8 +451,8 @@ pub fn build(
             });
             rows.push(r);
         }
-        od_nodes += want / sg.hours.max(1e-12);
-        let nh = od_nodes * sg.hours;
+        // What no reservation covered, node-hours.
+        let nh = want;
         if nh <= 1e-12 {
             continue;
         }

@@ -128,8 +128,7 @@ pub struct LatencyPair {
 impl Pool {
     /// Power one node draws at full load before PUE: chips × TDP + host.
     pub fn node_it_watts(&self) -> Watts {
-        Watts(self.chips_per_node as f64 * self.accelerator.profile().tdp_watts)
-            + self.host_watts_per_node
+        self.node_watts(1.0)
     }
 
     /// Power one node draws before PUE with its accelerators at `utilisation` of TDP: chips ×

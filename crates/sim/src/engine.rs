@@ -277,9 +277,10 @@ impl<'a> Engine<'a> {
                             lat: lat.index_of(&rid).expect("every region is in the table"),
                             accelerator: pool.accelerator,
                             chips_per_node: pool.chips_per_node,
-                            chip_watts_per_node: (pool.node_watts(1.0).0 - pool.node_watts(0.0).0)
+                            chip_watts_per_node: pool.chips_per_node as f64
+                                * pool.accelerator.profile().tdp_watts
                                 * r.pue,
-                            host_watts_per_node: pool.node_watts(0.0).0 * r.pue,
+                            host_watts_per_node: pool.host_watts_per_node.0 * r.pue,
                             on_demand: pool.on_demand_per_node_hour.0,
                             spot: pool.spot_per_node_hour.map(|s| s.0).unwrap_or(0.0),
                         },

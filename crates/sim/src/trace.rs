@@ -6,6 +6,7 @@
 
 use serde::Deserialize;
 use std::path::Path;
+use stratus_ledger::time::{days_from_civil, days_in_month};
 use stratus_model::parse::InputError;
 
 /// One LLM request from a trace: arrival offset from the trace start and token counts.
@@ -178,7 +179,11 @@ pub fn load_carbon_series(path: &Path, year: i32) -> Result<Vec<f64>, InputError
     let bytes = read_bytes(path, &file)?;
     let mut rdr = csv_reader(&bytes);
     let [c_time, c_ci] = columns(&mut rdr, &file, &["Time", "Carbon Intensity"])?;
-    let hours = if is_leap(i64::from(year)) { 8784 } else { 8760 };
+    let hours = if days_in_month(i64::from(year), 2) == 29 {
+        8784
+    } else {
+        8760
+    };
     let day0 = days_from_civil(i64::from(year), 1, 1);
     let mut sum = vec![0.0f64; hours];
     let mut count = vec![0u32; hours];
@@ -707,30 +712,6 @@ fn parse_stamp(s: &str, field: &str, file: &str, line: usize) -> Result<Stamp, I
         hour,
         sec_of_day: f64::from(hour * 3600 + minute * 60 + second) + frac,
     })
-}
-
-fn is_leap(y: i64) -> bool {
-    (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
-}
-
-fn days_in_month(y: i64, m: u32) -> u32 {
-    match m {
-        2 if is_leap(y) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = i64::from((m + 9) % 12);
-    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 #[cfg(test)]
