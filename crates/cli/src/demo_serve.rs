@@ -10,42 +10,24 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use stratus_server::{auth, now_ms, reconcile_loop, Config, DriverChoice};
 
-/// A random token, hex.
-fn random_token() -> Result<String> {
-    use std::io::Read;
-    let mut b = [0u8; 16];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b))
-        .context("reading /dev/urandom")?;
-    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
-}
-
 /// Run it.
 pub fn run(listen: SocketAddr, outage_after_s: f64, outage_s: f64) -> Result<()> {
     let fleet = stratus_catalog::builtin().clone();
     let workloads = stratus_catalog::scenario::demo_workloads(&fleet)?;
     let dir = std::env::temp_dir().join(format!("stratus-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let (admin, viewer) = (random_token()?, random_token()?);
+    let token = || auth::new_token().context("reading /dev/urandom");
+    let (admin, viewer) = (token()?, token()?);
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let state = dir.clone();
     rt.block_on(async move {
         let dir = state;
         // The inference page's data: a gateway over two mock replicas and a trickle of chats.
-        let faults = stratus_gateway::mock::Faults { ttft_ms: 20, itl_ms: 2, tokens: 8, ..Default::default() };
         let model = workloads.inference.first().map(|s| s.model.clone()).unwrap_or_else(|| "chat".into());
-        let r1 = stratus_gateway::mock::start("127.0.0.1:0".parse()?, &model, faults.clone(), 1).await?;
-        let r2 = stratus_gateway::mock::start("127.0.0.1:0".parse()?, &model, faults, 2).await?;
-        let y = format!(
-            "listen: 127.0.0.1:0\nreplicas:\n  - id: east\n    url: {}\n    region: aws:us-east-1\n    models: [{model}]\n  - id: west\n    url: {}\n    region: gcp:europe-west4\n    models: [{model}]\n",
-            r1.url(),
-            r2.url()
-        );
-        let gcfg = stratus_gateway::Config::parse("demo-gateway.yaml", &y, stratus_model::parse::Format::Yaml)?;
-        let gw = stratus_gateway::start(gcfg, &fleet).await?;
+        let (gw, replicas) = stratus_gateway::mock::behind_gateway(&model, &fleet).await?;
         let gw_addr = gw.addr;
         tokio::spawn(async move {
-            let _keep = (r1, r2, gw);
+            let _keep = (replicas, gw);
             let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
             let body = serde_json::json!({"model": model, "messages": [{"role": "user", "content": "How far is the nearest region?"}]}).to_string();
             loop {
@@ -87,7 +69,7 @@ pub fn run(listen: SocketAddr, outage_after_s: f64, outage_s: f64) -> Result<()>
         println!("  outage    the busiest region goes dark after {outage_after_s} s for {outage_s} s; watch Actions");
         println!("  state     {} (deleted on exit)", dir.display());
         println!("Ctrl-C to stop.");
-        tokio::spawn(reconcile_loop(app.clone(), 2.0));
+        tokio::spawn(reconcile_loop(app.clone(), config.tick_s));
         let outage_app = app.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_secs_f64(outage_after_s)).await;

@@ -123,6 +123,33 @@ impl MockServer {
     }
 }
 
+/// Two mock replicas of `model` (quick answers, no faults), placed in `aws:us-east-1` and
+/// `gcp:europe-west4`, behind a stratus gateway on a free loopback port: live inference
+/// traffic for `stratus demo --serve` and the dashboard's browser test. Everything stops
+/// when the returned values are dropped.
+pub async fn behind_gateway(
+    model: &str,
+    fleet: &stratus_model::Fleet,
+) -> std::io::Result<(crate::Running, [MockServer; 2])> {
+    let faults = Faults {
+        ttft_ms: 20,
+        itl_ms: 2,
+        tokens: 8,
+        ..Default::default()
+    };
+    let any: SocketAddr = "127.0.0.1:0".parse().expect("constant address");
+    let east = start(any, model, faults.clone(), 1).await?;
+    let west = start(any, model, faults, 2).await?;
+    let yaml = format!(
+        "listen: 127.0.0.1:0\nreplicas:\n  - id: east\n    url: {}\n    region: aws:us-east-1\n    models: [{model}]\n  - id: west\n    url: {}\n    region: gcp:europe-west4\n    models: [{model}]\n",
+        east.url(),
+        west.url()
+    );
+    let cfg = crate::Config::parse("gateway.yaml", &yaml, stratus_model::parse::Format::Yaml)
+        .map_err(std::io::Error::other)?;
+    Ok((crate::start(cfg, fleet).await?, [east, west]))
+}
+
 /// Start a mock replica on `addr` (port 0 for any).
 pub async fn start(
     addr: SocketAddr,

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use stratus_model::fleet::region_id;
 
 /// Hours the current plan is held for the money page's projection.
 const PROJECTION_HOURS: f64 = 720.0;
@@ -41,15 +42,22 @@ pub async fn ledger_summary(
     let live_rows = app.live_rows().map_err(internal)?;
     let live = stratus_ledger::burndown::report(&app.commitments, &live_rows);
 
-    let history = app.store.recent_plans(30).await?;
-    let current = history.first().cloned();
-    let plan: Option<stratus_plan::Plan> = current
-        .as_ref()
-        .and_then(|p| serde_json::from_value(p.plan.clone()).ok());
+    // The newest 30 plans, each parsed once, newest first.
+    let history: Vec<(i64, i64, stratus_plan::Plan)> = app
+        .store
+        .recent_plans(30)
+        .await?
+        .iter()
+        .filter_map(|sp| {
+            let p = stratus_plan::Plan::deserialize(&sp.plan).ok()?;
+            Some((sp.id, sp.created_ms, p))
+        })
+        .collect();
+    let plan = history.first().map(|(_, _, p)| p);
     let now_s = now_ms() / 1000;
     // The projection changes only with the plan and the hour it starts from: build it (a
     // month of hourly rows) once per pair.
-    let key = (current.as_ref().map(|p| p.id).unwrap_or(0), now_s / 3600);
+    let key = (history.first().map(|h| h.0).unwrap_or(0), now_s / 3600);
     let cached = app
         .projection
         .lock()
@@ -57,7 +65,7 @@ pub async fn ledger_summary(
         .as_ref()
         .filter(|c| c.0 == key)
         .map(|c| c.1.clone());
-    let projection = match (cached, &plan) {
+    let projection = match (cached, plan) {
         (Some(r), _) => r,
         (None, Some(p)) => {
             let opts = stratus_ledger::Options {
@@ -78,10 +86,7 @@ pub async fn ledger_summary(
         (None, None) => stratus_ledger::burndown::report(&app.commitments, &[]),
     };
     let mut points = Vec::new();
-    for sp in history.iter().rev() {
-        let Ok(p) = serde_json::from_value::<stratus_plan::Plan>(sp.plan.clone()) else {
-            continue;
-        };
+    for (_, created_ms, p) in history.iter().rev() {
         let mut by_category: BTreeMap<String, f64> = BTreeMap::new();
         for x in &p.placements {
             let k = serde_json::to_value(x.category)
@@ -97,12 +102,12 @@ pub async fn ledger_summary(
             .map(|(k, v)| (k.clone(), v.cost_per_hour))
             .collect();
         points.push(
-            json!({"at_ms": sp.created_ms, "by_provider": by_provider, "by_category": by_category,
+            json!({"at_ms": created_ms, "by_provider": by_provider, "by_category": by_category,
                            "tco2e_per_day": p.summary.tco2e_per_day}),
         );
     }
     let mut power: BTreeMap<String, f64> = BTreeMap::new();
-    if let Some(p) = &plan {
+    if let Some(p) = plan {
         for x in &p.placements {
             *power.entry(x.region.clone()).or_default() += x.power_mw;
         }
@@ -110,10 +115,11 @@ pub async fn ledger_summary(
     let caps: BTreeMap<String, f64> = app
         .fleet
         .regions()
-        .map(|(p, r)| (format!("{}:{}", p.name, r.name), r.power_cap_mw.0))
+        .map(|(p, r)| (region_id(&p.name, &r.name), r.power_cap_mw.0))
         .collect();
     let mut power: Vec<(String, f64)> = power.into_iter().collect();
     power.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    // The 15 busiest regions for the chart; the total counts them all.
     let power: Vec<Value> = power
         .into_iter()
         .take(15)
@@ -126,7 +132,8 @@ pub async fn ledger_summary(
         "projection": projection,
         "history": points,
         "power": power,
-        "tco2e_per_day": plan.as_ref().map(|p| p.summary.tco2e_per_day).unwrap_or(0.0),
+        "power_mw": plan.map(|p| p.summary.power_mw).unwrap_or(0.0),
+        "tco2e_per_day": plan.map(|p| p.summary.tco2e_per_day).unwrap_or(0.0),
     })))
 }
 
@@ -148,7 +155,7 @@ pub async fn sim_outage(
     let known = app
         .fleet
         .regions()
-        .any(|(p, r)| format!("{}:{}", p.name, r.name) == o.region);
+        .any(|(p, r)| region_id(&p.name, &r.name) == o.region);
     if !known {
         return Err(err(
             StatusCode::BAD_REQUEST,
@@ -320,16 +327,11 @@ pub async fn inference(
     let Some(url) = app.gateway_metrics.clone() else {
         return Ok(Json(json!({"configured": false})));
     };
-    let mut slo = BTreeMap::new();
-    for w in app.store.workloads().await? {
-        if w.kind == "inference" {
-            if let (Some(m), Some(s)) =
-                (w.spec["model"].as_str(), w.spec["latency_slo_ms"].as_f64())
-            {
-                slo.insert(m.to_string(), s);
-            }
-        }
-    }
+    let slo: BTreeMap<String, f64> = crate::api::workload_set(&app.store.workloads().await?)
+        .inference
+        .into_iter()
+        .map(|s| (s.model, s.latency_slo_ms.0))
+        .collect();
     let text = tokio::task::spawn_blocking(move || -> Result<String, String> {
         let agent = ureq::Agent::config_builder()
             .timeout_global(Some(std::time::Duration::from_secs(3)))

@@ -310,25 +310,23 @@ impl Store {
 
     /// Plan history, newest first, without the plan bodies.
     pub async fn plans(&self, limit: i64) -> Result<Vec<StoredPlan>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, created_ms, cost_per_hour, placed, unplaced FROM plans \
-             ORDER BY id DESC LIMIT $1",
-        )
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.iter().map(plan_row).collect::<Result<_, _>>()?)
+        self.history(limit, false).await
     }
 
     /// The newest `limit` plans with their bodies, newest first.
     pub async fn recent_plans(&self, limit: i64) -> Result<Vec<StoredPlan>, StoreError> {
-        let rows = sqlx::query(
+        self.history(limit, true).await
+    }
+
+    async fn history(&self, limit: i64, bodies: bool) -> Result<Vec<StoredPlan>, StoreError> {
+        let q = if bodies {
             "SELECT id, created_ms, cost_per_hour, placed, unplaced, plan FROM plans \
-             ORDER BY id DESC LIMIT $1",
-        )
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+             ORDER BY id DESC LIMIT $1"
+        } else {
+            "SELECT id, created_ms, cost_per_hour, placed, unplaced FROM plans \
+             ORDER BY id DESC LIMIT $1"
+        };
+        let rows = sqlx::query(q).bind(limit).fetch_all(&self.pool).await?;
         Ok(rows.iter().map(plan_row).collect::<Result<_, _>>()?)
     }
 

@@ -11,7 +11,7 @@
 use serde_json::json;
 use std::path::PathBuf;
 use std::process::Command;
-use stratus_server::{api, reconcile_loop, Config};
+use stratus_server::{reconcile_loop, Config};
 
 const ADMIN: &str = "browser-admin-token";
 
@@ -65,17 +65,11 @@ fn the_dashboard_works_in_chromium() {
         .unwrap();
     let (base, gateway) = rt.block_on(async {
         // Two mock replicas of the `chat` model behind a stratus gateway.
-        let faults = stratus_gateway::mock::Faults { ttft_ms: 20, itl_ms: 2, tokens: 8, ..Default::default() };
-        let r1 = stratus_gateway::mock::start("127.0.0.1:0".parse().unwrap(), "chat", faults.clone(), 1).await.unwrap();
-        let r2 = stratus_gateway::mock::start("127.0.0.1:0".parse().unwrap(), "chat", faults, 2).await.unwrap();
-        let y = format!(
-            "listen: 127.0.0.1:0\nreplicas:\n  - id: a\n    url: {}\n    region: aws:us-east-1\n    models: [chat]\n  - id: b\n    url: {}\n    region: gcp:europe-west4\n    models: [chat]\n",
-            r1.url(),
-            r2.url()
-        );
-        let cfg = stratus_gateway::config::Config::parse("gateway.yaml", &y, stratus_model::parse::Format::Yaml).unwrap();
-        let gw = stratus_gateway::start(cfg, stratus_catalog::builtin()).await.unwrap();
-        std::mem::forget((r1, r2));
+        let (gw, replicas) =
+            stratus_gateway::mock::behind_gateway("chat", stratus_catalog::builtin())
+                .await
+                .unwrap();
+        std::mem::forget(replicas);
 
         let config = Config {
             listen: "127.0.0.1:0".parse().unwrap(),
@@ -88,12 +82,17 @@ fn the_dashboard_works_in_chromium() {
             reports: Some(reports.clone()),
             commitments: None,
         };
-        let app = stratus_server::app(&config, stratus_catalog::builtin().clone()).await.unwrap();
+        let app = stratus_server::app(&config, stratus_catalog::builtin().clone())
+            .await
+            .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let router = api::router(app.clone());
-        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-        tokio::spawn(reconcile_loop(app, 0.5));
+        tokio::spawn(reconcile_loop(app.clone(), config.tick_s));
+        tokio::spawn(stratus_server::serve_on(
+            app,
+            listener,
+            std::future::pending(),
+        ));
         (format!("http://{addr}"), gw)
     });
 
@@ -162,6 +161,7 @@ fn the_dashboard_works_in_chromium() {
         "money",
         "inference",
         "simulations",
+        "simulation-report",
         "workloads-viewer",
     ] {
         assert!(

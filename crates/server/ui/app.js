@@ -334,7 +334,18 @@ pages.actions = async (main) => {
       h("tr", { "data-kind": a.kind }, h("td", { class: "num" }, a.id), h("td", {}, when(a.at_ms)), h("td", {}, h("span", { class: `kind ${a.kind}` }, a.kind)),
         h("td", {}, a.unit), h("td", {}, a.pool), h("td", { class: "small" }, a.reason))), [0]));
   };
-  const poll = async () => { all = (await api("/v1/actions?limit=10000")).actions; render(); };
+  // Only what is new since the last poll, a page at a time (the log only grows).
+  const PAGE = 5000;
+  let last = 0;
+  const poll = async () => {
+    for (;;) {
+      const got = (await api(`/v1/actions?since=${last}&limit=${PAGE}`)).actions;
+      all.push(...got);
+      if (got.length) last = got[got.length - 1].id;
+      if (got.length < PAGE) break;
+    }
+    render();
+  };
   filter.addEventListener("input", render);
   await poll();
   state.timers.push(setInterval(() => poll().catch(() => {}), 2000));
@@ -347,7 +358,7 @@ pages.money = async (main) => {
   main.append(h("div", { class: "cards" },
     card("live bill so far (billed)", usd(m.live.billed_usd)), card("live bill (effective)", usd(m.live.effective_usd)),
     card(`current plan over ${m.projection_hours} h (effective)`, usd(r.effective_usd)), card("below list", `${((1 - r.effective_usd / Math.max(r.list_usd, 1e-9)) * 100).toFixed(1)} %`),
-    card("power now (plan, full load)", `${mw(m.power.reduce((s, x) => s + x.mw, 0))} MW`), card("emissions", `${num(m.tco2e_per_day, 1)} tCO2e/day`)));
+    card("power now (plan, full load)", `${mw(m.power_mw)} MW`), card("emissions", `${num(m.tco2e_per_day, 1)} tCO2e/day`)));
   const hist = m.history;
   const provs = [...new Set(hist.flatMap((x) => Object.keys(x.by_provider)))].sort();
   const cats = [...new Set(hist.flatMap((x) => Object.keys(x.by_category)))].sort();

@@ -54,6 +54,10 @@ async function open(name) {
     return m && m.dataset.page === n && m.dataset.ready === "true";
   }, name, { timeout: 20000 });
   loads[name] = Number(await page.$eval("#main", (m) => m.dataset.loadMs));
+  // A page that failed to load (or a data source that answered with an error) says so in a
+  // `p.error` at the top level of #main.
+  const failed = await page.$$eval("#main > p.error", (ps) => ps.map((p) => p.textContent));
+  check(failed.length === 0, `page ${name} loaded without errors: ${failed.join(" | ")}`);
 }
 async function shot(name) {
   await page.screenshot({ path: join(OUT, `${name}.png`), fullPage: false });
@@ -132,10 +136,19 @@ await shot("actions");
 for (const name of ["money", "inference", "simulations"]) {
   await open(name);
   await shot(name);
+  if (name === "inference") {
+    // The 60 chats the test sent through the gateway, per service, from its metrics.
+    const chat = await page.$$eval("#main table tr", (rows) => rows.map((r) => [...r.cells].map((c) => c.textContent))
+      .find((c) => c[0] === "chat"));
+    check(chat && chat[1] === "60", `the inference page counts the gateway's 60 chat requests: ${chat}`);
+  }
 }
-await page.click("text=open").catch(() => {});
-await page.waitForSelector("#report-view img", { timeout: 10000 }).catch(() => {});
-await page.waitForTimeout(500);
+// A report opens with its plots, fetched through the report-file endpoint.
+await page.click("text=open");
+await page.waitForFunction(() => {
+  const imgs = [...document.querySelectorAll("#report-view img")];
+  return imgs.length > 0 && imgs.every((i) => i.complete && i.naturalWidth > 0);
+}, null, { timeout: 10000 });
 await shot("simulation-report");
 await open("fleet");
 
