@@ -293,6 +293,7 @@ pub fn report(commitments: &[Commitment], rows: &[Row]) -> Report {
             Terms::Usage {
                 pool,
                 rate_per_node_hour: rate,
+                steps,
                 ..
             } => {
                 let (mut reserved, mut used, mut fee, mut unused) = (0.0, 0.0, 0.0, 0.0);
@@ -315,9 +316,6 @@ pub fn report(commitments: &[Commitment], rows: &[Row]) -> Report {
                     .sum();
                 // Remaining reserved node-hours from the ledger's end to the term's end.
                 let mut remaining_nh = 0.0;
-                let Terms::Usage { steps, .. } = &c.terms else {
-                    unreachable!()
-                };
                 for (i, &(t0, n)) in steps.iter().enumerate() {
                     let t1 = steps.get(i + 1).map(|s| s.0).unwrap_or(c.end);
                     let a = t0.max(as_of);

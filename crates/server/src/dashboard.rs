@@ -39,8 +39,11 @@ pub async fn ledger_summary(
     let internal = |e: stratus_ledger::focus::LedgerError| {
         err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
     };
-    let live_rows = app.live_rows().map_err(internal)?;
-    let live = stratus_ledger::burndown::report(&app.commitments, &live_rows);
+    let a = app.clone();
+    let (live, live_rows) = tokio::task::spawn_blocking(move || a.live_report())
+        .await
+        .map_err(|e| err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(internal)?;
 
     // The newest 30 plans, each parsed once, newest first.
     let history: Vec<(i64, i64, stratus_plan::Plan)> = app
@@ -126,7 +129,7 @@ pub async fn ledger_summary(
         .map(|(r, mw)| json!({"region": r, "mw": mw, "cap_mw": caps.get(&r).copied().unwrap_or(0.0)}))
         .collect();
     Ok(Json(json!({
-        "live": {"billed_usd": live.billed_usd, "effective_usd": live.effective_usd, "rows": live_rows.len(),
+        "live": {"billed_usd": live.billed_usd, "effective_usd": live.effective_usd, "rows": live_rows,
                  "by_provider": live.effective_by_provider, "by_pricing": live.effective_by_pricing},
         "projection_hours": PROJECTION_HOURS,
         "projection": projection,

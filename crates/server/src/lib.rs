@@ -151,6 +151,9 @@ pub struct App {
     pub reports: Option<std::path::PathBuf>,
     /// The money page's projection of the current plan, keyed by (plan id, hour).
     pub projection: Mutex<Option<((i64, i64), stratus_ledger::burndown::Report)>>,
+    /// The money page's live bill (report, rows), keyed by the reconcile count it was built
+    /// at: usage changes only at reconciles, and the bill grows with the service's life.
+    pub live: Mutex<Option<(u64, stratus_ledger::burndown::Report, usize)>>,
     /// The controller and its driver.
     pub control: Mutex<Control>,
     /// Wakes the reconcile loop early after a change.
@@ -171,6 +174,21 @@ impl App {
             ..stratus_ledger::Options::default()
         };
         stratus_ledger::build(&self.fleet, &self.commitments, &usage, &opts)
+    }
+
+    /// The live bill's burn-down report and its row count, built once per reconcile.
+    pub fn live_report(
+        &self,
+    ) -> Result<(stratus_ledger::burndown::Report, usize), stratus_ledger::focus::LedgerError> {
+        let ticks = self.control.lock().expect("control lock").ticks;
+        let cached = self.live.lock().expect("live lock").clone();
+        if let Some((_, r, n)) = cached.filter(|c| c.0 == ticks) {
+            return Ok((r, n));
+        }
+        let rows = self.live_rows()?;
+        let r = stratus_ledger::burndown::report(&self.commitments, &rows);
+        *self.live.lock().expect("live lock") = Some((ticks, r.clone(), rows.len()));
+        Ok((r, rows.len()))
     }
 
     /// Take a region (`provider:region`) of the simulated provider down or bring it back and
@@ -266,6 +284,7 @@ pub async fn app(config: &Config, fleet: Fleet) -> Result<Arc<App>, ServeError> 
         gateway_metrics: config.gateway_metrics.clone(),
         reports: config.reports.clone(),
         projection: Mutex::new(None),
+        live: Mutex::new(None),
         fleet: Arc::new(fleet),
         control: Mutex::new(Control {
             controller,

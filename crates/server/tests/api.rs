@@ -272,6 +272,28 @@ fn exercise(s: &Server) {
     assert!(csv.lines().count() >= 3, "{csv}");
     let v = stratus_ledger::check::check_csv(&csv);
     assert!(v.is_empty(), "{v:#?}");
+    // The money page's summary bills the same usage: same rows, same total.
+    let (code, sum) = s.call("GET", "/v1/ledger/summary", Some(&viewer), None);
+    assert_eq!(code, 200, "{sum}");
+    // BilledCost is FOCUS's first column, a plain decimal.
+    let mut lines = csv.lines();
+    assert!(lines.next().unwrap().starts_with("BilledCost,"));
+    let (mut rows, mut billed) = (0u64, 0.0f64);
+    for l in lines {
+        rows += 1;
+        billed += l.split(',').next().unwrap().parse::<f64>().unwrap();
+    }
+    assert_eq!(sum["live"]["rows"], rows, "{sum}");
+    let live = sum["live"]["billed_usd"].as_f64().unwrap();
+    assert!(
+        (live - billed).abs() <= 1e-6 * billed.max(1.0),
+        "{live} vs {billed}"
+    );
+    let (_, plan) = s.call("GET", "/v1/plan", Some(&viewer), None);
+    assert_eq!(
+        sum["power_mw"], plan["plan"]["summary"]["power_mw"],
+        "{sum}"
+    );
 
     // Delete stops the unit at the next reconcile.
     assert_eq!(
