@@ -14,6 +14,7 @@ pub mod assume;
 mod aws;
 mod azure;
 pub mod carbon;
+pub mod contended;
 mod csvutil;
 mod error;
 mod gcp;

@@ -217,8 +217,10 @@ pub struct Unit {
     pub arrival: usize,
     /// Demand served (req/s), inference only.
     pub rps: f64,
-    /// Offer index the previous plan had, if any.
-    pub previous_offer: Option<u32>,
+    /// Where the previous plan had it, if anywhere: offer index, and whether as a blend
+    /// (committed plus on-demand nodes of the offer's pool). A candidate anywhere else is
+    /// charged migration.
+    pub previous: Option<(u32, bool)>,
     /// Cheapest cost among candidates cut by `Policy::max_candidates_per_unit` (∞ if none).
     pub tail_floor: f64,
     /// Providers among the cut candidates (bit `i` for provider `i`; the first 64 only).
@@ -366,9 +368,12 @@ pub fn compile(
         .enumerate()
         .map(|(i, o)| ((o.pool_id.as_str(), o.category), i as u32))
         .collect();
-    let prev_offer = |key: &str| -> Option<u32> {
+    // A blend is recorded as its own category; its candidate sits on the committed offer.
+    let prev_offer = |key: &str| -> Option<(u32, bool)> {
         let (pool, cat) = previous?.placements.get(key)?;
-        offer_index.get(&(pool.as_str(), *cat)).copied()
+        let blend = *cat == Category::CommittedPlusOnDemand;
+        let cat = if blend { Category::Committed } else { *cat };
+        offer_index.get(&(pool.as_str(), cat)).map(|&o| (o, blend))
     };
 
     // Gang-like units: training and batch share one filter chain.
@@ -426,7 +431,7 @@ pub fn compile(
         let mut rejected = BTreeMap::new();
         let mut cands = take_scratch();
         let key = g.name.to_string();
-        let previous_offer = prev_offer(&key);
+        let previous = prev_offer(&key);
         let mut accs = g.accelerators.to_vec();
         accs.sort();
         accs.dedup();
@@ -460,7 +465,10 @@ pub fn compile(
                 Some(Constraint::PowerCap)
             } else if matches!(g.deadline, Some(d) if g.work / (g.chips as f64 * speed) > d) {
                 Some(Constraint::Deadline)
-            } else if matches!(g.max_price, Some(m) if o.node_price / o.chips_per_node as f64 > m) {
+            } else if matches!(g.max_price, Some(m) if o.node_price / o.chips_per_node as f64 > m
+                || blend.is_some_and(|(_, _, od)| od / o.chips_per_node as f64 > m))
+            {
+                // Every node is held to the ceiling, the on-demand ones of a blend included.
                 Some(Constraint::MaxPrice)
             } else {
                 None
@@ -484,8 +492,8 @@ pub fn compile(
                     cost += policy.remote_data_usd_per_chip_hour * g.chips as f64;
                 }
             }
-            if let Some(p) = previous_offer {
-                if p as usize != oi {
+            if let Some(p) = previous {
+                if p != (oi as u32, blend.is_some()) {
                     // Lost progress and restart, valued at list price: a move onto committed
                     // (marginal-free) nodes still costs the work it throws away.
                     let worth = nodes as f64 * o.list_price;
@@ -514,7 +522,7 @@ pub fn compile(
             group: None,
             arrival,
             rps: 0.0,
-            previous_offer,
+            previous,
             tail_floor,
             tail_mask,
         }
@@ -568,7 +576,7 @@ pub fn compile(
         let from_idx = lat.index_of(shard.from);
         let mut rejected = BTreeMap::new();
         let mut cands = take_scratch();
-        let previous_offer = prev_offer(&key);
+        let previous = prev_offer(&key);
         for oi in considered_offers(&mut s.replica.keys(), &mut rejected) {
             let o = &offers[oi];
             let reg = &regions[o.region];
@@ -601,8 +609,8 @@ pub fn compile(
             let mut cost = dollars
                 + carbon_cost(watts * o.energy_share, o.carbon, policy)
                 + policy.latency_usd_per_ms_krps_hour * rtt * rps / 1000.0;
-            if let Some(p) = previous_offer {
-                if p as usize != oi {
+            if let Some(p) = previous {
+                if p != (oi as u32, false) {
                     let worth = nodes as f64 * o.list_price;
                     cost += dollars.max(worth) * policy.restart_hours
                         / policy.migration_amortization_hours;
@@ -613,19 +621,26 @@ pub fn compile(
         }
         let (cands, tail_floor, tail_mask) =
             trim_cands(cands, policy.max_candidates_per_unit, &offers);
-        let chips_hint = cands.first().map(|c| c.chips).unwrap_or(1);
+        // The fewest chips any replica shape needs for this demand: a rule of the workload,
+        // not of which offers survive the filters.
+        let fewest = s
+            .replica
+            .values()
+            .map(|spec| ((rps / spec.rps.0).ceil().max(1.0) as u32) * spec.chips)
+            .min()
+            .unwrap_or(1);
         Unit {
             workload: s.name.clone(),
             key,
             kind: UnitKind::Inference,
             priority: s.priority,
-            penalty: penalty(s.priority, chips_hint, UnitKind::Inference),
+            penalty: penalty(s.priority, fewest, UnitKind::Inference),
             cands,
             rejected,
             group: Some(first_group + shard.service),
             arrival: arrival + shard.service,
             rps,
-            previous_offer,
+            previous,
             tail_floor,
             tail_mask,
         }

@@ -1,0 +1,143 @@
+//! The planner against the exact reference on seeded contended sets (sizes 20–300, 15–60
+//! pools, a third with inference services): every plan keeps every rule, its objective is the
+//! rules' objective, and `bound ≤ optimum ≤ stratus` wherever HiGHS proves the optimum.
+//!
+//! Needs the HiGHS binary (`STRATUS_HIGHS`, `highs` on the PATH, or `pip install highsbox`);
+//! `.ci/run` installs it. `STRATUS_REFERENCE_SETS` sets how many sets run (default 220).
+
+use std::path::{Path, PathBuf};
+use stratus_catalog::contended::{contended, Contention};
+use stratus_catalog::scenario::Rng;
+use stratus_plan::{plan, Policy};
+use stratus_reference::{check, find_highs, solve, Model, SolveOptions, Status};
+
+fn highs() -> Option<PathBuf> {
+    match find_highs() {
+        Ok(p) => Some(p),
+        Err(e) if std::env::var_os("STRATUS_HIGHS").is_some() => panic!("{e}"),
+        Err(e) => {
+            eprintln!("skipped: {e}");
+            None
+        }
+    }
+}
+
+/// The set for a seed: its size, pools and mix drawn from the seed too.
+fn set_for(seed: u64) -> (Contention, stratus_catalog::contended::ContendedSet) {
+    let mut r = Rng(seed.wrapping_mul(0x9E37_79B9) ^ 0x5EED);
+    let c = Contention {
+        workloads: 20 + r.below(281) as usize,
+        pools: Some(15 + r.below(46) as usize),
+        ratio: None,
+        services: seed.is_multiple_of(3),
+    };
+    let set = contended(stratus_catalog::builtin(), &c, seed).expect("a valid set");
+    (c, set)
+}
+
+/// One set's outcome.
+struct Outcome {
+    seed: u64,
+    optimal: bool,
+    ratio: f64,
+    line: String,
+}
+
+fn run(seed: u64, highs: &Path) -> Outcome {
+    let (c, set) = set_for(seed);
+    let policy = Policy::default();
+    let p = plan(&set.fleet, &set.workloads, &policy, None);
+    let m = Model::new(&set.fleet, &set.workloads, &policy, None);
+    let ck = check(&set.fleet, &set.workloads, &policy, None, &m, &p);
+    let replay = format!(
+        "seed {seed} ({} workloads, {} pools, capacity/demand {:.2}{})",
+        c.workloads,
+        c.pools.unwrap_or(0),
+        set.ratio,
+        if c.services { ", services" } else { "" }
+    );
+    assert!(
+        ck.violations.is_empty(),
+        "{replay}: the plan breaks rules:\n{}",
+        ck.violations.join("\n")
+    );
+    let s = solve(
+        &m,
+        &SolveOptions {
+            relax: false,
+            aggregate: true,
+            time_limit_s: 60.0,
+            highs: highs.to_path_buf(),
+        },
+    )
+    .unwrap_or_else(|e| panic!("{replay}: {e}"));
+    let tol = |x: f64| 1e-6 * x.abs().max(1.0);
+    let (obj, bound) = (p.objective_per_hour, p.lower_bound_per_hour);
+    // Valid with or without a proof: HiGHS's incumbent is at least the optimum, its dual bound
+    // at most.
+    assert!(
+        bound <= s.objective + tol(s.objective),
+        "{replay}: bound {bound} above a feasible plan's objective {}",
+        s.objective
+    );
+    assert!(
+        s.dual_bound <= obj + tol(obj),
+        "{replay}: objective {obj} below the proven bound {}",
+        s.dual_bound
+    );
+    let optimal = s.status == Status::Optimal;
+    Outcome {
+        seed,
+        optimal,
+        ratio: obj / s.objective,
+        line: format!(
+            "{replay}: stratus/optimum {:.4}, bound/optimum {:.4}, HiGHS {:.1} s {:?}",
+            obj / s.objective,
+            bound / s.objective,
+            s.seconds,
+            s.status
+        ),
+    }
+}
+
+#[test]
+fn stratus_lies_between_its_bound_and_the_exact_optimum() {
+    let Some(highs) = highs() else { return };
+    let n: u64 = std::env::var("STRATUS_REFERENCE_SETS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(220);
+    // Two workers (HiGHS runs on one thread each), seeds interleaved.
+    let outcomes: Vec<Outcome> = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..2u64)
+            .map(|w| {
+                let highs = &highs;
+                sc.spawn(move || {
+                    (0..n)
+                        .filter(|s| s % 2 == w)
+                        .map(|s| run(s, highs))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        hs.into_iter()
+            .flat_map(|h| h.join().expect("worker"))
+            .collect()
+    });
+    let proven: Vec<&Outcome> = outcomes.iter().filter(|o| o.optimal).collect();
+    let worst = proven
+        .iter()
+        .max_by(|a, b| a.ratio.total_cmp(&b.ratio).then(b.seed.cmp(&a.seed)))
+        .expect("some set solved");
+    let within = proven.iter().filter(|o| o.ratio <= 1.01).count();
+    eprintln!(
+        "{} sets, {} solved to optimality; stratus within 1 % of the optimum on {within}; worst: {}",
+        outcomes.len(),
+        proven.len(),
+        worst.line
+    );
+    assert!(
+        proven.len() * 10 >= outcomes.len() * 9,
+        "HiGHS proved too few optima"
+    );
+}
