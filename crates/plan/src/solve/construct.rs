@@ -1,0 +1,178 @@
+//! Construction: greedy fills, services placed whole, redundancy repair, and the cheapest-first
+//! baseline.
+
+use super::*;
+use crate::problem::Problem;
+
+/// Greedy construction: units in `order`, each to its cheapest fitting candidate under
+/// `score(u, c)`.
+pub fn greedy(
+    p: &Problem,
+    order: &[usize],
+    score: &dyn Fn(usize, usize) -> f64,
+) -> (Choice, Residual) {
+    let mut res = Residual::new(p);
+    let mut choice: Choice = vec![None; p.units.len()];
+    let mut group_done = vec![false; p.groups.len()];
+    fill(p, order, score, &mut group_done, (&mut choice, &mut res));
+    repair_groups(p, &mut choice, &mut res);
+    (choice, res)
+}
+
+/// Units in `order` not yet chosen: a service is placed whole (by `place_group`) the first
+/// time the order reaches one of its units, since its redundancy rule shapes every choice
+/// (`done` remembers); any other unit takes its cheapest fitting candidate under `score`.
+pub(crate) fn fill(
+    p: &Problem,
+    order: &[usize],
+    score: &dyn Fn(usize, usize) -> f64,
+    done: &mut [bool],
+    (choice, res): (&mut Choice, &mut Residual),
+) {
+    for &u in order {
+        if let Some(g) = p.units[u].group {
+            if !done[g] {
+                done[g] = true;
+                place_group(p, g, score, choice, res);
+            }
+        } else if choice[u].is_none() {
+            if let Some(c) = cheapest_fitting(p, res, u, score) {
+                res.take(p, u, c);
+                choice[u] = Some(c);
+            }
+        }
+    }
+}
+
+/// The candidate of `u` with the lowest `score` that fits what is left (ties: lower index).
+pub(crate) fn cheapest_fitting(
+    p: &Problem,
+    res: &Residual,
+    u: usize,
+    score: &dyn Fn(usize, usize) -> f64,
+) -> Option<usize> {
+    (0..p.units[u].cands.len())
+        .filter(|&c| res.blocks(p, u, c).is_none())
+        .map(|c| (score(u, c), c))
+        .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)))
+        .map(|(_, c)| c)
+}
+
+pub(crate) fn place_group(
+    p: &Problem,
+    g: usize,
+    score: &dyn Fn(usize, usize) -> f64,
+    choice: &mut Choice,
+    res: &mut Residual,
+) {
+    let fits = |u: usize, c: usize| res.blocks(p, u, c).is_none().then(|| score(u, c));
+    let plan = group_dp(p, g, &fits);
+    let grp = &p.groups[g];
+    for (k, &u) in grp.units.iter().enumerate() {
+        let want = match &plan {
+            Some((_, picks)) => picks[k],
+            // Past `DP_MAX_PROVIDERS`: unit by unit, and `repair_groups` enforces the rule.
+            None => cheapest_fitting(p, res, u, score),
+        };
+        // Units of one service may want the same offer; take it while it fits, else the
+        // best candidate that still does.
+        let pick = want.and_then(|w| {
+            if res.blocks(p, u, w).is_none() {
+                Some(w)
+            } else {
+                cheapest_fitting(p, res, u, score)
+            }
+        });
+        if let Some(c) = pick {
+            res.take(p, u, c);
+            choice[u] = Some(c);
+        }
+    }
+}
+
+/// Make every redundancy group satisfied: add the cheapest moves that bring in a new
+/// provider or region; if impossible, unplace the group (reason: redundancy).
+pub fn repair_groups(p: &Problem, choice: &mut Choice, res: &mut Residual) {
+    for g in 0..p.groups.len() {
+        let mut guard = 0;
+        while !group_ok(p, g, choice) && guard < 64 {
+            guard += 1;
+            let grp = &p.groups[g];
+            let (provs, regs) = spans(p, g, choice, None);
+            let need_prov = (provs.len() as u32) < grp.min_providers;
+            // Best move: a unit of the group to a candidate on a new provider (or region).
+            let mut best: Option<(f64, usize, usize)> = None;
+            for &u in &grp.units {
+                let cur = choice[u];
+                let cur_cost = cur
+                    .map(|c| p.units[u].cands[c].cost)
+                    .unwrap_or(p.units[u].penalty);
+                // Moving a unit away must not remove the only unit on a provider/region.
+                if let Some(c) = cur {
+                    let o = &p.offers[p.units[u].cands[c].offer as usize];
+                    let sharing = |same: &dyn Fn(&crate::problem::Offer) -> bool| {
+                        grp.units
+                            .iter()
+                            .filter(|&&v| {
+                                choice[v].is_some_and(|cv| {
+                                    same(&p.offers[p.units[v].cands[cv].offer as usize])
+                                })
+                            })
+                            .count()
+                    };
+                    let same_prov = sharing(&|x| x.provider == o.provider);
+                    let same_reg = sharing(&|x| x.region == o.region);
+                    if same_prov < 2 && need_prov || same_reg < 2 && !need_prov {
+                        continue;
+                    }
+                }
+                if let Some(c) = cur {
+                    res.give(p, u, c);
+                }
+                for (ci, cand) in p.units[u].cands.iter().enumerate() {
+                    let o = &p.offers[cand.offer as usize];
+                    let new = if need_prov {
+                        !provs.contains(&o.provider)
+                    } else {
+                        !regs.contains(&o.region)
+                    };
+                    if new && res.blocks(p, u, ci).is_none() {
+                        let delta = cand.cost - cur_cost;
+                        if best.is_none_or(|(d, _, _)| delta < d) {
+                            best = Some((delta, u, ci));
+                        }
+                    }
+                }
+                if let Some(c) = cur {
+                    res.take(p, u, c);
+                }
+            }
+            match best {
+                Some((_, u, ci)) => {
+                    if let Some(c) = choice[u] {
+                        res.give(p, u, c);
+                    }
+                    res.take(p, u, ci);
+                    choice[u] = Some(ci);
+                }
+                None => break,
+            }
+        }
+        if !group_ok(p, g, choice) {
+            for &u in &p.groups[g].units {
+                if let Some(c) = choice[u].take() {
+                    res.give(p, u, c);
+                }
+            }
+        }
+    }
+}
+
+/// The baseline's choice: arrival order, each unit to its cheapest (in dollars) candidate
+/// that still fits, failing over to the next cheapest; redundancy repaired afterwards.
+pub fn cheapest_first(p: &Problem) -> (Choice, Residual) {
+    let mut order: Vec<usize> = (0..p.units.len()).collect();
+    order.sort_by_key(|&u| (p.units[u].arrival, u));
+    let dollars = |u: usize, c: usize| p.units[u].cands[c].dollars;
+    greedy(p, &order, &dollars)
+}

@@ -1,0 +1,227 @@
+//! Selection: choose one candidate (or none) per unit.
+//!
+//! * Small problems: exact MILP (good_lp + microlp), so the result is provably optimal.
+//! * Large problems: a transportation relaxation (units of identical classes supply chips,
+//!   offers absorb them up to capacity) solved exactly by the network simplex (`flow`). Its
+//!   potentials price every offer, and its flow says how many units of each class go where;
+//!   the plan follows it, services placed whole by a per-group programme, then a local search
+//!   and ejection moves polish it. The bound is the Lagrangian dual of capacity and power,
+//!   evaluated exactly (redundancy included) at those prices and refined by a few short
+//!   subgradient steps: any prices give a valid bound, and these are nearly optimal ones.
+//!   Identical units are aggregated into classes, so the dual costs O(classes × candidates),
+//!   not O(units × candidates).
+//!
+//! Everything is deterministic: ties break on indices, no hashing order leaks into results.
+
+// Parallel arrays indexed by offer / region read more clearly as index loops.
+#![allow(clippy::needless_range_loop)]
+
+use crate::problem::{Constraint, Problem};
+
+mod construct;
+mod dual;
+mod groups;
+mod local;
+mod transport;
+
+use construct::fill;
+pub use construct::{cheapest_first, greedy, repair_groups};
+pub use dual::relaxation_bound;
+use dual::{dual, DUAL_BUDGET};
+pub use groups::{group_dp, ProviderLists};
+use groups::{group_dp_priced, DP_MAX_PROVIDERS};
+pub use local::{eject, improve};
+use transport::{classes, follow_transport, transport_prices, Classes};
+
+/// A choice per unit: index into `unit.cands`, or `None` (unplaced).
+pub type Choice = Vec<Option<usize>>;
+
+/// Result of a solve.
+#[derive(Debug, Clone)]
+pub struct Solved {
+    /// The choice.
+    pub choice: Choice,
+    /// Objective value, $/h.
+    pub objective: f64,
+    /// Proven lower bound on the optimum, $/h.
+    pub lower_bound: f64,
+    /// Which method produced it.
+    pub method: String,
+}
+
+/// Objective of a choice: placed costs plus penalties of unplaced units.
+pub fn objective(p: &Problem, choice: &Choice) -> f64 {
+    p.units
+        .iter()
+        .zip(choice)
+        .map(|(u, c)| match c {
+            Some(i) => u.cands[*i].cost,
+            // A unit no option can take costs the same under every plan: left out of the sum.
+            None if u.cands.is_empty() => 0.0,
+            None => u.penalty,
+        })
+        .sum()
+}
+
+/// Residual capacity tracker: nodes per offer and facility watts per region.
+#[derive(Debug, Clone)]
+pub struct Residual {
+    /// Nodes left per offer.
+    pub nodes: Vec<i64>,
+    /// Watts left per region.
+    pub watts: Vec<f64>,
+}
+
+impl Residual {
+    /// Full capacity.
+    pub fn new(p: &Problem) -> Residual {
+        Residual {
+            nodes: p.offers.iter().map(|o| o.capacity_nodes as i64).collect(),
+            watts: p.region_cap_watts.clone(),
+        }
+    }
+    /// Whether a candidate fits; `None` if it does, else the binding constraint.
+    pub fn blocks(&self, p: &Problem, u: usize, c: usize) -> Option<Constraint> {
+        let cand = &p.units[u].cands[c];
+        let o = &p.offers[cand.offer as usize];
+        let short2 = cand.nodes2 > 0 && (cand.nodes2 as i64) > self.nodes[cand.offer2 as usize];
+        if (cand.nodes as i64) > self.nodes[cand.offer as usize] || short2 {
+            Some(Constraint::Capacity)
+        } else if cand.watts > self.watts[o.region] + 1e-6 {
+            Some(Constraint::PowerCap)
+        } else {
+            None
+        }
+    }
+    /// Take a candidate's resources.
+    pub fn take(&mut self, p: &Problem, u: usize, c: usize) {
+        let cand = &p.units[u].cands[c];
+        self.nodes[cand.offer as usize] -= cand.nodes as i64;
+        self.nodes[cand.offer2 as usize] -= cand.nodes2 as i64;
+        self.watts[p.offers[cand.offer as usize].region] -= cand.watts;
+    }
+    /// Give them back.
+    pub fn give(&mut self, p: &Problem, u: usize, c: usize) {
+        let cand = &p.units[u].cands[c];
+        self.nodes[cand.offer as usize] += cand.nodes as i64;
+        self.nodes[cand.offer2 as usize] += cand.nodes2 as i64;
+        self.watts[p.offers[cand.offer as usize].region] += cand.watts;
+    }
+}
+
+/// Whether a group's placed units meet its redundancy rule (vacuous when none is placed).
+pub fn group_ok(p: &Problem, g: usize, choice: &Choice) -> bool {
+    group_ok_with(p, g, choice, None)
+}
+
+/// `group_ok` as if unit `u` had choice `c` (`with = Some((u, c))`), without copying `choice`.
+pub fn group_ok_with(
+    p: &Problem,
+    g: usize,
+    choice: &Choice,
+    with: Option<(usize, Option<usize>)>,
+) -> bool {
+    let grp = &p.groups[g];
+    let (provs, regs) = spans(p, g, choice, with);
+    provs.is_empty()
+        || (provs.len() as u32 >= grp.min_providers && regs.len() as u32 >= grp.min_regions)
+}
+
+/// Whether a choice satisfies every constraint (capacity, power, redundancy).
+pub fn feasible(p: &Problem, choice: &Choice) -> bool {
+    let mut r = Residual::new(p);
+    for (u, c) in choice.iter().enumerate() {
+        if let Some(c) = c {
+            if r.blocks(p, u, *c).is_some() {
+                return false;
+            }
+            r.take(p, u, *c);
+        }
+    }
+    (0..p.groups.len()).all(|g| group_ok(p, g, choice))
+}
+
+/// Providers and regions the placed units of group `g` span (see `group_ok_with` for `with`).
+pub(crate) fn spans(
+    p: &Problem,
+    g: usize,
+    choice: &Choice,
+    with: Option<(usize, Option<usize>)>,
+) -> (Vec<usize>, Vec<usize>) {
+    let mut provs = Vec::new();
+    let mut regs = Vec::new();
+    for &u in &p.groups[g].units {
+        let c = match with {
+            Some((w, c)) if w == u => c,
+            _ => choice[u],
+        };
+        if let Some(c) = c {
+            let o = &p.offers[p.units[u].cands[c].offer as usize];
+            if !provs.contains(&o.provider) {
+                provs.push(o.provider);
+            }
+            if !regs.contains(&o.region) {
+                regs.push(o.region);
+            }
+        }
+    }
+    (provs, regs)
+}
+
+/// Heuristic solve with a Lagrangian lower bound.
+///
+/// 1. The transportation relaxation (`transport`) prices every offer exactly for its model.
+/// 2. The plan follows it: services whole under those prices, then each class's units where a
+///    second flow over what the services left (power caps included) sends them; local search
+///    and ejections polish it.
+/// 3. The Lagrangian dual, started from those prices (where it is already close to its
+///    optimum, so with short steps), adds power and redundancy and gives the proven bound.
+pub fn solve_lagrangian(p: &Problem, iters: usize) -> Solved {
+    let n = p.units.len();
+    // Order: priority first, then the biggest (hardest to fit) units.
+    let mut order: Vec<usize> = (0..n).collect();
+    let size = |u: usize| p.units[u].cands.first().map(|c| c.dollars).unwrap_or(0.0);
+    order.sort_by(|&a, &b| {
+        p.units[b]
+            .priority
+            .cmp(&p.units[a].priority)
+            .then(size(b).total_cmp(&size(a)))
+            .then(a.cmp(&b))
+    });
+    let cls = classes(p);
+    let lists = ProviderLists::new(p);
+    let nr = p.region_cap_watts.len();
+    // The floor arcs make the relaxation always feasible; zero prices are the fallback for
+    // costs the network simplex refuses.
+    let mu0 = transport_prices(p, &cls).unwrap_or_else(|| vec![0.0; p.offers.len()]);
+    // Power is unpriced at the start: the dual's steps price the regions that bind.
+    let pi0 = vec![0.0; nr];
+    let priced0 = |u: usize, c: usize| p.units[u].cands[c].priced(&mu0, &pi0);
+    let (mut choice, mut res) = follow_transport(p, &cls, &order, &priced0);
+    improve(p, &mut choice, &mut res);
+    eject(p, &mut choice, &mut res);
+    improve(p, &mut choice, &mut res);
+    let mut obj = objective(p, &choice);
+    // The baseline's plan, polished, is one more start: stratus never does worse than it.
+    let (mut base, mut base_res) = cheapest_first(p);
+    improve(p, &mut base, &mut base_res);
+    let base_obj = objective(p, &base);
+    if base_obj < obj - 1e-9 {
+        (choice, obj) = (base, base_obj);
+    }
+    // Small problems can afford more dual iterations: scale with the work per iteration,
+    // deterministically (from the problem's size, never from a clock).
+    let cands: usize = p.units.iter().map(|u| u.cands.len()).sum();
+    // At least one iteration: the first evaluates the dual at the transportation prices.
+    let iters = (DUAL_BUDGET / cands.max(1)).clamp(iters, 8 * iters).max(1);
+    let lb = dual(p, iters, obj, &cls, &lists, (mu0, pi0));
+    Solved {
+        choice,
+        objective: obj,
+        lower_bound: lb.min(obj),
+        method: format!(
+            "transportation relaxation ({} classes) + Lagrangian bound + local search",
+            cls.rep.len()
+        ),
+    }
+}
