@@ -185,7 +185,7 @@ pub fn solve_problem(problem: &Problem, policy: &Policy) -> Solved {
                     return s;
                 }
             }
-            solve::solve_lagrangian(problem, policy.dual_iterations)
+            solve::solve_lagrangian(problem, policy.dual_iterations, policy.budget)
         }
     }
 }

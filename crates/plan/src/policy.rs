@@ -77,6 +77,10 @@ pub struct Policy {
     /// Candidates kept per unit (the cheapest); the rest are summarised so the lower bound
     /// stays valid.
     pub max_candidates_per_unit: usize,
+    /// Work the search may spend re-optimising parts of the plan exactly, in simplex
+    /// iterations and branch-and-bound nodes (0: none). Counted, never timed, so the same input
+    /// and budget give the same plan.
+    pub budget: u64,
 }
 
 impl Default for Policy {
@@ -95,6 +99,7 @@ impl Default for Policy {
             exact_max_units: 12,
             dual_iterations: 20,
             max_candidates_per_unit: 256,
+            budget: 200_000,
         }
     }
 }

@@ -113,33 +113,53 @@ pub(crate) fn relaxed_part(
     l
 }
 
-/// Lagrangian dual of capacity and power, maximised by projected subgradient steps from the
-/// given prices: the best value found, a lower bound. Power is dualised per MW to keep both
-/// subgradients on comparable scales.
+/// Lagrangian dual of capacity and power, maximised from the given prices: the best value
+/// found (a lower bound) and the prices that gave it.
+///
+/// Steps follow a target level (Polyak steps towards `best + δ`, `δ` halved when progress
+/// stalls), since the incumbent can sit far above the dual's optimum when capacity is short
+/// and steps aimed at it overshoot; successive directions are deflected (Camerini–Fratta–
+/// Maffioli) against zig-zagging; and a region's power row is measured in nodes of its average
+/// pool, so power and capacity prices move on one scale.
 pub(crate) fn dual(
     p: &Problem,
     iters: usize,
-    mut upper: f64,
+    upper: f64,
     cls: &Classes,
     lists: &ProviderLists,
     (mu0, pi0): (Vec<f64>, Vec<f64>),
-) -> f64 {
+) -> (f64, Vec<f64>, Vec<f64>) {
     let no = p.offers.len();
     let nr = p.region_cap_watts.len();
+    // MW of one average node per region: the unit a power row is measured in.
+    let mut node_mw = vec![0.0f64; nr];
+    let mut count = vec![0.0f64; nr];
+    for o in &p.offers {
+        node_mw[o.region] += o.node_facility_watts / 1e6;
+        count[o.region] += 1.0;
+    }
+    for r in 0..nr {
+        node_mw[r] = if count[r] > 0.0 {
+            node_mw[r] / count[r]
+        } else {
+            1.0
+        };
+    }
     let mut mu = mu0;
     let mut pi = pi0;
     let mut best = f64::NEG_INFINITY;
-    // Started from the transportation prices, the dual is already close to its optimum:
-    // short steps refine it where long ones would throw it away.
-    let mut theta: f64 = 0.02;
+    let mut best_prices = (mu.clone(), pi.clone());
+    let mut delta = 0.0;
     let mut since = 0;
     let mut use_nodes = vec![0.0f64; no];
     let mut use_mw = vec![0.0f64; nr];
+    let mut dir_o = vec![0.0f64; no];
+    let mut dir_r = vec![0.0f64; nr];
     let split = Split::new(p, cls);
     // Per-half usage buffers, reused across iterations.
     let mut half_a = (vec![0.0f64; no], vec![0.0f64; nr]);
     let mut half_b = (vec![0.0f64; no], vec![0.0f64; nr]);
-    for _ in 0..iters {
+    for it in 0..iters {
         // The relaxed subproblems are independent: two halves on two threads, combined in a
         // fixed order so the result does not depend on scheduling.
         let (mu_r, pi_r) = (&mu, &pi);
@@ -170,18 +190,27 @@ pub(crate) fn dual(
         for r in 0..nr {
             l -= pi[r] * p.region_cap_watts[r] / 1e6;
         }
-        if best == f64::NEG_INFINITY || l > best + 1e-9 * best.abs().max(1.0) {
+        if it == 0 {
             best = l;
+            // The first target: a tenth of the way to the incumbent, at most 5 % above.
+            delta = ((upper - l) / 10.0).clamp(1e-6 * l.abs().max(1.0), 0.05 * l.abs().max(1.0));
+        } else if l > best + 1e-9 * best.abs().max(1.0) {
+            best = l;
+            best_prices.0.clone_from(&mu);
+            best_prices.1.clone_from(&pi);
             since = 0;
         } else {
             since += 1;
             if since >= HALVE_AFTER {
-                theta /= 2.0;
+                delta /= 2.0;
                 since = 0;
             }
         }
-        // Projected subgradient.
-        let mut norm = 0.0;
+        if it == 0 {
+            best_prices.0.clone_from(&mu);
+            best_prices.1.clone_from(&pi);
+        }
+        // Projected subgradient, power in node units, deflected by the previous direction.
         let g_o: Vec<f64> = (0..no)
             .map(|o| {
                 let g = use_nodes[o] - p.offers[o].capacity_nodes as f64;
@@ -194,7 +223,7 @@ pub(crate) fn dual(
             .collect();
         let g_r: Vec<f64> = (0..nr)
             .map(|r| {
-                let g = use_mw[r] - p.region_cap_watts[r] / 1e6;
+                let g = (use_mw[r] - p.region_cap_watts[r] / 1e6) / node_mw[r];
                 if pi[r] <= 0.0 && g < 0.0 {
                     0.0
                 } else {
@@ -202,26 +231,37 @@ pub(crate) fn dual(
                 }
             })
             .collect();
-        norm += g_o.iter().map(|g| g * g).sum::<f64>();
-        norm += g_r.iter().map(|g| g * g).sum::<f64>();
+        let gd: f64 = (0..no).map(|o| g_o[o] * dir_o[o]).sum::<f64>()
+            + (0..nr).map(|r| g_r[r] * dir_r[r]).sum::<f64>();
+        let dd: f64 = dir_o.iter().chain(&dir_r).map(|d| d * d).sum();
+        let beta = if gd < 0.0 && dd > 0.0 {
+            -1.5 * gd / dd
+        } else {
+            0.0
+        };
+        for o in 0..no {
+            dir_o[o] = g_o[o] + beta * dir_o[o];
+        }
+        for r in 0..nr {
+            dir_r[r] = g_r[r] + beta * dir_r[r];
+        }
+        let norm: f64 = dir_o.iter().chain(&dir_r).map(|d| d * d).sum();
         if norm < 1e-12 {
             break; // relaxed solution is feasible for the relaxed constraints: optimal dual
         }
-        if upper < best {
-            upper = best;
-        }
-        let step = theta * (upper - l).max(1e-6 * upper.abs().max(1.0)) / norm;
-        for o in 0..no {
-            mu[o] = (mu[o] + step * g_o[o]).max(0.0);
-        }
-        for r in 0..nr {
-            pi[r] = (pi[r] + step * g_r[r]).max(0.0);
-        }
-        if theta < 1e-4 {
+        if delta < 1e-7 * best.abs().max(1.0) {
             break;
         }
+        let step = (best + delta - l).max(0.0) / norm;
+        for o in 0..no {
+            mu[o] = (mu[o] + step * dir_o[o]).max(0.0);
+        }
+        for r in 0..nr {
+            // A node-unit price back to $/MW.
+            pi[r] = (pi[r] + step * dir_r[r] / node_mw[r]).max(0.0);
+        }
     }
-    best
+    (best, best_prices.0, best_prices.1)
 }
 
 /// The plain relaxation bound (every unit at its cheapest option, services at their cheapest
@@ -234,5 +274,5 @@ pub fn relaxation_bound(p: &Problem) -> f64 {
         vec![0.0; p.offers.len()],
         vec![0.0; p.region_cap_watts.len()],
     );
-    dual(p, 1, f64::INFINITY, &cls, &lists, zero)
+    dual(p, 1, f64::INFINITY, &cls, &lists, zero).0
 }

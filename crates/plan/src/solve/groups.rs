@@ -168,3 +168,74 @@ pub(crate) fn dp_over_providers(
     }
     Some((val, out))
 }
+
+/// One service's least priced cost with both of its rules exact, providers and regions: a
+/// small MILP over each unit's cheapest priced candidate per region (within a region, only
+/// the cheapest can matter). `None` when a unit's options were cut by
+/// `max_candidates_per_unit` (their regions are unknown) or the solver fails; the provider
+/// programme then stands in.
+pub(crate) fn group_exact_priced(p: &Problem, g: usize, mu: &[f64], pi: &[f64]) -> Option<f64> {
+    use microlp::{ComparisonOp, LinearExpr, OptimizationDirection};
+    use std::collections::BTreeMap;
+    let grp = &p.groups[g];
+    if grp.units.iter().any(|&u| p.units[u].tail_floor.is_finite()) {
+        return None;
+    }
+    let mut lp = microlp::Problem::new(OptimizationDirection::Minimize);
+    let mut at_provider: BTreeMap<usize, LinearExpr> = BTreeMap::new();
+    let mut at_region: BTreeMap<usize, LinearExpr> = BTreeMap::new();
+    let mut zs = Vec::new();
+    for &u in &grp.units {
+        let unit = &p.units[u];
+        if unit.cands.is_empty() {
+            continue;
+        }
+        let mut best: BTreeMap<usize, f64> = BTreeMap::new();
+        for c in &unit.cands {
+            let v = c.priced(mu, pi);
+            let e = best.entry(c.region as usize).or_insert(v);
+            *e = e.min(v);
+        }
+        let mut one = LinearExpr::empty();
+        for (r, v) in best {
+            let x = lp.add_binary_var(v);
+            one.add(x, 1.0);
+            let provider = p
+                .offers
+                .iter()
+                .find(|o| o.region == r)
+                .map_or(usize::MAX, |o| o.provider);
+            at_region
+                .entry(r)
+                .or_insert_with(LinearExpr::empty)
+                .add(x, 1.0);
+            at_provider
+                .entry(provider)
+                .or_insert_with(LinearExpr::empty)
+                .add(x, 1.0);
+        }
+        let z = lp.add_binary_var(unit.penalty);
+        one.add(z, 1.0);
+        lp.add_constraint(one, ComparisonOp::Eq, 1.0);
+        zs.push(z);
+    }
+    for (rows, need) in [
+        (at_provider, grp.min_providers as f64),
+        (at_region, grp.min_regions as f64),
+    ] {
+        let mut ys = Vec::new();
+        for (_, mut row) in rows {
+            let y = lp.add_binary_var(0.0);
+            row.add(y, -1.0);
+            lp.add_constraint(row, ComparisonOp::Ge, 0.0);
+            ys.push(y);
+        }
+        for &z in &zs {
+            let mut row: LinearExpr = ys.iter().map(|&y| (y, 1.0)).collect();
+            row.add(z, need);
+            lp.add_constraint(row, ComparisonOp::Ge, need);
+        }
+    }
+    let sol = lp.solve().ok()?.into_solution().ok()?;
+    (sol.status() == microlp::SolutionStatus::Optimal).then(|| sol.objective())
+}

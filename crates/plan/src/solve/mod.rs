@@ -21,7 +21,12 @@ use crate::problem::{Constraint, Problem};
 mod construct;
 mod dual;
 mod groups;
+mod knapsack;
+mod lns;
 mod local;
+mod lp;
+mod milp;
+mod packing;
 mod transport;
 
 use construct::fill;
@@ -29,7 +34,7 @@ pub use construct::{cheapest_first, greedy, repair_groups};
 pub use dual::relaxation_bound;
 use dual::{dual, DUAL_BUDGET};
 pub use groups::{group_dp, ProviderLists};
-use groups::{group_dp_priced, DP_MAX_PROVIDERS};
+use groups::{group_dp_priced, group_exact_priced, DP_MAX_PROVIDERS};
 pub use local::{eject, improve};
 use transport::{classes, follow_transport, transport_prices, Classes};
 
@@ -168,15 +173,25 @@ pub(crate) fn spans(
     (provs, regs)
 }
 
+/// Candidate rows the LP relaxation's prices are computed exactly for (by row generation);
+/// past this the capacity dual's steps stand in for them.
+const LP_MAX_CANDIDATES: usize = 100_000;
+/// Rounds of row generation at most.
+const LP_ROUNDS: usize = 30;
+/// Knapsack cells the packing dual may update.
+const PACKING_WORK: u64 = 60_000_000;
+
 /// Heuristic solve with a Lagrangian lower bound.
 ///
-/// 1. The transportation relaxation (`transport`) prices every offer exactly for its model.
-/// 2. The plan follows it: services whole under those prices, then each class's units where a
-///    second flow over what the services left (power caps included) sends them; local search
-///    and ejections polish it.
-/// 3. The Lagrangian dual, started from those prices (where it is already close to its
-///    optimum, so with short steps), adds power and redundancy and gives the proven bound.
-pub fn solve_lagrangian(p: &Problem, iters: usize) -> Solved {
+/// 1. Prices: the transportation relaxation (`transport`) prices every offer; the capacity
+///    dual refines them (and power's); on small problems the LP relaxation's exact prices
+///    (`lp`) replace them when they bound better.
+/// 2. Plans: one follows the transportation flow, one is a greedy under the refined prices,
+///    one is the baseline's; each is polished by local search and ejections, and the best is
+///    re-optimised by neighbourhoods (`lns`) within `budget`.
+/// 3. The bound: the better of the capacity dual and the packing dual (`packing`) started
+///    from the best prices, which keeps each offer's integer knapsack.
+pub fn solve_lagrangian(p: &Problem, iters: usize, budget: u64) -> Solved {
     let n = p.units.len();
     // Order: priority first, then the biggest (hardest to fit) units.
     let mut order: Vec<usize> = (0..n).collect();
@@ -197,31 +212,75 @@ pub fn solve_lagrangian(p: &Problem, iters: usize) -> Solved {
     // Power is unpriced at the start: the dual's steps price the regions that bind.
     let pi0 = vec![0.0; nr];
     let priced0 = |u: usize, c: usize| p.units[u].cands[c].priced(&mu0, &pi0);
-    let (mut choice, mut res) = follow_transport(p, &cls, &order, &priced0);
-    improve(p, &mut choice, &mut res);
-    eject(p, &mut choice, &mut res);
-    improve(p, &mut choice, &mut res);
-    let mut obj = objective(p, &choice);
-    // The baseline's plan, polished, is one more start: stratus never does worse than it.
-    let (mut base, mut base_res) = cheapest_first(p);
-    improve(p, &mut base, &mut base_res);
-    let base_obj = objective(p, &base);
-    if base_obj < obj - 1e-9 {
-        (choice, obj) = (base, base_obj);
-    }
+    let mut plans: Vec<(Choice, Residual)> = vec![follow_transport(p, &cls, &order, &priced0)];
+    // The baseline's plan is one more start: stratus never does worse than it.
+    plans.push(cheapest_first(p));
     // Small problems can afford more dual iterations: scale with the work per iteration,
     // deterministically (from the problem's size, never from a clock).
     let cands: usize = p.units.iter().map(|u| u.cands.len()).sum();
     // At least one iteration: the first evaluates the dual at the transportation prices.
     let iters = (DUAL_BUDGET / cands.max(1)).clamp(iters, 8 * iters).max(1);
-    let lb = dual(p, iters, obj, &cls, &lists, (mu0, pi0));
+    let upper0 = plans
+        .iter()
+        .map(|(c, _)| objective(p, c))
+        .fold(f64::INFINITY, f64::min);
+    let (mut lb, mut mu, mut pi) = dual(p, iters, upper0, &cls, &lists, (mu0, pi0));
+    let ents = packing::Entities::new(p, &cls);
+    if cands <= LP_MAX_CANDIDATES {
+        let got = lp::prices(p, &ents, LP_ROUNDS);
+        if let Some((m, q, _)) = got {
+            let l = with_exact_groups(p, &cls, &lists, &m, &q);
+            if l > lb {
+                (lb, mu, pi) = (l, m, q);
+            }
+        }
+    }
+    let priced = |u: usize, c: usize| p.units[u].cands[c].priced(&mu, &pi);
+    plans.push(greedy(p, &order, &priced));
+    let (mut choice, mut res) = plans
+        .into_iter()
+        .map(|(mut c, mut r)| {
+            improve(p, &mut c, &mut r);
+            eject(p, &mut c, &mut r);
+            improve(p, &mut c, &mut r);
+            (c, r)
+        })
+        .min_by(|a, b| objective(p, &a.0).total_cmp(&objective(p, &b.0)))
+        .expect("three starts");
+    if budget > 0 {
+        lns::search(p, &cls, &mut choice, &mut res, budget);
+    }
+    let obj = objective(p, &choice);
+    lb = lb.max(with_exact_groups(p, &cls, &lists, &mu, &pi));
+    let lambda = packing::start(p, &ents, &mu, &pi);
+    let (packed, _, _) = packing::ascend(p, &ents, lambda, pi, obj, PACKING_WORK);
+    lb = lb.max(packed);
     Solved {
         choice,
         objective: obj,
         lower_bound: lb.min(obj),
         method: format!(
-            "transportation relaxation ({} classes) + Lagrangian bound + local search",
+            "transportation relaxation ({} classes) + Lagrangian and packing bounds + neighbourhood search",
             cls.rep.len()
         ),
     }
+}
+
+/// The capacity dual's bound at `(mu, pi)` with each service's subproblem solved exactly
+/// (both redundancy rules) where the provider programme relaxes its region rule.
+fn with_exact_groups(
+    p: &Problem,
+    cls: &Classes,
+    lists: &ProviderLists,
+    mu: &[f64],
+    pi: &[f64],
+) -> f64 {
+    let (mut l, _, _) = dual(p, 1, f64::INFINITY, cls, lists, (mu.to_vec(), pi.to_vec()));
+    for g in 0..p.groups.len() {
+        let relaxed = group_dp_priced(p, g, mu, pi, lists).map(|(v, _)| v);
+        if let (Some(relaxed), Some(exact)) = (relaxed, group_exact_priced(p, g, mu, pi)) {
+            l += (exact - relaxed).max(0.0);
+        }
+    }
+    l
 }

@@ -1,0 +1,285 @@
+//! Large-neighbourhood search: free a few units around a target, re-optimise them exactly
+//! (`milp`), keep the result when it is better.
+//!
+//! Targets, in order: units left out (largest penalty first), then units paying more than
+//! their cheapest option (largest excess first). A target's neighbourhood is the target, the
+//! units on the offers of its cheapest options, the units left out that could use those
+//! offers, and, where a region's power binds, the units on that region's other offers: the
+//! trades a one-move local search cannot make (a large gang for a small one, one job out so two
+//! fit, a move that frees power for another pool). Services are freed whole.
+//!
+//! Work is counted in simplex iterations and branch-and-bound nodes, never in time, so the same
+//! input and budget give the same plan.
+
+use super::milp::reoptimize;
+use super::{group_ok, Choice, Classes, Residual};
+use crate::problem::Problem;
+
+/// Options of the target whose offers make its neighbourhood.
+const TARGET_OPTIONS: usize = 6;
+/// Levels a neighbourhood grows by.
+const DEPTH: usize = 3;
+/// Options of a freed unit whose offers the next level frees.
+const ALTERNATIVES: usize = 3;
+/// Units freed at most per neighbourhood.
+const FREE_MAX: usize = 48;
+/// Candidates a freed unit keeps in the sub-problem besides its current one.
+const KEEP: usize = 16;
+/// Branch-and-bound nodes per sub-problem.
+const NODE_LIMIT: u64 = 2_000;
+/// Candidates per unit when the whole problem is re-optimised at once…
+const WHOLE_KEEP: usize = 12;
+/// …which it is when it has at most this many variables…
+const WHOLE_MAX_VARIABLES: usize = 6_000;
+/// …within this many branch-and-bound nodes.
+const WHOLE_NODE_LIMIT: u64 = 1_000;
+/// Rounds over all targets at most.
+const ROUNDS: usize = 4;
+
+fn unit_cost(p: &Problem, u: usize, c: Option<usize>) -> f64 {
+    let unit = &p.units[u];
+    match c {
+        Some(c) => unit.cands[c].cost,
+        None if unit.cands.is_empty() => 0.0,
+        None => unit.penalty,
+    }
+}
+
+/// Units placed on each offer (a blend counts on both of its offers).
+fn occupants(p: &Problem, choice: &Choice) -> Vec<Vec<usize>> {
+    let mut at = vec![Vec::new(); p.offers.len()];
+    for (u, c) in choice.iter().enumerate() {
+        if let Some(c) = c {
+            let cand = &p.units[u].cands[*c];
+            at[cand.offer as usize].push(u);
+            if cand.nodes2 > 0 {
+                at[cand.offer2 as usize].push(u);
+            }
+        }
+    }
+    at
+}
+
+/// Add `u` and, for a service, all its units, if they fit under the cap.
+fn admit(p: &Problem, free: &mut Vec<usize>, seen: &mut [bool], u: usize) {
+    let units: Vec<usize> = match p.units[u].group {
+        Some(g) => p.groups[g].units.clone(),
+        None => vec![u],
+    };
+    let new: Vec<usize> = units
+        .into_iter()
+        .filter(|&v| !seen[v] && !p.units[v].cands.is_empty())
+        .collect();
+    if free.len() + new.len() > FREE_MAX {
+        return;
+    }
+    for v in new {
+        seen[v] = true;
+        free.push(v);
+    }
+}
+
+/// The neighbourhood of `t` (see the module documentation), grown breadth first: the units on
+/// the target's cheaper offers, then the units on the cheapest offers of those, and so on for
+/// `DEPTH` levels, until `FREE_MAX` units are free.
+fn neighbourhood(
+    p: &Problem,
+    choice: &Choice,
+    res: &Residual,
+    at: &[Vec<usize>],
+    unplaced: &[usize],
+    t: usize,
+) -> Vec<usize> {
+    let unit = &p.units[t];
+    let limit = choice[t].unwrap_or(unit.cands.len());
+    let mut free = Vec::new();
+    let mut seen = vec![false; p.units.len()];
+    let mut offer_seen = vec![false; p.offers.len()];
+    admit(p, &mut free, &mut seen, t);
+    let mut frontier: Vec<usize> = Vec::new();
+    let mut first_offers: Vec<usize> = Vec::new();
+    for c in unit.cands[..limit].iter().take(TARGET_OPTIONS) {
+        frontier.extend([c.offer as usize, c.offer2 as usize]);
+        // Where power binds, the units on the region's other offers are in the way too.
+        let r = c.region as usize;
+        if c.watts > res.watts[r] {
+            frontier.extend((0..p.offers.len()).filter(|&o| p.offers[o].region == r));
+        }
+    }
+    for depth in 0..DEPTH {
+        let mut grown = Vec::new();
+        for &o in &frontier {
+            if offer_seen[o] {
+                continue;
+            }
+            offer_seen[o] = true;
+            if depth == 0 {
+                first_offers.push(o);
+            }
+            for &v in &at[o] {
+                if !seen[v] {
+                    admit(p, &mut free, &mut seen, v);
+                    if seen[v] {
+                        grown.push(v);
+                    }
+                }
+            }
+        }
+        if depth == 0 {
+            // Units left out that could use the target's offers compete for them.
+            for &v in unplaced {
+                let wants = p.units[v]
+                    .cands
+                    .iter()
+                    .take(TARGET_OPTIONS)
+                    .any(|c| first_offers.contains(&(c.offer as usize)));
+                if wants {
+                    admit(p, &mut free, &mut seen, v);
+                }
+            }
+        }
+        if free.len() >= FREE_MAX {
+            break;
+        }
+        frontier = grown
+            .iter()
+            .flat_map(|&v| p.units[v].cands.iter().take(ALTERNATIVES))
+            .flat_map(|c| [c.offer as usize, c.offer2 as usize])
+            .collect();
+    }
+    free.sort_unstable();
+    free
+}
+
+/// Targets of one round: units left out, largest penalty first, then units above their
+/// cheapest option, largest excess first.
+fn targets(p: &Problem, choice: &Choice) -> (Vec<usize>, Vec<usize>) {
+    let mut out: Vec<(f64, usize)> = Vec::new();
+    let mut left: Vec<(f64, usize)> = Vec::new();
+    for (u, unit) in p.units.iter().enumerate() {
+        let Some(best) = unit.cands.first() else {
+            continue;
+        };
+        match choice[u] {
+            None => left.push((unit.penalty, u)),
+            Some(c) if unit.cands[c].cost > best.cost + 1e-9 => {
+                out.push((unit.cands[c].cost - best.cost, u))
+            }
+            _ => {}
+        }
+    }
+    let by = |a: &(f64, usize), b: &(f64, usize)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+    left.sort_by(by);
+    out.sort_by(by);
+    let unplaced: Vec<usize> = left.iter().map(|x| x.1).collect();
+    let mut all = unplaced.clone();
+    all.extend(out.into_iter().map(|x| x.1));
+    (all, unplaced)
+}
+
+/// Improve `choice` by re-optimising neighbourhoods until a round finds nothing or `budget`
+/// (simplex iterations and nodes) runs out. Returns the work spent.
+pub(crate) fn search(
+    p: &Problem,
+    cls: &Classes,
+    choice: &mut Choice,
+    res: &mut Residual,
+    budget: u64,
+) -> u64 {
+    let mut spent = 0u64;
+    // A problem small enough is first re-optimised whole.
+    let free: Vec<usize> = (0..p.units.len())
+        .filter(|&u| !p.units[u].cands.is_empty())
+        .collect();
+    let size: usize = free
+        .iter()
+        .map(|&u| p.units[u].cands.len().min(WHOLE_KEEP))
+        .sum();
+    if size <= WHOLE_MAX_VARIABLES {
+        spent += settle(p, cls, choice, res, &free, WHOLE_KEEP, WHOLE_NODE_LIMIT).0;
+    }
+    for _ in 0..ROUNDS {
+        let (list, unplaced) = targets(p, choice);
+        let mut at = occupants(p, choice);
+        let mut improved = false;
+        let mut done = vec![false; p.units.len()];
+        for t in list {
+            if spent >= budget {
+                return spent;
+            }
+            // A target freed (and settled) by an earlier neighbourhood of this round waits.
+            if done[t] {
+                continue;
+            }
+            let free = neighbourhood(p, choice, res, &at, &unplaced, t);
+            let (work, applied) = settle(p, cls, choice, res, &free, KEEP, NODE_LIMIT);
+            spent += work;
+            if applied {
+                at = occupants(p, choice);
+                improved = true;
+                for &u in &free {
+                    done[u] = true;
+                }
+            }
+        }
+        if !improved {
+            break;
+        }
+    }
+    spent
+}
+
+/// Re-optimise `free` against the rest of the plan and keep the result if it is better and
+/// keeps every rule. Returns the work spent and whether the plan changed.
+fn settle(
+    p: &Problem,
+    cls: &Classes,
+    choice: &mut Choice,
+    res: &mut Residual,
+    free: &[usize],
+    keep: usize,
+    node_limit: u64,
+) -> (u64, bool) {
+    for &u in free {
+        if let Some(c) = choice[u] {
+            res.give(p, u, c);
+        }
+    }
+    let before: f64 = free.iter().map(|&u| unit_cost(p, u, choice[u])).sum();
+    let found = reoptimize(p, cls, choice, res, free, keep, node_limit);
+    let work = found.as_ref().map_or(1, |r| r.work.max(1));
+    if let Some(r) = found {
+        let after: f64 = r.assign.iter().map(|&(u, c)| unit_cost(p, u, c)).sum();
+        if after < before - 1e-9 * before.abs().max(1.0) {
+            // Checked again here: the solver's tolerances must never let a plan break a rule.
+            let mut trial = res.clone();
+            let fits = r.assign.iter().all(|&(u, c)| match c {
+                Some(c) if trial.blocks(p, u, c).is_none() => {
+                    trial.take(p, u, c);
+                    true
+                }
+                Some(_) => false,
+                None => true,
+            });
+            let mut next = choice.clone();
+            for &(u, c) in &r.assign {
+                next[u] = c;
+            }
+            let groups_ok = free
+                .iter()
+                .filter_map(|&u| p.units[u].group)
+                .all(|g| group_ok(p, g, &next));
+            if fits && groups_ok {
+                *res = trial;
+                *choice = next;
+                return (work, true);
+            }
+        }
+    }
+    for &u in free {
+        if let Some(c) = choice[u] {
+            res.take(p, u, c);
+        }
+    }
+    (work, false)
+}

@@ -1,0 +1,207 @@
+//! Exact re-optimisation of part of a plan: a MILP over some free units, everything else fixed,
+//! solved by branch and bound (the pure-Rust microlp) within a node limit.
+//!
+//! Model: free units with identical candidates (a class) share one integer variable per
+//! candidate, `x[k][c] ∈ 0..=m_k`, and one for those left out, `z[k]`; `Σ_c x + z = m_k`; each
+//! offer's nodes and each region's megawatts are bounded by what the fixed units leave; a
+//! service (whose units are free together) has binaries `y` per provider and region it could
+//! use, `y ≤ Σ x` there, and `Σ y + k·z[u] ≥ k` for each of its units. The current plan is the
+//! warm start, so the result is never worse than it.
+
+use super::{Choice, Classes, Residual};
+use crate::problem::Problem;
+use microlp::{ComparisonOp, LinearExpr, OptimizationDirection, SolveOptions, Variable};
+use std::collections::BTreeMap;
+
+/// What a re-optimisation found.
+pub(crate) struct Reopt {
+    /// New choice of each free unit.
+    pub assign: Vec<(usize, Option<usize>)>,
+    /// Simplex iterations plus nodes spent: the work budget's unit.
+    pub work: u64,
+}
+
+/// Margin kept under a region's power left, watts: the solver's row tolerance must never let
+/// a plan exceed a cap.
+const POWER_MARGIN_W: f64 = 1.0;
+
+/// Re-optimise `free` (every unit of a service must be free if one is) against what `res`
+/// holds for them (the fixed units' use taken, the free units' given back). Each free unit
+/// keeps its current candidate and at most `keep` others, the cheapest that fit alone.
+pub(crate) fn reoptimize(
+    p: &Problem,
+    cls: &Classes,
+    choice: &Choice,
+    res: &Residual,
+    free: &[usize],
+    keep: usize,
+    node_limit: u64,
+) -> Option<Reopt> {
+    // Free units grouped by class (services' units and unclassed units alone).
+    let mut by_class: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    for &u in free {
+        let k = cls.of[u];
+        if k == usize::MAX || p.units[u].group.is_some() {
+            groups.push(vec![u]);
+        } else {
+            by_class.entry(k).or_default().push(u);
+        }
+    }
+    groups.extend(by_class.into_values());
+    groups.sort_by_key(|g| g[0]);
+
+    let mut lp = microlp::Problem::new(OptimizationDirection::Minimize);
+    let mut offer_rows: BTreeMap<usize, LinearExpr> = BTreeMap::new();
+    let mut region_rows: BTreeMap<usize, LinearExpr> = BTreeMap::new();
+    // Per group: its candidates and their variables, and the left-out variable.
+    let mut vars: Vec<(Vec<(usize, Variable)>, Variable)> = Vec::with_capacity(groups.len());
+    let mut warm: Vec<(Variable, f64)> = Vec::new();
+    let mut unit_z: BTreeMap<usize, Variable> = BTreeMap::new();
+    for g in &groups {
+        let u = g[0];
+        let unit = &p.units[u];
+        let m = g.len() as f64;
+        let current: Vec<usize> = g.iter().filter_map(|&v| choice[v]).collect();
+        let mut kept: Vec<usize> = Vec::new();
+        for (ci, _) in unit.cands.iter().enumerate() {
+            if current.contains(&ci) || (kept.len() < keep && res.blocks(p, u, ci).is_none()) {
+                kept.push(ci);
+            }
+        }
+        let mut xs = Vec::with_capacity(kept.len());
+        for &ci in &kept {
+            let c = &unit.cands[ci];
+            // No more copies than the offer could hold alone.
+            let fit = |o: u32, n: u32| {
+                if n == 0 {
+                    m
+                } else {
+                    (res.nodes[o as usize].max(0) / n as i64) as f64
+                }
+            };
+            let cap = m.min(fit(c.offer, c.nodes)).min(fit(c.offer2, c.nodes2));
+            let x = if g.len() == 1 {
+                lp.add_binary_var(c.cost)
+            } else {
+                lp.add_integer_var(c.cost, (0, cap.max(0.0) as i32))
+            };
+            offer_rows
+                .entry(c.offer as usize)
+                .or_insert_with(LinearExpr::empty)
+                .add(x, c.nodes as f64);
+            if c.nodes2 > 0 {
+                offer_rows
+                    .entry(c.offer2 as usize)
+                    .or_insert_with(LinearExpr::empty)
+                    .add(x, c.nodes2 as f64);
+            }
+            region_rows
+                .entry(c.region as usize)
+                .or_insert_with(LinearExpr::empty)
+                .add(x, c.mw);
+            let n = current.iter().filter(|&&k| k == ci).count();
+            warm.push((x, n as f64));
+            xs.push((ci, x));
+        }
+        let z = if g.len() == 1 {
+            lp.add_binary_var(unit.penalty)
+        } else {
+            lp.add_integer_var(unit.penalty, (0, g.len() as i32))
+        };
+        warm.push((z, (g.len() - current.len()) as f64));
+        let mut one: LinearExpr = xs.iter().map(|&(_, x)| (x, 1.0)).collect();
+        one.add(z, 1.0);
+        lp.add_constraint(one, ComparisonOp::Eq, m);
+        if unit.group.is_some() {
+            unit_z.insert(u, z);
+        }
+        vars.push((xs, z));
+    }
+    for (o, row) in offer_rows {
+        lp.add_constraint(row, ComparisonOp::Le, res.nodes[o].max(0) as f64);
+    }
+    for (r, row) in region_rows {
+        let mw = ((res.watts[r] - POWER_MARGIN_W) / 1e6).max(0.0);
+        lp.add_constraint(row, ComparisonOp::Le, mw);
+    }
+    // Redundancy: every service with a free unit is free whole.
+    let mut services: Vec<usize> = free.iter().filter_map(|&u| p.units[u].group).collect();
+    services.sort_unstable();
+    services.dedup();
+    for g in services {
+        let grp = &p.groups[g];
+        for by_region in [false, true] {
+            let need = if by_region {
+                grp.min_regions
+            } else {
+                grp.min_providers
+            } as f64;
+            let mut at: BTreeMap<usize, LinearExpr> = BTreeMap::new();
+            for (gi, group) in groups.iter().enumerate() {
+                if p.units[group[0]].group != Some(g) {
+                    continue;
+                }
+                for &(ci, x) in &vars[gi].0 {
+                    let o = &p.offers[p.units[group[0]].cands[ci].offer as usize];
+                    let key = if by_region { o.region } else { o.provider };
+                    at.entry(key).or_insert_with(LinearExpr::empty).add(x, 1.0);
+                }
+            }
+            let mut ys = Vec::new();
+            for (key, mut row) in at {
+                let y = lp.add_binary_var(0.0);
+                row.add(y, -1.0);
+                lp.add_constraint(row, ComparisonOp::Ge, 0.0);
+                // The warm start: y is 1 where the current plan has something.
+                let used = grp.units.iter().any(|&u| {
+                    choice[u].is_some_and(|c| {
+                        let o = &p.offers[p.units[u].cands[c].offer as usize];
+                        (if by_region { o.region } else { o.provider }) == key
+                    })
+                });
+                warm.push((y, used as u8 as f64));
+                ys.push(y);
+            }
+            for &u in &grp.units {
+                let Some(&z) = unit_z.get(&u) else { continue };
+                let mut row: LinearExpr = ys.iter().map(|&y| (y, 1.0)).collect();
+                row.add(z, need);
+                lp.add_constraint(row, ComparisonOp::Ge, need);
+            }
+        }
+    }
+    let mut opts = SolveOptions::default();
+    opts.node_limit = Some(node_limit);
+    opts.warm_start = Some(warm);
+    let outcome = lp.solve_with(opts).ok()?;
+    let sol = outcome.solution()?;
+    let stats = sol.stats();
+    let work = stats.lp_iterations + stats.nodes_solved;
+    let mut assign = Vec::with_capacity(free.len());
+    for (g, (xs, _)) in groups.iter().zip(&vars) {
+        // Members keep their current candidate where the count allows, so a class's units
+        // do not trade places for nothing.
+        let mut counts: Vec<(usize, usize)> = xs
+            .iter()
+            .map(|&(ci, x)| (ci, sol.var_value(x).round().max(0.0) as usize))
+            .collect();
+        let mut rest = Vec::new();
+        for &u in g {
+            match choice[u].and_then(|c| counts.iter_mut().find(|(ci, n)| *ci == c && *n > 0)) {
+                Some(slot) => {
+                    slot.1 -= 1;
+                    assign.push((u, choice[u]));
+                }
+                None => rest.push(u),
+            }
+        }
+        let mut it = counts
+            .iter()
+            .flat_map(|&(ci, n)| std::iter::repeat_n(ci, n));
+        for u in rest {
+            assign.push((u, it.next()));
+        }
+    }
+    Some(Reopt { assign, work })
+}
