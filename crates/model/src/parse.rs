@@ -238,11 +238,27 @@ pub fn load_workloads(path: &Path, fleet: &Fleet) -> Result<WorkloadSet, InputEr
     Ok(w)
 }
 
-/// Semantic checks on a fleet: unique ids, sane PUE, commitments within capacity.
+/// Most nodes one pool may have.
+pub const POOL_NODES_MAX: u32 = 10_000_000;
+
+/// Most chips one node may have.
+pub const NODE_CHIPS_MAX: u32 = 4096;
+
+/// Most chips a whole fleet may have (2^31: a node count times chips per node, a replica
+/// count times chips per replica, never overflow the planner's 32-bit arithmetic).
+pub const FLEET_CHIPS_MAX: u64 = 1 << 31;
+
+/// Semantic checks on a fleet: unique ids, names in the fleet-identifier grammar, sane PUE,
+/// commitments within capacity, counts within bounds.
 pub fn validate_fleet(fleet: &Fleet, file: &str, text: &str) -> Result<(), InputError> {
     let mut providers = HashSet::new();
     let mut pools = HashSet::new();
+    let mut chips: u64 = 0;
+    let id = |v: &str, field: String| -> Result<(), InputError> {
+        crate::name::check_fleet_id(v).map_err(|r| err(file, text, v, field, r))
+    };
     for (pi, p) in fleet.providers.iter().enumerate() {
+        id(&p.name, format!("providers[{pi}].name"))?;
         if !providers.insert(p.name.as_str()) {
             return Err(err_nth(
                 file,
@@ -256,6 +272,7 @@ pub fn validate_fleet(fleet: &Fleet, file: &str, text: &str) -> Result<(), Input
         let mut regions = HashSet::new();
         for (ri, r) in p.regions.iter().enumerate() {
             let at = format!("providers[{pi}].regions[{ri}]");
+            id(&r.name, format!("{at}.name"))?;
             if !regions.insert(r.name.as_str()) {
                 return Err(err_nth(
                     file,
@@ -286,6 +303,33 @@ pub fn validate_fleet(fleet: &Fleet, file: &str, text: &str) -> Result<(), Input
             }
             for (qi, q) in r.pools.iter().enumerate() {
                 let at = format!("{at}.pools[{qi}]");
+                id(&q.id, format!("{at}.id"))?;
+                let bound = |v: u32, max: u32, field: &str| -> Result<(), InputError> {
+                    if v > max {
+                        Err(err(
+                            file,
+                            text,
+                            &q.id,
+                            format!("{at}.{field}"),
+                            format!("{v} is more than {max}"),
+                        ))
+                    } else {
+                        Ok(())
+                    }
+                };
+                bound(q.nodes, POOL_NODES_MAX, "nodes")?;
+                bound(q.spot_nodes, POOL_NODES_MAX, "spot_nodes")?;
+                bound(q.chips_per_node, NODE_CHIPS_MAX, "chips_per_node")?;
+                chips += u64::from(q.nodes.max(q.spot_nodes)) * u64::from(q.chips_per_node);
+                if chips > FLEET_CHIPS_MAX {
+                    return Err(err(
+                        file,
+                        text,
+                        &q.id,
+                        format!("{at}.nodes"),
+                        format!("the fleet would hold more than {FLEET_CHIPS_MAX} chips"),
+                    ));
+                }
                 if !pools.insert(q.id.as_str()) {
                     return Err(err_nth(
                         file,
@@ -337,8 +381,11 @@ pub fn validate_fleet(fleet: &Fleet, file: &str, text: &str) -> Result<(), Input
     Ok(())
 }
 
-/// Semantic checks on workloads: unique names, images for every allowed architecture,
-/// positive sizes, and region references that exist in the fleet.
+/// Semantic checks on workloads: unique names in the workload-name grammar
+/// ([`crate::name`]), images for every allowed architecture, positive sizes, finite times,
+/// region references that exist in the fleet, and every count bounded by what it means:
+/// redundancy by the providers and regions the fleet has, chips and replicas by the chips
+/// it holds.
 pub fn validate_workloads(
     w: &WorkloadSet,
     fleet: &Fleet,
@@ -349,6 +396,42 @@ pub fn validate_workloads(
         .regions()
         .map(|(p, r)| region_id(&p.name, &r.name))
         .collect();
+    let fleet_chips: u64 = fleet
+        .pools()
+        .map(|(_, _, q)| u64::from(q.nodes.max(q.spot_nodes)) * u64::from(q.chips_per_node))
+        .sum::<u64>()
+        .max(1);
+    let chips_ok = |chips: u32, name: &str, field: String| -> Result<(), InputError> {
+        if u64::from(chips) > fleet_chips {
+            Err(err(
+                file,
+                text,
+                name,
+                field,
+                format!("{chips} chips are more than the whole fleet holds ({fleet_chips})"),
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    // A time in hours or minutes: a finite number, positive unless zero is allowed.
+    let time_ok = |v: f64, zero: bool, name: &str, field: String| -> Result<(), InputError> {
+        let ok = v.is_finite() && (v > 0.0 || zero && v == 0.0);
+        if ok {
+            Ok(())
+        } else {
+            Err(err(
+                file,
+                text,
+                name,
+                field,
+                format!(
+                    "must be a finite number {} 0, got {v}",
+                    if zero { "at least" } else { "above" }
+                ),
+            ))
+        }
+    };
     let mut names: HashMap<String, usize> = HashMap::new();
     let mut check_name = |name: &str, field: String| -> Result<(), InputError> {
         let seen = names.entry(name.to_string()).or_insert(0);
@@ -363,15 +446,14 @@ pub fn validate_workloads(
                 format!("duplicate workload name {name:?}"),
             ));
         }
-        if name.is_empty() {
-            return Err(InputError {
-                file: file.into(),
-                line: None,
-                field: Some(field),
-                reason: "name must not be empty".into(),
-            });
-        }
-        Ok(())
+        crate::name::check_workload_name(name).map_err(|reason| InputError {
+            file: file.into(),
+            line: (!name.is_empty())
+                .then(|| find_line(text, name, 0))
+                .flatten(),
+            field: Some(field),
+            reason,
+        })
     };
     let images_cover = |accs: &mut dyn Iterator<Item = Accelerator>,
                         images: &std::collections::BTreeMap<crate::Arch, String>,
@@ -414,6 +496,13 @@ pub fn validate_workloads(
                 "gang size must be at least 1".into(),
             ));
         }
+        chips_ok(t.chips, &t.name, format!("{at}.chips"))?;
+        time_ok(
+            t.checkpoint_minutes,
+            true,
+            &t.name,
+            format!("{at}.checkpoint_minutes"),
+        )?;
         if t.accelerators.is_empty() {
             return Err(err(
                 file,
@@ -427,14 +516,8 @@ pub fn validate_workloads(
         if let Some(d) = &t.data_region {
             region_ok(d, &t.name, format!("{at}.data_region"))?;
         }
-        if matches!(t.deadline_hours, Some(h) if h.is_nan() || h <= 0.0) {
-            return Err(err(
-                file,
-                text,
-                &t.name,
-                format!("{at}.deadline_hours"),
-                "must be positive".into(),
-            ));
+        if let Some(h) = t.deadline_hours {
+            time_ok(h, false, &t.name, format!("{at}.deadline_hours"))?;
         }
     }
     for (i, s) in w.inference.iter().enumerate() {
@@ -470,17 +553,70 @@ pub fn validate_workloads(
                 "list at least one user location".into(),
             ));
         }
+        let mut froms = HashSet::new();
         for (j, d) in s.demand.iter().enumerate() {
             region_ok(&d.from, &s.name, format!("{at}.demand[{j}].from"))?;
+            if !froms.insert(d.from.as_str()) {
+                return Err(err_nth(
+                    file,
+                    text,
+                    &d.from,
+                    1,
+                    format!("{at}.demand[{j}].from"),
+                    format!("{} is listed twice; give one demand per location", d.from),
+                ));
+            }
         }
-        if s.min_providers == 0 || s.min_regions == 0 {
-            return Err(err(
-                file,
-                text,
-                &s.name,
-                format!("{at}.min_providers"),
-                "must be at least 1".into(),
-            ));
+        for (v, field, have, what) in [
+            (
+                s.min_providers,
+                "min_providers",
+                fleet.providers.len(),
+                "providers",
+            ),
+            (s.min_regions, "min_regions", regions.len(), "regions"),
+        ] {
+            if v == 0 {
+                return Err(err(
+                    file,
+                    text,
+                    &s.name,
+                    format!("{at}.{field}"),
+                    "must be at least 1".into(),
+                ));
+            }
+            if v as usize > have {
+                return Err(err(
+                    file,
+                    text,
+                    &s.name,
+                    format!("{at}.{field}"),
+                    format!("{v} is more than the {have} {what} the fleet has"),
+                ));
+            }
+        }
+        for (a, r) in &s.replica {
+            // Every location's replicas, at this accelerator's throughput, must fit the fleet.
+            let replicas: f64 = s
+                .demand
+                .iter()
+                .map(|d| (d.rps.0 / r.rps.0).ceil().max(1.0))
+                .sum::<f64>()
+                * f64::from(s.min_providers.max(s.min_regions).max(1));
+            let chips = replicas * f64::from(r.chips);
+            if chips.is_nan() || chips > fleet_chips as f64 {
+                return Err(err(
+                    file,
+                    text,
+                    &s.name,
+                    format!("{at}.replica.{a}"),
+                    format!(
+                        "serving the demand takes {replicas:.0} replicas of {} chips on {a}, \
+                         more than the whole fleet holds ({fleet_chips} chips)",
+                        r.chips
+                    ),
+                ));
+            }
         }
     }
     for (i, b) in w.batch.iter().enumerate() {
@@ -494,6 +630,10 @@ pub fn validate_workloads(
                 format!("{at}.chips"),
                 "must be at least 1".into(),
             ));
+        }
+        chips_ok(b.chips, &b.name, format!("{at}.chips"))?;
+        if let Some(h) = b.deadline_hours {
+            time_ok(h, false, &b.name, format!("{at}.deadline_hours"))?;
         }
         if b.accelerators.is_empty() {
             return Err(err(
