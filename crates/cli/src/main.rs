@@ -642,18 +642,18 @@ fn run(cli: Cli) -> Result<()> {
                 #[cfg(feature = "aws")]
                 "aws" => {
                     let env = |k: &str| std::env::var(k).unwrap_or_default();
-                    stratus_server::DriverChoice::Aws(stratus_control::aws::AwsConfig {
-                        endpoint: aws_endpoint,
-                        access_key: env("AWS_ACCESS_KEY_ID"),
-                        secret_key: env("AWS_SECRET_ACCESS_KEY"),
-                        image_id: aws_image,
-                        regions: fleet
+                    stratus_server::DriverChoice::Aws(stratus_control::aws::AwsConfig::new(
+                        aws_endpoint,
+                        env("AWS_ACCESS_KEY_ID"),
+                        env("AWS_SECRET_ACCESS_KEY"),
+                        aws_image,
+                        fleet
                             .providers
                             .iter()
                             .filter(|p| p.name == "aws")
                             .flat_map(|p| p.regions.iter().map(|r| r.name.clone()))
                             .collect(),
-                    })
+                    ))
                 }
                 "sim" => stratus_server::DriverChoice::Sim,
                 "slurm" => {

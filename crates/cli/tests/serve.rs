@@ -576,15 +576,16 @@ fn through_the_api_work_runs_on_ec2_and_a_restart_launches_nothing_twice() {
         .iter()
         .map(|r| r.name.clone())
         .collect();
-    let mut ec2 = AwsDriver::new(AwsConfig {
-        endpoint: Some(endpoint.clone()),
-        access_key: "testing".into(),
-        secret_key: "testing".into(),
-        image_id: "ami-760aaa0f".into(),
+    let mut ec2 = AwsDriver::new(AwsConfig::new(
+        Some(endpoint.clone()),
+        "testing".into(),
+        "testing".into(),
+        "ami-760aaa0f".into(),
         regions,
-    });
+    ));
     let live = |ec2: &mut AwsDriver| -> Vec<(String, u32)> {
         ec2.observe(Time(0.0))
+            .instances
             .into_iter()
             .filter(|i| {
                 !matches!(

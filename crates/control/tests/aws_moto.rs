@@ -44,13 +44,13 @@ fn moto() -> Moto {
 }
 
 fn driver(m: &Moto) -> AwsDriver {
-    AwsDriver::new(AwsConfig {
-        endpoint: Some(format!("http://127.0.0.1:{}", m.1)),
-        access_key: "testing".into(),
-        secret_key: "testing".into(),
-        image_id: "ami-760aaa0f".into(),
-        regions: vec!["us-east-1".into(), "us-west-2".into()],
-    })
+    AwsDriver::new(AwsConfig::new(
+        Some(format!("http://127.0.0.1:{}", m.1)),
+        "testing".into(),
+        "testing".into(),
+        "ami-760aaa0f".into(),
+        vec!["us-east-1".into(), "us-west-2".into()],
+    ))
 }
 
 fn req(token: &str, pool: &str, nodes: u32, category: Category) -> LaunchRequest {
@@ -107,7 +107,7 @@ fn ec2_launches_are_idempotent_on_the_client_token() {
         &req("spot~2", "aws:us-west-2:inf2.48xlarge", 1, Category::Spot),
     )
     .unwrap();
-    let seen = d.observe(now);
+    let seen = d.observe(now).instances;
     assert_eq!(seen.len(), 2, "{seen:#?}");
     let job = seen.iter().find(|i| i.request.token == "job~1").unwrap();
     assert_eq!(job.request.nodes, 2);
@@ -134,6 +134,7 @@ fn ec2_launches_are_idempotent_on_the_client_token() {
     d.stop(now, "job~1").unwrap();
     let left: Vec<String> = d
         .observe(now)
+        .instances
         .into_iter()
         .map(|i| i.request.token)
         .collect();
@@ -141,7 +142,7 @@ fn ec2_launches_are_idempotent_on_the_client_token() {
     // Terminated behind our back (a spot reclaim): reported lost.
     let mut other = driver(&m);
     other.stop(now, "spot~2").unwrap();
-    let seen = d.observe(now);
+    let seen = d.observe(now).instances;
     assert!(matches!(seen[0].state, InstanceState::Lost(_)), "{seen:#?}");
 }
 
@@ -180,18 +181,18 @@ training:
         .filter(|a| a.kind == ActionKind::Launch)
         .collect();
     assert_eq!(launched.len(), 2, "{acts:#?}");
-    let live = d.observe(Time(10.0));
+    let live = d.observe(Time(10.0)).instances;
     assert_eq!(live.len(), 2, "{live:#?}");
 
     // A new controller (a restarted server) adopts what EC2 runs and launches nothing.
     let mut c2 = Controller::new(fleet, Strategy::Stratus, ControllerConfig::default());
-    c2.adopt(d.observe(Time(20.0)));
+    c2.adopt(d.observe(Time(20.0)).instances);
     let acts = c2.tick(Time(30.0), &w, &mut d);
     assert!(
         acts.iter().all(|a| a.kind != ActionKind::Launch),
         "{acts:#?}"
     );
-    assert_eq!(d.observe(Time(40.0)).len(), 2);
+    assert_eq!(d.observe(Time(40.0)).instances.len(), 2);
 
     // A finished workload's instances are terminated.
     let mut w2 = w.clone();
@@ -202,7 +203,7 @@ training:
             .any(|a| a.kind == ActionKind::Stop && a.unit == "ft"),
         "{acts:#?}"
     );
-    let left = d.observe(Time(60.0));
+    let left = d.observe(Time(60.0)).instances;
     assert_eq!(left.len(), 1, "{left:#?}");
     assert_eq!(left[0].request.workload, "neuron-ft");
 }

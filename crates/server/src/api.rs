@@ -120,6 +120,64 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
     }
 }
 
+/// Stored workloads as a workload set, checked one by one against `fleet` as the API checks
+/// them: a spec that no longer parses or validates (stored by an older version that
+/// accepted it) is left out and returned with why, so one bad record never stops the
+/// service.
+pub fn checked_workloads(
+    items: &[StoredWorkload],
+    fleet: &stratus_model::Fleet,
+) -> (WorkloadSet, BTreeMap<String, String>) {
+    let mut out = WorkloadSet::default();
+    let mut bad = BTreeMap::new();
+    for it in items {
+        let file = format!("stored workload {}", it.name);
+        let one = match it.kind.as_str() {
+            "training" => {
+                serde_json::from_value::<Training>(it.spec.clone()).map(|t| WorkloadSet {
+                    training: vec![t],
+                    ..Default::default()
+                })
+            }
+            "inference" => {
+                serde_json::from_value::<Inference>(it.spec.clone()).map(|s| WorkloadSet {
+                    inference: vec![s],
+                    ..Default::default()
+                })
+            }
+            "batch" => serde_json::from_value::<Batch>(it.spec.clone()).map(|b| WorkloadSet {
+                batch: vec![b],
+                ..Default::default()
+            }),
+            k => {
+                bad.insert(it.name.clone(), format!("{file}: unknown kind `{k}`"));
+                continue;
+            }
+        };
+        let one = match one {
+            Ok(w) => w,
+            Err(e) => {
+                bad.insert(it.name.clone(), format!("{file}: {e}"));
+                continue;
+            }
+        };
+        let names_match = stratus_control::strategy::names(&one).all(|n| n == it.name);
+        if !names_match {
+            bad.insert(
+                it.name.clone(),
+                format!("{file}: the spec names another workload"),
+            );
+            continue;
+        }
+        if let Err(e) = parse::validate_workloads(&one, fleet, &file, "") {
+            bad.insert(it.name.clone(), e.to_string());
+            continue;
+        }
+        out.extend(one);
+    }
+    (out, bad)
+}
+
 /// Stored workloads as a workload set (specs that no longer parse are skipped).
 pub fn workload_set(items: &[StoredWorkload]) -> WorkloadSet {
     let mut w = WorkloadSet::default();
@@ -390,7 +448,7 @@ async fn actions(
 /// --start 0` bills them.
 async fn usage(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, ApiError> {
     require(&app, &headers, Role::Viewer).await?;
-    let records = app.control.lock().expect("control lock").meter.usage();
+    let records = crate::lock(&app.control).meter.usage();
     let mut out = String::new();
     for u in &records {
         out.push_str(&serde_json::to_string(u).expect("usage serializes"));
@@ -417,7 +475,7 @@ async fn focus_csv(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Re
 
 /// Counters and observed state, for `stratus status` and dashboards.
 fn observed(app: &App) -> Value {
-    let c = app.control.lock().expect("control lock");
+    let c = crate::lock(&app.control);
     let mut states: BTreeMap<&str, u64> = BTreeMap::new();
     let mut chips: u64 = 0;
     // The controller's last observation: the API never calls a driver (it may block on a
@@ -440,12 +498,30 @@ fn observed(app: &App) -> Value {
             chips += (i.request.nodes * cpn) as u64;
         }
     }
+    let mut unplaced: BTreeMap<String, String> = c.controller.unplaced().clone();
+    unplaced.extend(c.invalid.clone());
+    let unobserved: Vec<Value> = c
+        .controller
+        .observation()
+        .unobserved
+        .iter()
+        .map(|u| json!({"scope": u.scope, "error": u.error.to_string()}))
+        .collect();
+    let orphans: Vec<Value> = c
+        .controller
+        .orphans()
+        .map(|(t, at)| json!({"token": t, "first_seen_s": at.0}))
+        .collect();
     json!({
         "reconciles": c.ticks,
         "controller": c.controller.stats,
         "instances": states,
         "running_chips": chips,
-        "unplaced_workloads": c.controller.unplaced_workloads(),
+        "unplaced_workloads": unplaced.keys().collect::<Vec<_>>(),
+        "unplaced": unplaced,
+        "unobserved": unobserved,
+        "adoption_pending": c.controller.adoption_pending(),
+        "orphans": orphans,
     })
 }
 

@@ -83,7 +83,7 @@ pub async fn ledger_summary(
             )
             .map_err(internal)?;
             let r = stratus_ledger::burndown::report(&app.commitments, &rows);
-            *app.projection.lock().expect("projection lock") = Some((key, r.clone()));
+            *crate::lock(&app.projection) = Some((key, r.clone()));
             r
         }
         (None, None) => stratus_ledger::burndown::report(&app.commitments, &[]),

@@ -10,6 +10,7 @@ use sqlx::{AnyPool, Row};
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/0001_init.sql")),
     (2, include_str!("../migrations/0002_usage.sql")),
+    (3, include_str!("../migrations/0003_control.sql")),
 ];
 
 /// A storage failure (the database is down, a constraint broke).
@@ -166,20 +167,90 @@ impl Store {
             return Ok(());
         }
         let mut tx = self.pool.begin().await?;
-        for u in records {
-            sqlx::query(
-                "INSERT INTO usage (token, start_s, end_s, record) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (token) DO UPDATE SET end_s = excluded.end_s, record = excluded.record",
+        save_usage(&mut tx, records).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// What one reconcile changed, in one transaction: its actions, the usage records it
+    /// extended, a new plan for the history, and the owned instances that changed
+    /// (`owned`: token → unit and record; `None` deletes the row).
+    pub async fn save_reconcile(&self, r: &ReconcileWrite<'_>) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        add_actions(&mut tx, r.actions, r.now_ms).await?;
+        save_usage(&mut tx, r.usage).await?;
+        if let Some(p) = r.plan {
+            add_plan(&mut tx, r.now_ms, p).await?;
+        }
+        for (token, row) in r.owned {
+            put_owned(
+                &mut tx,
+                token,
+                row.as_ref().map(|(u, t)| (u.as_str(), t.as_str())),
             )
-            .bind(&u.token)
-            .bind(u.start_s)
-            .bind(u.end_s)
-            .bind(serde_json::to_string(u).expect("usage serializes"))
-            .execute(&mut *tx)
             .await?;
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Write (or, with `None`, delete) one owned instance's row: the launch journal.
+    pub async fn put_owned(
+        &self,
+        token: &str,
+        row: Option<(&str, &str)>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        put_owned(&mut tx, token, row).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Every owned instance's row: (token, unit, record).
+    pub async fn owned(&self) -> Result<Vec<(String, String, String)>, StoreError> {
+        let rows = sqlx::query("SELECT token, unit, record FROM owned ORDER BY token")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError)
+    }
+
+    /// The highest token sequence number reserved so far (0 if none).
+    pub async fn token_seq(&self) -> Result<u64, StoreError> {
+        let v: Option<i64> =
+            sqlx::query_scalar("SELECT value FROM control_state WHERE name = 'token_seq'")
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(v.unwrap_or(0).max(0) as u64)
+    }
+
+    /// Reserve token sequence numbers up to at least `above + block`; returns the new
+    /// highest reserved number. Numbers at or below it are never handed out again.
+    pub async fn reserve_token_seq(&self, above: u64, block: u64) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let cur: Option<i64> =
+            sqlx::query_scalar("SELECT value FROM control_state WHERE name = 'token_seq'")
+                .fetch_optional(&mut *tx)
+                .await?;
+        let new = (cur.unwrap_or(0).max(0) as u64)
+            .max(above)
+            .saturating_add(block);
+        let v = i64::try_from(new).unwrap_or(i64::MAX);
+        if cur.is_some() {
+            sqlx::query("UPDATE control_state SET value = $1 WHERE name = 'token_seq'")
+                .bind(v)
+                .execute(&mut *tx)
+                .await?;
+        } else {
+            sqlx::query("INSERT INTO control_state (name, value) VALUES ('token_seq', $1)")
+                .bind(v)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(v as u64)
     }
 
     /// Every usage record stored, in start order.
@@ -289,21 +360,7 @@ impl Store {
         plan: &stratus_plan::Plan,
     ) -> Result<i64, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let id: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) + 1 FROM plans")
-            .fetch_one(&mut *tx)
-            .await?;
-        sqlx::query(
-            "INSERT INTO plans (id, created_ms, cost_per_hour, placed, unplaced, plan) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(id)
-        .bind(now_ms)
-        .bind(plan.cost_per_hour)
-        .bind(plan.placements.len() as i64)
-        .bind(plan.unplaced.len() as i64)
-        .bind(serde_json::to_string(plan).expect("a plan serializes"))
-        .execute(&mut *tx)
-        .await?;
+        let id = add_plan(&mut tx, now_ms, plan).await?;
         tx.commit().await?;
         Ok(id)
     }
@@ -354,29 +411,7 @@ impl Store {
             return Ok(());
         }
         let mut tx = self.pool.begin().await?;
-        let mut id: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM actions")
-            .fetch_one(&mut *tx)
-            .await?;
-        for a in actions {
-            id += 1;
-            let kind = serde_json::to_value(a.kind)
-                .ok()
-                .and_then(|v| v.as_str().map(String::from))
-                .unwrap_or_default();
-            sqlx::query(
-                "INSERT INTO actions (id, at_ms, kind, unit, pool, token, reason) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )
-            .bind(id)
-            .bind(now_ms)
-            .bind(kind)
-            .bind(&a.unit)
-            .bind(&a.pool)
-            .bind(&a.token)
-            .bind(&a.reason)
-            .execute(&mut *tx)
-            .await?;
-        }
+        add_actions(&mut tx, actions, now_ms).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -455,6 +490,115 @@ impl Store {
     pub async fn ping(&self) -> bool {
         sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
     }
+}
+
+/// What one reconcile writes (see [`Store::save_reconcile`]).
+pub struct ReconcileWrite<'a> {
+    /// When, ms since the Unix epoch.
+    pub now_ms: i64,
+    /// Actions to append.
+    pub actions: &'a [stratus_control::Action],
+    /// Usage records to insert or update.
+    pub usage: &'a [stratus_ledger::Usage],
+    /// A plan for the history.
+    pub plan: Option<&'a stratus_plan::Plan>,
+    /// Owned instances changed: token → (unit, record), `None` to delete.
+    pub owned: &'a [(String, Option<(String, String)>)],
+}
+
+type Tx = sqlx::Transaction<'static, sqlx::Any>;
+
+async fn save_usage(tx: &mut Tx, records: &[stratus_ledger::Usage]) -> Result<(), StoreError> {
+    for u in records {
+        sqlx::query(
+            "INSERT INTO usage (token, start_s, end_s, record) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (token) DO UPDATE SET start_s = excluded.start_s, end_s = excluded.end_s, \
+             record = excluded.record",
+        )
+        .bind(&u.token)
+        .bind(u.start_s)
+        .bind(u.end_s)
+        .bind(serde_json::to_string(u).expect("usage serializes"))
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+async fn add_plan(tx: &mut Tx, now_ms: i64, plan: &stratus_plan::Plan) -> Result<i64, StoreError> {
+    let id: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) + 1 FROM plans")
+        .fetch_one(&mut **tx)
+        .await?;
+    sqlx::query(
+        "INSERT INTO plans (id, created_ms, cost_per_hour, placed, unplaced, plan) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(id)
+    .bind(now_ms)
+    .bind(plan.cost_per_hour)
+    .bind(plan.placements.len() as i64)
+    .bind(plan.unplaced.len() as i64)
+    .bind(serde_json::to_string(plan).expect("a plan serializes"))
+    .execute(&mut **tx)
+    .await?;
+    Ok(id)
+}
+
+async fn add_actions(
+    tx: &mut Tx,
+    actions: &[stratus_control::Action],
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    if actions.is_empty() {
+        return Ok(());
+    }
+    let mut id: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM actions")
+        .fetch_one(&mut **tx)
+        .await?;
+    for a in actions {
+        id += 1;
+        let kind = serde_json::to_value(a.kind)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default();
+        sqlx::query(
+            "INSERT INTO actions (id, at_ms, kind, unit, pool, token, reason) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(id)
+        .bind(now_ms)
+        .bind(kind)
+        .bind(&a.unit)
+        .bind(&a.pool)
+        .bind(&a.token)
+        .bind(&a.reason)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+async fn put_owned(tx: &mut Tx, token: &str, row: Option<(&str, &str)>) -> Result<(), StoreError> {
+    match row {
+        Some((unit, record)) => {
+            sqlx::query(
+                "INSERT INTO owned (token, unit, record) VALUES ($1, $2, $3) \
+                 ON CONFLICT (token) DO UPDATE SET unit = excluded.unit, record = excluded.record",
+            )
+            .bind(token)
+            .bind(unit)
+            .bind(record)
+            .execute(&mut **tx)
+            .await?;
+        }
+        None => {
+            sqlx::query("DELETE FROM owned WHERE token = $1")
+                .bind(token)
+                .execute(&mut **tx)
+                .await?;
+        }
+    }
+    Ok(())
 }
 
 /// The statements of a migration file: split on `;`, comments and blanks dropped.
