@@ -8,6 +8,7 @@ mod capacity;
 mod carbon;
 mod client;
 mod demo_serve;
+mod dst;
 mod gateway;
 mod ledger;
 mod present;
@@ -386,6 +387,10 @@ enum BenchCmd {
         #[arg(long, default_value_t = 1)]
         workers: usize,
     },
+    /// Deterministic simulation tests of the control plane: the service's reconcile loop,
+    /// its database and the controller against a faulty simulated provider, seed by seed;
+    /// prints seeds per second, and the seed and replay command of any failure.
+    Dst(dst::Args),
     /// Simulator throughput: events per second on one core, and the wall time of a whole
     /// scenario (every policy, two threads).
     Sim {
@@ -801,6 +806,9 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Bench {
             cmd: BenchCmd::Sim { scenario, data },
         } => sim::bench(scenario.as_deref(), data.as_deref())?,
+        Cmd::Bench {
+            cmd: BenchCmd::Dst(args),
+        } => dst::run(&args)?,
         Cmd::Bench {
             cmd:
                 BenchCmd::Plan {

@@ -408,3 +408,18 @@ fn carbon_shift_saves_carbon_on_the_real_2020_series_at_no_extra_cost_in_time() 
     assert!(aware < agnostic, "{year}");
     assert!(out.contains("location-based"), "{out}");
 }
+
+#[test]
+fn bench_dst_runs_seeds_and_prints_their_rate() {
+    let out = stratus(&["bench", "dst", "--seeds", "4", "--threads", "1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("4 seeds (0..4)") && text.contains("seeds/s") && text.contains("4 clean"),
+        "{text}"
+    );
+}

@@ -167,6 +167,10 @@ pub trait Journal: Send {
     /// Record, durably, that `req` is about to be sent to the driver. Called before every new
     /// launch; on an error the launch is not sent.
     fn intent(&mut self, req: &LaunchRequest, at: Time) -> Result<(), String>;
+    /// Forget, durably, a launch the driver definitively refused, before anything else is
+    /// launched for its unit: a restart must not send it again beside its successor. On an
+    /// error the launch is kept (and refused again at its next retry).
+    fn forget(&mut self, token: &str) -> Result<(), String>;
 }
 
 /// A journal that keeps nothing across restarts (the simulator, tests).
@@ -181,6 +185,9 @@ impl Journal for MemoryJournal {
         Ok(self.seq)
     }
     fn intent(&mut self, _req: &LaunchRequest, _at: Time) -> Result<(), String> {
+        Ok(())
+    }
+    fn forget(&mut self, _token: &str) -> Result<(), String> {
         Ok(())
     }
 }
@@ -335,6 +342,8 @@ struct Unit {
     /// When the driver last definitively refused a launch of what is desired (cleared by a
     /// launch it accepts, or a plan that moves the unit).
     refused: Option<Time>,
+    /// Reconciles in a row whose launch of what is desired was refused.
+    refusals: u32,
 }
 
 impl Unit {
@@ -1143,6 +1152,7 @@ impl Controller {
             if before.get(&key) != Some(&(d.pool.clone(), d.category)) {
                 if let Some(u) = self.units.get_mut(&key) {
                     u.refused = None;
+                    u.refusals = 0;
                 }
             }
             let unit = self.units.entry(key).or_default();
@@ -1387,13 +1397,18 @@ impl Controller {
                                 to_stop.push((n, Some((kind, why))));
                             }
                         } else if o.phase == Phase::Live
-                            && unit.refused.is_some()
-                            && o.request.pool == d.pool
-                            && o.request.category == d.category
+                            && (unit.refusals >= 2
+                                || unit.refusals >= 1
+                                    && o.request.pool == d.pool
+                                    && o.request.category == d.category)
                         {
-                            // A resize the pool has no room for beside the old replicas:
-                            // break before make.
-                            to_stop.push((n, Some((kind, format!("{why}, no room beside it")))));
+                            // No room for the replacement while the old replicas run (a
+                            // resize in a full pool, or two units swapping places): break
+                            // before make.
+                            to_stop.push((
+                                n,
+                                Some((kind, format!("{why}; no room for it while these run"))),
+                            ));
                         } else {
                             // Replicas keep serving until their replacement runs; an older
                             // one makes room when the unit is at its limit and the newest
@@ -1530,13 +1545,24 @@ impl Controller {
                 }
                 Err(e) if e.definitive() => {
                     self.error_policy(&req, &e, now);
+                    if self.journal.forget(&req.token).is_err() {
+                        let wait = self.backoff(attempts + 1);
+                        let o = &mut self.units.get_mut(key).expect("exists").instances[i];
+                        o.attempts = attempts + 1;
+                        o.next_try = now.plus(wait);
+                        continue;
+                    }
                     refused.push(i);
                     let wanted = self.units[key]
                         .desired
                         .as_ref()
                         .is_some_and(|d| d.matches(&req));
                     if wanted {
-                        self.units.get_mut(key).expect("exists").refused = Some(now);
+                        let u = self.units.get_mut(key).expect("exists");
+                        if u.refused.is_none_or(|t| t.0 < now.0) {
+                            u.refusals += 1;
+                        }
+                        u.refused = Some(now);
                         pass.failed.insert(req.workload.clone());
                         self.unplaced
                             .insert(req.workload.clone(), format!("launch refused: {e}"));
@@ -1655,6 +1681,7 @@ impl Controller {
                 });
                 let unit = self.units.get_mut(key).expect("exists");
                 unit.refused = None;
+                unit.refusals = 0;
                 let o = unit.instances.last_mut().expect("pushed");
                 o.attempts = 0;
             }
@@ -1678,11 +1705,14 @@ impl Controller {
                         format!("{e}; sent again with the same token")
                     },
                 });
-                if drop_token {
+                if drop_token && self.journal.forget(&token).is_ok() {
                     let unit = self.units.get_mut(key).expect("exists");
                     unit.instances.pop();
                     // A replacement that did not start: the old instance keeps serving.
                     if e.definitive() {
+                        if unit.refused.is_none_or(|t| t.0 < now.0) {
+                            unit.refusals += 1;
+                        }
                         unit.refused = Some(now);
                         pass.failed.insert(d.workload.clone());
                         self.unplaced

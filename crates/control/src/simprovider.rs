@@ -278,9 +278,11 @@ impl SimProvider {
         self.pools.values().map(|p| p.region.clone()).collect()
     }
 
-    /// Pool ids.
-    pub fn pools(&self) -> impl Iterator<Item = &str> {
-        self.pools.keys().map(String::as_str)
+    /// Pool ids, in order.
+    pub fn pools(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self.pools.keys().map(String::as_str).collect();
+        v.sort_unstable();
+        v
     }
 }
 

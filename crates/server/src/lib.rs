@@ -7,6 +7,7 @@
 pub mod api;
 pub mod auth;
 pub mod dashboard;
+pub mod dst;
 pub mod store;
 pub mod ui;
 
@@ -272,6 +273,17 @@ impl Journal for StoreJournal {
             .block_on(self.store.put_owned(&req.token, Some((&rec.0, &rec.1))))
             .map_err(|e| e.to_string())?;
         lock(&self.rows).insert(req.token.clone(), rec);
+        Ok(())
+    }
+
+    fn forget(&mut self, token: &str) -> Result<(), String> {
+        if self.halt.load(Ordering::SeqCst) {
+            return Err("halted".into());
+        }
+        self.rt
+            .block_on(self.store.put_owned(token, None))
+            .map_err(|e| e.to_string())?;
+        lock(&self.rows).remove(token);
         Ok(())
     }
 }
