@@ -204,7 +204,27 @@ pub fn find_line(text: &str, needle: &str, nth: usize) -> Option<usize> {
 }
 
 fn err(file: &str, text: &str, needle: &str, field: String, reason: String) -> InputError {
-    err_nth(file, text, needle, 0, field, reason)
+    let mut e = err_nth(file, text, needle, 0, field, reason);
+    // Point at the field's own line when it follows the line naming its item.
+    let key = e
+        .field
+        .as_deref()
+        .and_then(|f| f.rsplit('.').next())
+        .map(|k| k.split('[').next().unwrap_or(k).to_string())
+        .filter(|k| !k.is_empty() && k != "name");
+    if let (Some(from), Some(key)) = (e.line, key) {
+        let (colon, quoted) = (format!("{key}:"), format!("\"{key}\""));
+        for (i, l) in text.lines().enumerate().skip(from - 1).take(200) {
+            if i + 1 > from && (l.contains("name:") || l.contains("\"name\"")) {
+                break;
+            }
+            if l.contains(&colon) || l.contains(&quoted) {
+                e.line = Some(i + 1);
+                break;
+            }
+        }
+    }
+    e
 }
 
 /// An error located at the `nth` line mentioning `needle` (a duplicate's second mention).

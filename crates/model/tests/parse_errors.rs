@@ -211,7 +211,8 @@ fn redundancy_beyond_the_fleets_regions_is_refused_not_an_abort() {
             "{e}"
         );
         assert!(e.reason.contains(why), "{e}");
-        assert_eq!(e.line, Some(3), "{e}");
+        // The field's own line.
+        assert_eq!(e.line, Some(9), "{e}");
     }
 }
 

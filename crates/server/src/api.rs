@@ -219,12 +219,20 @@ async fn list_workloads(
     Ok(Json(json!({ "workloads": items })))
 }
 
+/// A workload name from a path, checked against the grammar every name entering stratus
+/// follows (`stratus_model::name`).
+fn path_name(name: &str) -> Result<(), ApiError> {
+    stratus_model::name::check_workload_name(name)
+        .map_err(|e| err(StatusCode::BAD_REQUEST, format!("path: {e}")))
+}
+
 async fn get_workload(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     require(&app, &headers, Role::Viewer).await?;
+    path_name(&name)?;
     match app.store.workload(&name).await? {
         Some(w) => Ok(Json(json!(w))),
         None => Err(err(
@@ -240,6 +248,7 @@ async fn delete_workload(
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     require(&app, &headers, Role::Operator).await?;
+    path_name(&name)?;
     if app.store.delete(&name).await? {
         app.changed.store(true, std::sync::atomic::Ordering::SeqCst);
         app.wake.notify_one();

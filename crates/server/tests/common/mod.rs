@@ -1,0 +1,104 @@
+//! The service on 127.0.0.1 for the API tests, and a client.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::sync::Arc;
+use stratus_server::{api, reconcile_once, App, Config};
+
+pub const ADMIN: &str = "test-admin-token";
+
+pub struct Server {
+    pub base: String,
+    pub app: Arc<App>,
+    pub rt: tokio::runtime::Runtime,
+}
+
+pub fn start(db: &str) -> Server {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        db: db.into(),
+        tick_s: 3600.0,
+        boot_s: 0.0,
+        admin_token: Some(ADMIN.into()),
+        driver: stratus_server::DriverChoice::Sim,
+        gateway_metrics: None,
+        reports: None,
+        commitments: None,
+    };
+    let (app, base) = rt.block_on(async {
+        let app = stratus_server::app(&config, stratus_catalog::builtin().clone())
+            .await
+            .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let router = api::router(app.clone());
+        tokio::spawn(async move { axum_serve(listener, router).await });
+        (app, format!("http://{addr}"))
+    });
+    Server { base, app, rt }
+}
+
+async fn axum_serve(listener: tokio::net::TcpListener, router: axum::Router) {
+    axum::serve(listener, router).await.unwrap();
+}
+
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+impl Server {
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<(&str, &[u8])>,
+    ) -> (u16, Value) {
+        let url = format!("{}{path}", self.base);
+        let a = agent();
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let r = match (method, body) {
+            ("GET", _) => {
+                let mut q = a.get(&url);
+                if let Some(h) = &auth {
+                    q = q.header("Authorization", h);
+                }
+                q.call()
+            }
+            ("DELETE", _) => {
+                let mut q = a.delete(&url);
+                if let Some(h) = &auth {
+                    q = q.header("Authorization", h);
+                }
+                q.call()
+            }
+            (_, Some((ct, b))) => {
+                let mut q = a.post(&url).header("Content-Type", ct);
+                if let Some(h) = &auth {
+                    q = q.header("Authorization", h);
+                }
+                q.send(b)
+            }
+            _ => unreachable!(),
+        };
+        let mut r = r.unwrap();
+        let code = r.status().as_u16();
+        let text = r.body_mut().read_to_string().unwrap_or_default();
+        (
+            code,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    pub fn reconcile(&self) {
+        self.rt.block_on(reconcile_once(&self.app)).unwrap();
+    }
+}
