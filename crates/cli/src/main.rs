@@ -417,15 +417,36 @@ enum FleetFormat {
     Yaml,
 }
 
-fn main() -> ExitCode {
-    // Like other Unix filters, end quietly when the reader goes away (`stratus … | head`)
-    // instead of panicking on a broken pipe.
-    #[cfg(unix)]
-    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+impl Cmd {
+    /// Whether the command serves clients until stopped (or runs servers in-process, as the
+    /// gateway benchmark does). A client that hangs up must never end it.
+    fn serves(&self) -> bool {
+        matches!(
+            self,
+            Cmd::Serve { .. }
+                | Cmd::Gateway { .. }
+                | Cmd::MockReplica { .. }
+                | Cmd::Demo { serve: true, .. }
+                | Cmd::Bench {
+                    cmd: BenchCmd::Gateway { .. }
+                }
+        )
     }
+}
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A command that prints ends quietly when its reader goes away (`stratus … | head`), like
+    // other Unix filters, instead of panicking on a broken pipe. Servers keep Rust's default,
+    // SIGPIPE ignored: with the default disposition a client that hung up while a response
+    // was written (with writev, which cannot ask not to be signalled) killed the process.
+    #[cfg(unix)]
+    if !cli.cmd.serves() {
+        // SAFETY: setting the disposition of SIGPIPE before any thread starts.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -819,4 +840,27 @@ fn run(cli: Cli) -> Result<()> {
         } => bench::plan(&sizes, seed, dual_iterations)?,
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Servers keep SIGPIPE ignored; printing commands end on a closed pipe (issue 15, item 8).
+    #[test]
+    fn only_servers_ignore_a_closed_pipe() {
+        let serves = |args: &[&str]| {
+            let mut v = vec!["stratus"];
+            v.extend_from_slice(args);
+            Cli::try_parse_from(v).unwrap().cmd.serves()
+        };
+        assert!(serves(&["serve"]));
+        assert!(serves(&["gateway", "--config", "g.yaml"]));
+        assert!(serves(&["mock-replica"]));
+        assert!(serves(&["demo", "--serve"]));
+        assert!(serves(&["bench", "gateway"]));
+        assert!(!serves(&["demo"]));
+        assert!(!serves(&["fleet", "show"]));
+        assert!(!serves(&["plan", "--workloads", "w.yaml"]));
+    }
 }

@@ -4,6 +4,14 @@
 //! [`Controller`] the simulator runs, here on the wall clock.
 #![warn(missing_docs)]
 
+/// A line on standard error that never panics (a closed stderr must not end the service).
+macro_rules! log {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($t)*);
+    }};
+}
+
 pub mod api;
 pub mod auth;
 pub mod dashboard;
@@ -416,13 +424,13 @@ async fn build_control(
         match serde_json::from_str::<Owned>(&record) {
             Ok(o) => owned.push(o),
             Err(e) => {
-                eprintln!("stratus serve: owned instance {token}: unreadable record kept: {e}")
+                log!("stratus serve: owned instance {token}: unreadable record kept: {e}")
             }
         }
         rows.insert(token, (unit, record));
     }
     for (o, why) in controller.restore(owned) {
-        eprintln!(
+        log!(
             "stratus serve: owned instance {}: {why}; it is treated as an orphan",
             o.request.token
         );
@@ -519,7 +527,7 @@ pub async fn serve(config: Config, fleet: Fleet) -> Result<(), ServeError> {
         .await
         .map_err(|e| ServeError::Listen(config.listen, e))?;
     let local = listener.local_addr().unwrap_or(config.listen);
-    eprintln!("stratus serve: listening on http://{local}");
+    log!("stratus serve: listening on http://{local}");
     tokio::spawn(reconcile_loop(app.clone(), config.tick_s));
     serve_on(app, listener, shutdown()).await
 }
@@ -574,7 +582,7 @@ pub async fn reconcile_loop(app: Arc<App>, tick_s: f64) {
                     h.failed_since_panic = false;
                 }
                 Err((e, panicked)) => {
-                    eprintln!(
+                    log!(
                         "stratus serve: reconcile {}: {e}",
                         if *panicked { "panicked" } else { "failed" }
                     );
@@ -588,7 +596,7 @@ pub async fn reconcile_loop(app: Arc<App>, tick_s: f64) {
         }
         if let Err((_, true)) = outcome {
             if let Err(e) = app.rebuild_control().await {
-                eprintln!("stratus serve: rebuilding the controller failed: {e}");
+                log!("stratus serve: rebuilding the controller failed: {e}");
             }
         }
         let wait = {
