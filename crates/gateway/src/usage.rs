@@ -18,6 +18,16 @@ pub struct RequestInfo {
     /// The body to forward: the original bytes, or, for a stream that did not ask for usage,
     /// the body with `stream_options.include_usage` set so tokens can be debited.
     pub forward: Option<Vec<u8>>,
+    /// Characters of the prompt's text (messages' contents, or the prompt): what the prompt's
+    /// tokens are estimated from when a replica's usage never arrives.
+    pub prompt_chars: u64,
+}
+
+impl RequestInfo {
+    /// Prompt tokens estimated from the text, at about four characters a token.
+    pub fn prompt_tokens_estimate(&self) -> u64 {
+        self.prompt_chars.div_ceil(4)
+    }
 }
 
 /// The fields of a request body the gateway reads, borrowed from the body where possible;
@@ -93,6 +103,28 @@ pub fn inspect(body: &[u8], prefix_bytes: usize) -> Result<RequestInfo, String> 
         .ok_or_else(|| "`model` (a string) is required".to_string())?
         .into_owned();
     let stream = req.stream.unwrap_or(false);
+    let mut prompt_chars: u64 = 0;
+    if let Some(msgs) = &req.messages {
+        for m in msgs {
+            match &m.content {
+                Some(Content::Text(s)) => prompt_chars += s.chars().count() as u64,
+                Some(Content::Parts(parts)) => {
+                    for p in parts.iter().filter_map(|p| p.text.as_ref()) {
+                        prompt_chars += p.chars().count() as u64;
+                    }
+                }
+                _ => {}
+            }
+        }
+    } else {
+        match &req.prompt {
+            Some(Prompt::Text(s)) => prompt_chars += s.chars().count() as u64,
+            Some(Prompt::Many(a)) => {
+                prompt_chars += a.iter().map(|s| s.chars().count() as u64).sum::<u64>()
+            }
+            _ => {}
+        }
+    }
     // The prompt's first bytes: roles and text of the messages in order, or the prompt.
     let mut text = String::new();
     if let Some(msgs) = &req.messages {
@@ -164,6 +196,7 @@ pub fn inspect(body: &[u8], prefix_bytes: usize) -> Result<RequestInfo, String> 
         stream,
         prefix,
         forward,
+        prompt_chars,
     })
 }
 
@@ -197,6 +230,9 @@ pub struct Scanner {
     overflow: bool,
     /// The last usage seen.
     pub usage: Option<Usage>,
+    /// Stream events seen that carry output (about one token each): what the completion's
+    /// tokens are estimated from when the usage event never arrives.
+    pub events: u64,
 }
 
 impl Scanner {
@@ -249,6 +285,9 @@ impl Scanner {
             return;
         };
         let data = data.strip_prefix(b" ").unwrap_or(data);
+        if data != b"[DONE]" && USAGE_KEY.find(data).is_none() {
+            self.events += 1;
+        }
         // Parse only the events that can carry usage.
         if USAGE_KEY.find(data).is_some() && USAGE_NULL.find(data).is_none() {
             if let Ok(ev) = serde_json::from_slice::<UsageEvent>(data) {
