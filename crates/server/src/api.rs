@@ -78,7 +78,37 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/ledger/focus.csv", get(focus_csv))
         .route("/v1/tokens", post(create_token))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::map_response(security_headers))
         .with_state(app)
+}
+
+/// The page's content security policy: its own scripts, styles and data only (plots arrive
+/// as blobs), in no frame.
+pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+img-src 'self' blob: data:; connect-src 'self'; font-src 'self'; base-uri 'none'; \
+form-action 'none'; frame-ancestors 'none'";
+
+/// Headers every answer carries: the page may not be framed or run anything but its own
+/// files, and no answer is sniffed into another type.
+async fn security_headers(mut r: Response) -> Response {
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        header::HeaderValue::from_static(CSP),
+    );
+    h.insert(
+        header::X_FRAME_OPTIONS,
+        header::HeaderValue::from_static("DENY"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        header::HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        header::HeaderValue::from_static("no-referrer"),
+    );
+    r
 }
 
 /// The caller's role, or 401 (no or unknown token) / 403 (role too low).
@@ -536,7 +566,7 @@ fn observed(app: &App) -> Value {
 
 async fn status(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
     require(&app, &headers, Role::Viewer).await?;
-    let workloads = app.store.workloads().await?.len();
+    let workloads = app.store.workload_count().await?;
     let plan = app.store.plans(1).await?.into_iter().next();
     let mut v = observed(&app);
     v["workloads"] = json!(workloads);
@@ -589,9 +619,10 @@ async fn create_token(
     ))
 }
 
-/// Prometheus text exposition.
+/// Prometheus text exposition. Unauthenticated, so it reads only counters: one count of
+/// the stored workloads and the newest plan's summary row, never the specs.
 async fn metrics(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
-    let workloads = app.store.workloads().await?.len();
+    let workloads = app.store.workload_count().await?;
     let plan = app.store.plans(1).await?.into_iter().next();
     let o = observed(&app);
     let mut s = String::new();

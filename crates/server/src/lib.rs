@@ -532,20 +532,114 @@ pub async fn serve(config: Config, fleet: Fleet) -> Result<(), ServeError> {
     serve_on(app, listener, shutdown()).await
 }
 
+/// What clients of the API may hold: connections open at once (more are answered 503 and
+/// closed; HTTP/1 serves one request at a time per connection, so this also bounds requests in
+/// flight) and the time a client has to send a request's head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections open at once.
+    pub max_connections: usize,
+    /// How long a client has to send a request's head.
+    pub header_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 1024,
+            header_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
 /// Answer the API and the dashboard on a bound listener until `stop` completes (the
-/// reconcile loop is the caller's to spawn).
+/// reconcile loop is the caller's to spawn), within the default [`Limits`].
 pub async fn serve_on(
     app: Arc<App>,
     listener: tokio::net::TcpListener,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let local = listener
-        .local_addr()
-        .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
-    axum::serve(listener, api::router(app))
-        .with_graceful_shutdown(stop)
-        .await
-        .map_err(|e| ServeError::Listen(local, e))
+    serve_on_with(app, listener, stop, Limits::default()).await
+}
+
+/// How long the accept loop waits after `e`: a while when the process or system is out of
+/// descriptors or memory (accepting again at once would fail again, at full speed).
+pub fn accept_backoff(e: &std::io::Error) -> Option<Duration> {
+    // EMFILE, ENFILE, ENOBUFS, ENOMEM.
+    matches!(e.raw_os_error(), Some(24 | 23 | 105 | 12)).then(|| Duration::from_millis(100))
+}
+
+/// The answer to a connection past the cap.
+const TOO_MANY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n\
+Content-Type: application/json\r\nContent-Length: 32\r\nRetry-After: 1\r\n\r\n\
+{\"error\":\"too many connections\"}";
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_overload_answer_is_well_formed() {
+        let text = std::str::from_utf8(super::TOO_MANY).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(
+            head.contains(&format!("Content-Length: {}", body.len())),
+            "{head}"
+        );
+        serde_json::from_str::<serde_json::Value>(body).unwrap();
+    }
+
+    #[test]
+    fn exhaustion_is_waited_out_and_other_errors_are_not() {
+        for code in [24, 23, 105, 12] {
+            assert!(super::accept_backoff(&std::io::Error::from_raw_os_error(code)).is_some());
+        }
+        assert!(super::accept_backoff(&std::io::Error::from_raw_os_error(103)).is_none());
+    }
+}
+
+/// [`serve_on`] within `limits`.
+pub async fn serve_on_with(
+    app: Arc<App>,
+    listener: tokio::net::TcpListener,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+    limits: Limits,
+) -> Result<(), ServeError> {
+    use tokio::io::AsyncWriteExt;
+    let router = api::router(app);
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        let (mut stream, _) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    if let Some(wait) = accept_backoff(&e) {
+                        tokio::time::sleep(wait).await;
+                    }
+                    continue;
+                }
+            },
+            _ = &mut stop => return Ok(()),
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                    let _ = stream.write_all(TOO_MANY).await;
+                    let _ = stream.shutdown().await;
+                })
+                .await;
+            });
+            continue;
+        };
+        let svc = hyper_util::service::TowerToHyperService::new(router.clone());
+        tokio::spawn(async move {
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                .await;
+            drop(slot);
+        });
+    }
 }
 
 async fn shutdown() {

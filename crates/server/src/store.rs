@@ -333,6 +333,13 @@ impl Store {
         Ok(rows.iter().map(workload).collect::<Result<_, _>>()?)
     }
 
+    /// How many workloads are stored (without reading their specs).
+    pub async fn workload_count(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM workloads")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
     /// One workload.
     pub async fn workload(&self, name: &str) -> Result<Option<StoredWorkload>, StoreError> {
         let row = sqlx::query(

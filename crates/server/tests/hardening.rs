@@ -101,3 +101,85 @@ fn nan_times_and_names_outside_the_grammar_are_refused_everywhere() {
     drop(s);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Item 5: a request head left unfinished held its connection open (75 s in the audit).
+#[test]
+fn a_request_head_left_unfinished_is_dropped() {
+    use std::io::{Read, Write};
+    let (dir, url) = db("slow");
+    let s = common::start_with(
+        &url,
+        stratus_server::Limits {
+            header_timeout: std::time::Duration::from_millis(200),
+            ..stratus_server::Limits::default()
+        },
+    );
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let mut c = std::net::TcpStream::connect(&addr).unwrap();
+    c.write_all(b"GET /v1/workloads HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .unwrap();
+    // The server ends the connection by itself (the read timeout only bounds a broken test).
+    c.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    let mut buf = Vec::new();
+    let r = c.read_to_end(&mut buf);
+    assert!(r.is_ok(), "the connection was held open: {r:?}");
+    drop(s);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Item 5: nothing capped the connections a client could hold.
+#[test]
+fn connections_past_the_cap_are_answered_503() {
+    use std::io::{Read, Write};
+    let (dir, url) = db("cap");
+    let s = common::start_with(
+        &url,
+        stratus_server::Limits {
+            max_connections: 2,
+            ..stratus_server::Limits::default()
+        },
+    );
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let _a = std::net::TcpStream::connect(&addr).unwrap();
+    let _b = std::net::TcpStream::connect(&addr).unwrap();
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        assert!(tries < 1000, "the third connection was served");
+        let mut c = std::net::TcpStream::connect(&addr).unwrap();
+        c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut head = [0u8; 12];
+        c.read_exact(&mut head).unwrap();
+        if &head == b"HTTP/1.1 503" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    drop(s);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Item 7: the page sent no CSP, frame or nosniff headers.
+#[test]
+fn the_page_and_the_api_send_security_headers() {
+    let (dir, url) = db("headers");
+    let s = common::start(&url);
+    for path in ["/", "/ui/app.js", "/healthz", "/v1/workloads"] {
+        let r = common::agent()
+            .get(&format!("{}{path}", s.base))
+            .call()
+            .unwrap();
+        let h = r.headers();
+        assert_eq!(h["x-frame-options"], "DENY", "{path}");
+        assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
+        let csp = h["content-security-policy"].to_str().unwrap();
+        assert!(
+            csp.contains("frame-ancestors 'none'") && csp.contains("script-src 'self'"),
+            "{path}: {csp}"
+        );
+    }
+    drop(s);
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 use std::sync::Arc;
-use stratus_server::{api, reconcile_once, App, Config};
+use stratus_server::{reconcile_once, App, Config};
 
 pub const ADMIN: &str = "test-admin-token";
 
@@ -14,6 +14,10 @@ pub struct Server {
 }
 
 pub fn start(db: &str) -> Server {
+    start_with(db, stratus_server::Limits::default())
+}
+
+pub fn start_with(db: &str, limits: stratus_server::Limits) -> Server {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -36,15 +40,15 @@ pub fn start(db: &str) -> Server {
             .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let router = api::router(app.clone());
-        tokio::spawn(async move { axum_serve(listener, router).await });
+        tokio::spawn(stratus_server::serve_on_with(
+            app.clone(),
+            listener,
+            std::future::pending(),
+            limits,
+        ));
         (app, format!("http://{addr}"))
     });
     Server { base, app, rt }
-}
-
-async fn axum_serve(listener: tokio::net::TcpListener, router: axum::Router) {
-    axum::serve(listener, router).await.unwrap();
 }
 
 pub fn agent() -> ureq::Agent {
