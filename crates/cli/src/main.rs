@@ -181,6 +181,13 @@ enum Cmd {
         #[command(flatten)]
         server: client::ServerArgs,
     },
+    /// List, create and revoke the server's API tokens (admins).
+    Tokens {
+        #[command(subcommand)]
+        cmd: client::TokensCmd,
+        #[command(flatten)]
+        server: client::ServerArgs,
+    },
     /// Run the inference gateway: an OpenAI-compatible streaming proxy over the replicas in
     /// its configuration file.
     Gateway {
@@ -732,15 +739,25 @@ fn run(cli: Cli) -> Result<()> {
                 }
             };
             let admin_token = match admin_token_file {
-                Some(f) => Some(
-                    std::fs::read_to_string(&f)
-                        .with_context(|| format!("reading {}", f.display()))?
-                        .trim()
-                        .to_string(),
-                ),
-                None => std::env::var("STRATUS_ADMIN_TOKEN")
-                    .ok()
-                    .filter(|t| !t.is_empty()),
+                Some(f) => {
+                    let (name, text) = stratus_model::parse::read_text(&f)?;
+                    let t = text.trim().to_string();
+                    stratus_server::auth::check_token_value(&t).map_err(|reason| InputError {
+                        file: name,
+                        line: None,
+                        field: None,
+                        reason,
+                    })?;
+                    Some(t)
+                }
+                None => match std::env::var("STRATUS_ADMIN_TOKEN") {
+                    Ok(t) if !t.trim().is_empty() => {
+                        stratus_server::auth::check_token_value(&t)
+                            .map_err(|reason| bad_flag("STRATUS_ADMIN_TOKEN", reason))?;
+                        Some(t.trim().to_string())
+                    }
+                    _ => None,
+                },
             };
             let config = stratus_server::Config {
                 listen,
@@ -812,6 +829,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Apply { file, server } => client::apply(&server, &file)?,
         Cmd::Get { what, server } => client::get(&server, what)?,
         Cmd::Status { server } => client::status(&server)?,
+        Cmd::Tokens { cmd, server } => client::tokens(&server, &cmd)?,
         Cmd::Sim {
             cmd:
                 SimCmd::Run {

@@ -423,3 +423,24 @@ fn bench_dst_runs_seeds_and_prints_their_rate() {
         "{text}"
     );
 }
+
+/// Issue 15, item 7: an empty admin token file was accepted.
+#[test]
+fn serve_refuses_an_empty_admin_token_file() {
+    let f = tmp("empty-token");
+    std::fs::write(&f, "\n").unwrap();
+    let o = stratus(&[
+        "serve",
+        "--admin-token-file",
+        f.to_str().unwrap(),
+        "--db",
+        &format!("sqlite://{}", tmp("never.db").display()),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("empty-token") && err.contains("empty"),
+        "{err}"
+    );
+    assert!(!tmp("never.db").exists(), "nothing was started");
+}

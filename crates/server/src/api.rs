@@ -76,10 +76,127 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/usage", get(usage))
         .route("/v1/ledger/focus.csv", get(focus_csv))
-        .route("/v1/tokens", post(create_token))
+        .route("/v1/tokens", post(create_token).get(list_tokens))
+        .route("/v1/tokens/{id}", axum::routing::delete(revoke_token))
+        .route("/v1/audit", get(audit_log))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(app.clone(), audit))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(app)
+}
+
+/// What a write changed, in one line, for the audit log (a handler attaches it to its
+/// answer).
+#[derive(Debug, Clone)]
+pub struct AuditDetail(pub String);
+
+/// The bearer token of a request, if any.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+}
+
+/// Record every write (any method but GET, HEAD and OPTIONS) with who made it, what it was
+/// and how it ended, after the handler ran.
+async fn audit(
+    State(app): State<Arc<App>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let method = req.method().clone();
+    if matches!(
+        method,
+        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+    ) {
+        return next.run(req).await;
+    }
+    let path = req.uri().path().to_string();
+    let who = match bearer(req.headers()) {
+        Some(t) => app.store.token_of(&auth::hash(t)).await.ok().flatten(),
+        None => None,
+    };
+    let resp = next.run(req).await;
+    let detail = resp
+        .extensions()
+        .get::<AuditDetail>()
+        .map(|d| d.0.clone())
+        .unwrap_or_default();
+    let rec = crate::store::AuditRecord {
+        id: 0,
+        at_ms: now_ms(),
+        who: who
+            .as_ref()
+            .map(|t| format!("{} ({})", t.name, t.id))
+            .unwrap_or_else(|| "-".into()),
+        role: who.map(|t| t.role).unwrap_or_else(|| "-".into()),
+        method: method.to_string(),
+        path,
+        status: i64::from(resp.status().as_u16()),
+        detail,
+    };
+    if let Err(e) = app.store.audit(&rec).await {
+        log!(
+            "stratus serve: audit record of {} {} not stored: {e}",
+            rec.method,
+            rec.path
+        );
+    }
+    resp
+}
+
+/// `GET /v1/audit`: every write through the API (`?since=ID&limit=`), for admins.
+async fn audit_log(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Query(q): Query<Limit>,
+) -> Result<Json<Value>, ApiError> {
+    require(&app, &headers, Role::Admin).await?;
+    let list = app
+        .store
+        .audit_log(
+            q.since.unwrap_or(0),
+            q.limit.unwrap_or(500).clamp(1, 10_000),
+        )
+        .await?;
+    Ok(Json(json!({ "audit": list })))
+}
+
+/// `GET /v1/tokens`: every token's id, name, role and age (never a value), for admins.
+async fn list_tokens(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    require(&app, &headers, Role::Admin).await?;
+    Ok(Json(json!({ "tokens": app.store.tokens().await? })))
+}
+
+/// `DELETE /v1/tokens/{id}`: revoke a token (not the last admin one).
+async fn revoke_token(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    require(&app, &headers, Role::Admin).await?;
+    match app.store.revoke_token(&id).await? {
+        crate::store::Revoke::Revoked(t) => Ok((
+            axum::Extension(AuditDetail(format!(
+                "revoked token {} ({}, {})",
+                t.name, t.role, t.id
+            ))),
+            StatusCode::NO_CONTENT,
+        )
+            .into_response()),
+        crate::store::Revoke::NotFound => Err(err(
+            StatusCode::NOT_FOUND,
+            format!("no token with id `{id}` (see GET /v1/tokens)"),
+        )),
+        crate::store::Revoke::LastAdmin => Err(err(
+            StatusCode::CONFLICT,
+            format!("`{id}` is the last admin token; create another admin token first"),
+        )),
+    }
 }
 
 /// The page's content security policy: its own scripts, styles and data only (plots arrive
@@ -113,16 +230,12 @@ async fn security_headers(mut r: Response) -> Response {
 
 /// The caller's role, or 401 (no or unknown token) / 403 (role too low).
 pub(crate) async fn require(app: &App, headers: &HeaderMap, need: Role) -> Result<Role, ApiError> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| {
-            err(
-                StatusCode::UNAUTHORIZED,
-                "missing `Authorization: Bearer <token>`",
-            )
-        })?;
+    let token = bearer(headers).ok_or_else(|| {
+        err(
+            StatusCode::UNAUTHORIZED,
+            "missing `Authorization: Bearer <token>`",
+        )
+    })?;
     let role = app
         .store
         .role_of(&auth::hash(token))
@@ -142,11 +255,15 @@ pub(crate) async fn require(app: &App, headers: &HeaderMap, need: Role) -> Resul
     Ok(role)
 }
 
+/// Ready when the database answers and the reconcile loop works: not since a panic it has
+/// not yet recovered from, and not stalled.
 async fn readyz(State(app): State<Arc<App>>) -> Response {
-    if app.store.ping().await {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n").into_response()
+    if !app.store.ping().await {
+        return (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n").into_response();
+    }
+    match app.loop_trouble() {
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response(),
+        None => (StatusCode::OK, "ready\n").into_response(),
     }
 }
 
@@ -276,13 +393,17 @@ async fn delete_workload(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     Path(name): Path<String>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Response, ApiError> {
     require(&app, &headers, Role::Operator).await?;
     path_name(&name)?;
     if app.store.delete(&name).await? {
         app.changed.store(true, std::sync::atomic::Ordering::SeqCst);
         app.wake.notify_one();
-        Ok(StatusCode::NO_CONTENT)
+        Ok((
+            axum::Extension(AuditDetail(format!("deleted workload {name}"))),
+            StatusCode::NO_CONTENT,
+        )
+            .into_response())
     } else {
         Err(err(
             StatusCode::NOT_FOUND,
@@ -329,7 +450,7 @@ async fn apply(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     body: String,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     require(&app, &headers, Role::Operator).await?;
     let json_body = headers
         .get(header::CONTENT_TYPE)
@@ -357,11 +478,20 @@ async fn apply(
     let result = app.store.apply(&workload_items(&w), now_ms()).await?;
     app.changed.store(true, std::sync::atomic::Ordering::SeqCst);
     app.wake.notify_one();
+    let detail = result
+        .iter()
+        .map(|(name, r)| format!("{name} {r}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     let applied: Vec<Value> = result
         .into_iter()
         .map(|(name, r)| json!({"name": name, "result": r}))
         .collect();
-    Ok(Json(json!({ "applied": applied })))
+    Ok((
+        axum::Extension(AuditDetail(format!("applied {detail}"))),
+        Json(json!({ "applied": applied })),
+    )
+        .into_response())
 }
 
 async fn current_plan(
@@ -569,6 +699,7 @@ async fn status(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Json<
     let workloads = app.store.workload_count().await?;
     let plan = app.store.plans(1).await?.into_iter().next();
     let mut v = observed(&app);
+    v["reconcile_loop"] = json!(*crate::lock(&app.health));
     v["workloads"] = json!(workloads);
     v["plan"] = json!(plan);
     Ok(Json(v))
@@ -585,7 +716,7 @@ async fn create_token(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     body: String,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     require(&app, &headers, Role::Admin).await?;
     let req: NewToken = serde_json::from_str(&body).map_err(|e| {
         err(
@@ -611,12 +742,26 @@ async fn create_token(
             format!("no random source: {e}"),
         )
     })?;
+    auth::check_token_name(&req.name).map_err(|e| {
+        err(
+            StatusCode::BAD_REQUEST,
+            format!("request body: field `name`: {e}"),
+        )
+    })?;
+    let hash = auth::hash(&token);
     app.store
-        .add_token(&auth::hash(&token), &req.name, role.name(), now_ms())
+        .add_token(&hash, &req.name, role.name(), now_ms())
         .await?;
-    Ok(Json(
-        json!({"name": req.name, "role": role.name(), "token": token}),
-    ))
+    let id: String = hash.chars().take(16).collect();
+    Ok((
+        axum::Extension(AuditDetail(format!(
+            "created token {} ({}, {id})",
+            req.name,
+            role.name()
+        ))),
+        Json(json!({"name": req.name, "role": role.name(), "id": id, "token": token})),
+    )
+        .into_response())
 }
 
 /// Prometheus text exposition. Unauthenticated, so it reads only counters: one count of

@@ -366,6 +366,9 @@ pub enum ServeError {
     /// Nobody could use the API.
     #[error("no API token is stored: pass --admin-token-file FILE or set STRATUS_ADMIN_TOKEN")]
     NoToken,
+    /// The admin token given is unusable.
+    #[error("admin token: {0}")]
+    BadToken(String),
 }
 
 /// Open the database, build the app state.
@@ -476,11 +479,13 @@ pub async fn app_with_control(
     fleet: Fleet,
     backend: Backend,
 ) -> Result<Arc<App>, ServeError> {
+    if let Some(t) = &config.admin_token {
+        auth::check_token_value(t).map_err(ServeError::BadToken)?;
+    }
     let store = Store::open(&config.db).await?;
     if let Some(t) = &config.admin_token {
-        store
-            .add_token(&auth::hash(t), "bootstrap-admin", "admin", now_ms())
-            .await?;
+        // A rotated token replaces the one stored at an earlier start, which stops working.
+        store.set_bootstrap_admin(&auth::hash(t), now_ms()).await?;
     }
     if !store.has_tokens().await? {
         return Err(ServeError::NoToken);
@@ -665,6 +670,7 @@ pub async fn reconcile_loop(app: Arc<App>, tick_s: f64) {
         let r = tokio::spawn(reconcile_once_owned(app.clone())).await;
         let outcome = match r {
             Ok(Ok(())) => Ok(()),
+            Ok(Err(ReconcileError::Panicked(m))) => Err((m, true)),
             Ok(Err(e)) => Err((e.to_string(), false)),
             Err(join) => Err((panic_message(join), true)),
         };
@@ -740,6 +746,31 @@ pub enum ReconcileError {
 }
 
 impl App {
+    /// Why the reconcile loop is not working, if it is not: it panicked and has not completed
+    /// a reconcile since, or none completed for ten periods (at least a minute).
+    pub fn loop_trouble(&self) -> Option<String> {
+        let h = lock(&self.health).clone();
+        if !h.running {
+            return None;
+        }
+        if h.failed_since_panic {
+            return Some(format!(
+                "reconcile loop restarted after a panic ({} so far): {}",
+                h.panics,
+                h.last_error.unwrap_or_default()
+            ));
+        }
+        let stall_ms = (10.0 * self.recipe.config.tick_s * 1000.0).max(60_000.0) as i64;
+        match h.last_ok_ms {
+            Some(t) if now_ms() - t > stall_ms => Some(format!(
+                "no reconcile completed for {} s: {}",
+                (now_ms() - t) / 1000,
+                h.last_error.unwrap_or_default()
+            )),
+            _ => None,
+        }
+    }
+
     /// Build the controller again from the database, as a restart would (after a panic left
     /// it in an unknown state). The driver is kept.
     pub async fn rebuild_control(&self) -> Result<(), store::StoreError> {

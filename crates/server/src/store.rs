@@ -11,6 +11,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/0001_init.sql")),
     (2, include_str!("../migrations/0002_usage.sql")),
     (3, include_str!("../migrations/0003_control.sql")),
+    (4, include_str!("../migrations/0004_audit.sql")),
 ];
 
 /// A storage failure (the database is down, a constraint broke).
@@ -477,12 +478,120 @@ impl Store {
 
     /// The role of a token hash, if known.
     pub async fn role_of(&self, hash: &str) -> Result<Option<String>, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT role FROM api_tokens WHERE hash = $1")
+        Ok(self.token_of(hash).await?.map(|t| t.role))
+    }
+
+    /// A token by its hash, if known.
+    pub async fn token_of(&self, hash: &str) -> Result<Option<TokenInfo>, StoreError> {
+        let row =
+            sqlx::query("SELECT hash, name, role, created_ms FROM api_tokens WHERE hash = $1")
                 .bind(hash)
                 .fetch_optional(&self.pool)
-                .await?,
+                .await?;
+        Ok(row.as_ref().map(token_row).transpose()?)
+    }
+
+    /// Every token (never its value: the id is the start of its hash), oldest first.
+    pub async fn tokens(&self) -> Result<Vec<TokenInfo>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT hash, name, role, created_ms FROM api_tokens ORDER BY created_ms, hash",
         )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(token_row).collect::<Result<_, _>>()?)
+    }
+
+    /// Revoke the token whose id is `id`; the last admin token is never revoked.
+    pub async fn revoke_token(&self, id: &str) -> Result<Revoke, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query("SELECT hash, name, role, created_ms FROM api_tokens")
+            .fetch_all(&mut *tx)
+            .await?;
+        let all: Vec<TokenInfo> = rows.iter().map(token_row).collect::<Result<_, _>>()?;
+        let Some(t) = all.iter().find(|t| t.id == id) else {
+            return Ok(Revoke::NotFound);
+        };
+        if t.role == "admin" && all.iter().filter(|x| x.role == "admin").count() == 1 {
+            return Ok(Revoke::LastAdmin);
+        }
+        sqlx::query("DELETE FROM api_tokens WHERE hash = $1")
+            .bind(&t.hash)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Revoke::Revoked(t.clone()))
+    }
+
+    /// Store the admin token a file or the environment gives at start, named
+    /// `bootstrap-admin`, revoking any earlier one of that name (a rotated file revokes the
+    /// old token).
+    pub async fn set_bootstrap_admin(&self, hash: &str, now_ms: i64) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM api_tokens WHERE name = 'bootstrap-admin' OR hash = $1")
+            .bind(hash)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO api_tokens (hash, name, role, created_ms) \
+             VALUES ($1, 'bootstrap-admin', 'admin', $2)",
+        )
+        .bind(hash)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Append one audit record.
+    pub async fn audit(&self, a: &AuditRecord) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let id: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) + 1 FROM audit")
+            .fetch_one(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO audit (id, at_ms, who, role, method, path, status, detail) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(id)
+        .bind(a.at_ms)
+        .bind(&a.who)
+        .bind(&a.role)
+        .bind(&a.method)
+        .bind(&a.path)
+        .bind(a.status)
+        .bind(&a.detail)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Audit records after `since` (exclusive), oldest first, at most `limit`.
+    pub async fn audit_log(&self, since: i64, limit: i64) -> Result<Vec<AuditRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, at_ms, who, role, method, path, status, detail FROM audit \
+             WHERE id > $1 ORDER BY id LIMIT $2",
+        )
+        .bind(since)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditRecord {
+                    id: r.try_get(0)?,
+                    at_ms: r.try_get(1)?,
+                    who: r.try_get(2)?,
+                    role: r.try_get(3)?,
+                    method: r.try_get(4)?,
+                    path: r.try_get(5)?,
+                    status: r.try_get(6)?,
+                    detail: r.try_get(7)?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError)
     }
 
     /// Whether any API token is stored.
@@ -497,6 +606,65 @@ impl Store {
     pub async fn ping(&self) -> bool {
         sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
     }
+}
+
+/// An API token as listed: never its value; `id` is the first 16 hex digits of its hash.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenInfo {
+    /// The start of the hash: what `DELETE /v1/tokens/{id}` takes.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// `viewer`, `operator` or `admin`.
+    pub role: String,
+    /// When it was made, ms since the Unix epoch.
+    pub created_ms: i64,
+    /// The whole hash (not listed).
+    #[serde(skip)]
+    pub hash: String,
+}
+
+fn token_row(r: &AnyRow) -> Result<TokenInfo, sqlx::Error> {
+    let hash: String = r.try_get(0)?;
+    Ok(TokenInfo {
+        id: hash.chars().take(16).collect(),
+        name: r.try_get(1)?,
+        role: r.try_get(2)?,
+        created_ms: r.try_get(3)?,
+        hash,
+    })
+}
+
+/// What revoking a token did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Revoke {
+    /// Revoked.
+    Revoked(TokenInfo),
+    /// No token has this id.
+    NotFound,
+    /// It is the last admin token: revoking it would lock every admin out.
+    LastAdmin,
+}
+
+/// One write through the API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// Increasing id (0 before it is stored).
+    pub id: i64,
+    /// When, ms since the Unix epoch.
+    pub at_ms: i64,
+    /// The token's name (and id), or `-` when no valid token was given.
+    pub who: String,
+    /// The token's role, or `-`.
+    pub role: String,
+    /// HTTP method.
+    pub method: String,
+    /// Path.
+    pub path: String,
+    /// The answer's status.
+    pub status: i64,
+    /// What changed, in one line.
+    pub detail: String,
 }
 
 /// What one reconcile writes (see [`Store::save_reconcile`]).

@@ -18,12 +18,12 @@ pub fn start(db: &str) -> Server {
 }
 
 pub fn start_with(db: &str, limits: stratus_server::Limits) -> Server {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let config = Config {
+    start_app(config(db), None, limits)
+}
+
+/// The service's configuration for tests: simulated providers, an hour between reconciles.
+pub fn config(db: &str) -> Config {
+    Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         db: db.into(),
         tick_s: 3600.0,
@@ -33,11 +33,27 @@ pub fn start_with(db: &str, limits: stratus_server::Limits) -> Server {
         gateway_metrics: None,
         reports: None,
         commitments: None,
-    };
+    }
+}
+
+/// The service from `config`, with `backend` instead of the one the configuration names.
+pub fn start_app(
+    config: Config,
+    backend: Option<stratus_server::Backend>,
+    limits: stratus_server::Limits,
+) -> Server {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let (app, base) = rt.block_on(async {
-        let app = stratus_server::app(&config, stratus_catalog::builtin().clone())
-            .await
-            .unwrap();
+        let fleet = stratus_catalog::builtin().clone();
+        let app = match backend {
+            Some(b) => stratus_server::app_with(&config, fleet, b).await,
+            None => stratus_server::app(&config, fleet).await,
+        }
+        .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(stratus_server::serve_on_with(
