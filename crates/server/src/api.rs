@@ -873,7 +873,7 @@ pub fn openapi_doc() -> Value {
         "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
         "paths": {
             "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "alive"}}}},
-            "/readyz": {"get": {"summary": "Readiness (database reachable)", "responses": {"200": {"description": "ready"}, "503": {"description": "database unavailable"}}}},
+            "/readyz": {"get": {"summary": "Readiness: the database answers and the reconcile loop works", "responses": {"200": {"description": "ready"}, "503": {"description": "database unavailable, or the reconcile loop panicked or stalled"}}}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text exposition"}}}},
             "/v1/fleet": {"get": op("The fleet plans are made on, in the fleet file format", "viewer")},
             "/v1/workloads": {"get": op("List workloads", "viewer"), "post": apply},
@@ -899,7 +899,12 @@ pub fn openapi_doc() -> Value {
             "/v1/sim/reports": {"get": op("Simulation reports under --reports", "viewer")},
             "/v1/sim/reports/{name}/{file}": {"get": op("report.md, metrics.json or a plot of one report", "viewer")},
             "/v1/ledger/focus.csv": {"get": op("The usage billed as FOCUS 1.2 CSV", "viewer")},
-            "/v1/tokens": {"post": op("Create an API token {name, role}; the token is shown once", "admin")}
+            "/v1/tokens": {"post": op("Create an API token {name, role}; the token is shown once", "admin"),
+                           "get": op("Every token's id, name, role and creation time (never a value)", "admin")},
+            "/v1/tokens/{id}": {
+                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "delete": op("Revoke a token (409 for the last admin token)", "admin")},
+            "/v1/audit": {"get": op("Every write through the API: who, what, when (?since=ID&limit=)", "admin")}
         }
     })
 }
