@@ -179,6 +179,14 @@ pub struct MemoryJournal {
     seq: u64,
 }
 
+impl MemoryJournal {
+    /// A journal whose tokens continue above `seq` (as a database's reservation would after
+    /// a restart).
+    pub fn after(seq: u64) -> MemoryJournal {
+        MemoryJournal { seq }
+    }
+}
+
 impl Journal for MemoryJournal {
     fn next_seq(&mut self, floor: u64) -> Result<u64, String> {
         self.seq = self.seq.max(floor) + 1;

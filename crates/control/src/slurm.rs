@@ -40,6 +40,9 @@ pub struct SlurmDriver {
     failed: std::sync::Mutex<HashMap<PathBuf, std::time::Instant>>,
 }
 
+/// The directory (under the work directory) of every launch's request, by token.
+const LAUNCHES: &str = ".launches";
+
 /// How long a cluster that failed a command is skipped.
 pub const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(20);
 
@@ -81,6 +84,13 @@ impl SlurmDriver {
     /// The work directory of a workload.
     pub fn workdir(&self, workload: &str) -> PathBuf {
         self.work.join(dir_name(workload))
+    }
+
+    /// Where the request a job was launched with is kept, by its token.
+    fn launch_record(&self, token: &str) -> PathBuf {
+        self.work
+            .join(LAUNCHES)
+            .join(format!("{}.json", dir_name(token)))
     }
 
     fn conf(&self, pool: &str) -> Result<(&str, &PathBuf), DriverError> {
@@ -258,9 +268,10 @@ impl Driver for SlurmDriver {
         std::fs::create_dir_all(&work).map_err(refused)?;
         // The fence: from now on only this token's job may run for this workload.
         std::fs::write(work.join("owner"), &req.token).map_err(refused)?;
-        // What the job is, beside its work, so a restarted controller can adopt it exactly.
+        // What the job is, by its token, so a restarted controller can adopt it exactly.
+        std::fs::create_dir_all(self.work.join(LAUNCHES)).map_err(refused)?;
         std::fs::write(
-            work.join(format!("launch-{}.json", dir_name(&req.token))),
+            self.launch_record(&req.token),
             serde_json::to_vec(req).expect("a request serializes"),
         )
         .map_err(refused)?;
@@ -342,12 +353,9 @@ impl Driver for SlurmDriver {
                 };
                 let (unit, _) = j.token.rsplit_once('~').unwrap_or((&j.token, ""));
                 let workload = unit.split('@').next().unwrap_or(unit).to_string();
-                let recorded = std::fs::read(
-                    self.workdir(&workload)
-                        .join(format!("launch-{}.json", dir_name(&j.token))),
-                )
-                .ok()
-                .and_then(|b| serde_json::from_slice::<LaunchRequest>(&b).ok());
+                let recorded = std::fs::read(self.launch_record(&j.token))
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<LaunchRequest>(&b).ok());
                 if let Some(request) = recorded {
                     out.push(Instance {
                         request,

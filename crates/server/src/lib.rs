@@ -397,7 +397,14 @@ pub async fn app(config: &Config, fleet: Fleet) -> Result<Arc<App>, ServeError> 
             Backend::Aws(Box::new(stratus_control::aws::AwsDriver::new(cfg.clone())))
         }
     };
-    app_with(config, fleet, backend).await
+    let mut control = controller_config(config.tick_s);
+    if matches!(config.driver, DriverChoice::Slurm { .. }) {
+        // Slurm jobs fence themselves (a job runs only while the owner file names its
+        // token), so a cluster that stops answering is written off and its work placed
+        // again after a few reconciles.
+        control.write_off_s = Some((6.0 * config.tick_s).max(2.0));
+    }
+    app_with_control(config, control, fleet, backend).await
 }
 
 /// The controller's timing for a service reconciling every `tick_s` seconds.
