@@ -63,7 +63,74 @@ impl Format {
 }
 
 /// Deserialize `text` (named `file`) in `format`, mapping parser errors to [`InputError`].
+/// An error the parser could not tie to a field (broken syntax) names the field written at or
+/// above its line.
 pub fn from_str<T: DeserializeOwned>(
+    file: &str,
+    text: &str,
+    format: Format,
+) -> Result<T, InputError> {
+    from_str_raw(file, text, format).map_err(|mut e| {
+        if e.field.is_none() {
+            e.field = e.line.and_then(|l| enclosing_key(text, l));
+        }
+        if e.line.is_none() && !text.trim().is_empty() {
+            // Errors at the very end of the text (an unclosed document).
+            e.line = Some(text.lines().count().max(1));
+            if e.field.is_none() {
+                e.field = enclosing_key(text, text.lines().count().max(1));
+            }
+        }
+        e
+    })
+}
+
+/// The key written on line `line` (1-based) or, failing that, on the nearest line above it
+/// (below it, for an error before the first key): `key:` (YAML), `"key":` (JSON), `key =` or
+/// `[table]` (TOML).
+fn enclosing_key(text: &str, line: usize) -> Option<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let from = line.min(lines.len());
+    lines[..from]
+        .iter()
+        .rev()
+        .chain(lines[from..].iter())
+        .find_map(|l| key_of(l))
+}
+
+/// The key a line writes, if any.
+fn key_of(l: &str) -> Option<String> {
+    let t = l.trim_start().trim_start_matches("- ").trim_start();
+    // JSON: "key":
+    if let Some(rest) = t.strip_prefix('"') {
+        if let Some((k, after)) = rest.split_once('"') {
+            if after.trim_start().starts_with(':') && is_key(k) {
+                return Some(k.to_string());
+            }
+        }
+    }
+    // TOML: [table] or [[table]]
+    if t.starts_with('[') {
+        let k = t.trim_matches(|c| c == '[' || c == ']' || c == ' ');
+        let k = k.rsplit('.').next().unwrap_or(k);
+        if is_key(k) {
+            return Some(k.to_string());
+        }
+    }
+    // YAML `key:` and TOML `key =`.
+    let end = t.find([':', '=']).unwrap_or(0);
+    let k = t[..end].trim();
+    (end > 0 && is_key(k)).then(|| k.to_string())
+}
+
+fn is_key(k: &str) -> bool {
+    !k.is_empty()
+        && k.len() <= 64
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+fn from_str_raw<T: DeserializeOwned>(
     file: &str,
     text: &str,
     format: Format,
@@ -236,12 +303,40 @@ fn err_nth(
     field: String,
     reason: String,
 ) -> InputError {
+    let line = (!needle.is_empty())
+        .then(|| find_line(text, needle, nth))
+        .flatten()
+        .or_else(|| locate(text, &field));
     InputError {
         file: file.into(),
-        line: find_line(text, needle, nth),
+        line,
         field: Some(field),
         reason,
     }
+}
+
+/// A line for a field path (`inference[0].demand[1].from`) when its value cannot be found
+/// written as it was read (an escaped string, an empty name): the first line writing the
+/// path's last key at or after its first key's.
+pub fn locate(text: &str, field: &str) -> Option<usize> {
+    let keys: Vec<&str> = field
+        .split(['.', '['])
+        .map(|k| k.trim_end_matches(']'))
+        .filter(|k| !k.is_empty() && !k.bytes().all(|b| b.is_ascii_digit()))
+        .collect();
+    let writes =
+        |l: &str, k: &str| key_of(l).is_some_and(|x| x == k) || l.contains(&format!("{k}:"));
+    let lines: Vec<&str> = text.lines().collect();
+    let start = keys
+        .first()
+        .and_then(|k| lines.iter().position(|l| writes(l, k)))
+        .unwrap_or(0);
+    let last = keys.last()?;
+    lines[start..]
+        .iter()
+        .position(|l| writes(l, last))
+        .map(|i| start + i + 1)
+        .or(Some(start + 1))
 }
 
 /// Load and validate a fleet file.
@@ -466,14 +561,8 @@ pub fn validate_workloads(
                 format!("duplicate workload name {name:?}"),
             ));
         }
-        crate::name::check_workload_name(name).map_err(|reason| InputError {
-            file: file.into(),
-            line: (!name.is_empty())
-                .then(|| find_line(text, name, 0))
-                .flatten(),
-            field: Some(field),
-            reason,
-        })
+        crate::name::check_workload_name(name)
+            .map_err(|reason| err_nth(file, text, name, 0, field, reason))
     };
     let images_cover = |accs: &mut dyn Iterator<Item = Accelerator>,
                         images: &std::collections::BTreeMap<crate::Arch, String>,
