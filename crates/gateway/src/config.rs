@@ -57,7 +57,7 @@ pub struct Config {
     /// request at a time per connection, so this also bounds requests in flight).
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
-    /// Milliseconds a client has to send a request's head.
+    /// Milliseconds a client has to send a request's head, and again its body.
     #[serde(default = "default_header_timeout")]
     pub header_timeout_ms: u64,
     /// The replicas.

@@ -439,16 +439,30 @@ impl Gateway {
             .cloned()
             .unwrap_or_else(|| hyper::http::uri::PathAndQuery::from_static("/"));
         let (parts, body) = req.into_parts();
-        let bytes = match http_body_util::Limited::new(body, MAX_REQUEST_BYTES)
-            .collect()
-            .await
-        {
-            Ok(b) => b.to_bytes(),
-            Err(e) => {
+        // The body must arrive within the same deadline as the head: a client that sends it
+        // slowly, or never finishes it, does not hold a connection for long.
+        let read = tokio::time::timeout(
+            Duration::from_millis(self.cfg.header_timeout_ms),
+            http_body_util::Limited::new(body, MAX_REQUEST_BYTES).collect(),
+        )
+        .await;
+        let bytes = match read {
+            Ok(Ok(b)) => b.to_bytes(),
+            Ok(Err(e)) => {
                 return error(
                     StatusCode::BAD_REQUEST,
                     "invalid_request_error",
                     &format!("cannot read the request body: {e}"),
+                )
+            }
+            Err(_) => {
+                return error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "invalid_request_error",
+                    &format!(
+                        "the request body did not arrive within {} ms",
+                        self.cfg.header_timeout_ms
+                    ),
                 )
             }
         };

@@ -722,3 +722,25 @@ async fn connections_past_the_cap_are_answered_503() {
     gw.shutdown().await;
     m.kill();
 }
+
+/// Issue 15, item 5: a body sent slowly, or never finished, held its connection as long as
+/// the client liked; it gets the head's deadline too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_body_left_unfinished_is_answered_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let m = replica(Faults::default(), 14).await;
+    let gw = gateway(&[(m.url(), "aws:us-east-1")], "header_timeout_ms: 200\n").await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"model\":",
+    )
+    .await
+    .unwrap();
+    let mut head = [0u8; 12];
+    let r = tokio::time::timeout(Duration::from_secs(60), s.read_exact(&mut head)).await;
+    assert!(r.is_ok(), "the connection was held open");
+    assert_eq!(&head, b"HTTP/1.1 408");
+    assert_eq!(m.mock.requests.load(std::sync::atomic::Ordering::SeqCst), 0);
+    gw.shutdown().await;
+    m.kill();
+}
