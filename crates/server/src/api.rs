@@ -81,8 +81,24 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/audit", get(audit_log))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(app.clone(), audit))
+        .layer(axum::middleware::from_fn(deadline))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(app)
+}
+
+/// Longest a request may take, its body included: a client sending a body slowly, or never
+/// finishing it, does not hold a connection for longer.
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+async fn deadline(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => err(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("the request took longer than {} s", REQUEST_TIMEOUT.as_secs()),
+        )
+        .into_response(),
+    }
 }
 
 /// What a write changed, in one line, for the audit log (a handler attaches it to its
