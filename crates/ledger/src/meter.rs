@@ -173,7 +173,7 @@ impl Meter {
             pool: r.pool.clone(),
             category: r.category,
             nodes: r.nodes,
-            committed_nodes: r.committed_nodes.min(r.nodes),
+            committed_nodes: stratus_control::PoolCapacity::of(r).committed,
             start_s: inst.launched_at.0,
             end_s: end.max(inst.launched_at.0),
         }
