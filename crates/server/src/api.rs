@@ -95,7 +95,10 @@ async fn deadline(req: axum::extract::Request, next: axum::middleware::Next) -> 
         Ok(r) => r,
         Err(_) => err(
             StatusCode::REQUEST_TIMEOUT,
-            format!("the request took longer than {} s", REQUEST_TIMEOUT.as_secs()),
+            format!(
+                "the request took longer than {} s",
+                REQUEST_TIMEOUT.as_secs()
+            ),
         )
         .into_response(),
     }
