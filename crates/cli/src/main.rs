@@ -27,9 +27,25 @@ use std::process::ExitCode;
 use stratus_model::{parse, Fleet, InputError, UsdPerTonne, WorkloadSet};
 use stratus_plan::{Algorithm, Policy};
 
-/// A multi-cloud control plane for AI compute.
+/// What `stratus --help` opens with: what stratus is (the package description is the crate's
+/// own, internal one).
+const ABOUT: &str = "stratus: a multi-cloud control plane for AI compute. It places training \
+jobs, inference services and batch work across clouds and regions at once (cost, latency, \
+carbon, power, commitments), runs the plan on simulated providers, local processes, Slurm or \
+EC2, serves inference through its gateway, and bills what ran.";
+
+const LONG_ABOUT: &str = "stratus: a multi-cloud control plane for AI compute.
+
+It places training jobs, inference services and batch work across clouds and regions at once \
+(cost, latency, carbon, power caps, commitments), explains every placement, runs the plan on \
+simulated providers, local processes, Slurm or EC2 without ever launching a unit twice, serves \
+inference through an OpenAI-compatible gateway, and bills what ran as FOCUS rows.
+
+Start with `stratus demo`, then `stratus plan --workloads FILE`, `stratus serve` and \
+`stratus sim run SCENARIO --out DIR`. Exit codes: 0 success, 1 failure, 2 bad input.";
+
 #[derive(Parser)]
-#[command(name = "stratus", version, about)]
+#[command(name = "stratus", version, about = ABOUT, long_about = LONG_ABOUT)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,

@@ -444,3 +444,18 @@ fn serve_refuses_an_empty_admin_token_file() {
     );
     assert!(!tmp("never.db").exists(), "nothing was started");
 }
+
+/// Issue 15: `stratus --help` opened with the CLI crate's internal description.
+#[test]
+fn help_opens_with_what_stratus_is() {
+    for flag in ["-h", "--help"] {
+        let o = stratus(&[flag]);
+        assert!(o.status.success());
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            text.starts_with("stratus: a multi-cloud control plane for AI compute."),
+            "{text}"
+        );
+        assert!(!text.contains("argument parsing"), "{text}");
+    }
+}
