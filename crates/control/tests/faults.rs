@@ -278,3 +278,16 @@ fn a_gang_is_never_launched_elsewhere_before_its_old_instance_stopped() {
     assert_eq!(ft.len(), 1, "{ft:?}");
     assert_ne!(ft[0].1, job, "moved");
 }
+
+#[test]
+fn time_never_goes_back_for_the_controller() {
+    let w = workloads();
+    let mut d = world();
+    let mut c = controller("s1-");
+    tick(&mut c, &mut d, 1000.0, &w);
+    // The host's clock stepped back (an NTP correction): the controller reads it as the last.
+    let acts = c.tick(Time(400.0), &w, &mut d);
+    assert!(acts.iter().all(|a| a.at.0 >= 1000.0), "{acts:#?}");
+    let owned: Vec<f64> = c.owned().map(|o| o.next_try.0).collect();
+    assert!(owned.iter().all(|t| *t >= 1000.0), "{owned:?}");
+}

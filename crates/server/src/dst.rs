@@ -391,7 +391,13 @@ pub fn run_seed(seed: u64, opts: &Options) -> Result<SeedStats, Failure> {
         params.rates.clone(),
         Rng::new(seed, "driver"),
     )));
-    let app = start(&rt, &config, &fleet, &world).map_err(fail)?;
+    let app = match start(&rt, &config, &fleet, &world) {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(fail(e));
+        }
+    };
     let prefix = lock(&app.control).controller.token_prefix.clone();
     let mut run = Run {
         seed,
