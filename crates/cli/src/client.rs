@@ -27,6 +27,29 @@ pub enum What {
     Plans,
     /// The controller's actions log.
     Actions,
+    /// Every write through the API: who, what, when (admins).
+    Audit,
+}
+
+/// What `stratus tokens` does (admins).
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum TokensCmd {
+    /// Every token's id, name, role and age (never a value).
+    List,
+    /// Make a token; its value is printed once.
+    Create {
+        /// A name for it (who or what uses it).
+        #[arg(long)]
+        name: String,
+        /// `viewer`, `operator` or `admin`.
+        #[arg(long)]
+        role: String,
+    },
+    /// Revoke a token by its id (see `stratus tokens list`).
+    Revoke {
+        /// The token's id.
+        id: String,
+    },
 }
 
 struct Client {
@@ -168,6 +191,22 @@ pub fn get(a: &ServerArgs, what: What) -> Result<()> {
                 );
             }
         }
+        What::Audit => {
+            let v = c.get("/v1/audit")?;
+            for x in v["audit"].as_array().into_iter().flatten() {
+                println!(
+                    "{:>6} {} {:<40} {:<8} {:<6} {:<28} {:>3} {}",
+                    x["id"],
+                    x["at_ms"],
+                    x["who"].as_str().unwrap_or(""),
+                    x["role"].as_str().unwrap_or(""),
+                    x["method"].as_str().unwrap_or(""),
+                    x["path"].as_str().unwrap_or(""),
+                    x["status"],
+                    x["detail"].as_str().unwrap_or("")
+                );
+            }
+        }
         What::Actions => {
             let v = c.get("/v1/actions")?;
             for x in v["actions"].as_array().into_iter().flatten() {
@@ -180,6 +219,52 @@ pub fn get(a: &ServerArgs, what: What) -> Result<()> {
                     x["reason"].as_str().unwrap_or("")
                 );
             }
+        }
+    }
+    Ok(())
+}
+
+/// `stratus tokens …`.
+pub fn tokens(a: &ServerArgs, cmd: &TokensCmd) -> Result<()> {
+    let c = Client::new(a)?;
+    match cmd {
+        TokensCmd::List => {
+            let v = c.get("/v1/tokens")?;
+            println!("{:<16}  {:<8}  {:<13}  NAME", "ID", "ROLE", "CREATED_MS");
+            for t in v["tokens"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<16}  {:<8}  {:<13}  {}",
+                    t["id"].as_str().unwrap_or(""),
+                    t["role"].as_str().unwrap_or(""),
+                    t["created_ms"],
+                    t["name"].as_str().unwrap_or("")
+                );
+            }
+        }
+        TokensCmd::Create { name, role } => {
+            let body = serde_json::json!({"name": name, "role": role}).to_string();
+            let r = c
+                .agent
+                .post(&format!("{}/v1/tokens", c.base))
+                .header("Authorization", &format!("Bearer {}", c.token))
+                .header("Content-Type", "application/json")
+                .send(body.as_bytes());
+            let v = c.answer(r)?;
+            println!(
+                "{}  (id {}, {}; shown once)",
+                v["token"].as_str().unwrap_or(""),
+                v["id"].as_str().unwrap_or(""),
+                v["role"].as_str().unwrap_or("")
+            );
+        }
+        TokensCmd::Revoke { id } => {
+            let r = c
+                .agent
+                .delete(&format!("{}/v1/tokens/{id}", c.base))
+                .header("Authorization", &format!("Bearer {}", c.token))
+                .call();
+            c.answer(r)?;
+            println!("revoked {id}");
         }
     }
     Ok(())

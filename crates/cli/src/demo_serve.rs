@@ -6,6 +6,7 @@
 //! interrupted.
 
 use anyhow::{Context, Result};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::time::Duration;
 use stratus_server::{auth, now_ms, reconcile_loop, Config, DriverChoice};
@@ -62,13 +63,15 @@ pub fn run(listen: SocketAddr, outage_after_s: f64, outage_s: f64) -> Result<()>
             .await
             .with_context(|| format!("listening on {listen}"))?;
         let local = listener.local_addr()?;
-        println!("stratus demo --serve: the control plane on the built-in fleet with the demo workloads, simulated providers");
-        println!("  open      http://{local}/");
-        println!("  operator  {admin}   (admin token: apply workloads, inject outages)");
-        println!("  viewer    {viewer}   (read-only)");
-        println!("  outage    the busiest region goes dark after {outage_after_s} s for {outage_s} s; watch Actions");
-        println!("  state     {} (deleted on exit)", dir.display());
-        println!("Ctrl-C to stop.");
+        // A closed standard output must not end a server.
+        let mut out = std::io::stdout();
+        let _ = writeln!(out, "stratus demo --serve: the control plane on the built-in fleet with the demo workloads, simulated providers");
+        let _ = writeln!(out, "  open      http://{local}/");
+        let _ = writeln!(out, "  operator  {admin}   (admin token: apply workloads, inject outages)");
+        let _ = writeln!(out, "  viewer    {viewer}   (read-only)");
+        let _ = writeln!(out, "  outage    the busiest region goes dark after {outage_after_s} s for {outage_s} s; watch Actions");
+        let _ = writeln!(out, "  state     {} (deleted on exit)", dir.display());
+        let _ = writeln!(out, "Ctrl-C to stop.");
         tokio::spawn(reconcile_loop(app.clone(), config.tick_s));
         let outage_app = app.clone();
         tokio::spawn(async move {
@@ -81,7 +84,7 @@ pub fn run(listen: SocketAddr, outage_after_s: f64, outage_s: f64) -> Result<()>
             let Some(region) = count.into_iter().max_by_key(|(r, n)| (*n, std::cmp::Reverse(r.clone()))).map(|x| x.0) else { return };
             let set = |down: bool| outage_app.set_sim_region(&region, down);
             set(true);
-            eprintln!("stratus demo: {region} is down (simulated outage)");
+            let _ = writeln!(std::io::stderr(), "stratus demo: {region} is down (simulated outage)");
             tokio::time::sleep(Duration::from_secs_f64(outage_s)).await;
             set(false);
             eprintln!("stratus demo: {region} is back");

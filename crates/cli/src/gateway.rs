@@ -2,6 +2,7 @@
 
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -26,7 +27,9 @@ pub fn run(cfg: stratus_gateway::Config, fleet: &Fleet, threads: Option<usize>) 
         let running = stratus_gateway::start(cfg, fleet)
             .await
             .context("starting the gateway")?;
-        println!(
+        // A closed standard output must not end a server.
+        let _ = writeln!(
+            std::io::stdout(),
             "stratus gateway listening on http://{} ({replicas} replicas, {keys} keys, policy {policy})",
             running.addr
         );
@@ -48,7 +51,12 @@ pub fn mock(
         let m = stratus_gateway::mock::start(listen, model, faults, seed)
             .await
             .with_context(|| format!("listening on {listen}"))?;
-        println!("mock replica of `{model}` listening on {}", m.url());
+        // A closed standard output must not end a server.
+        let _ = writeln!(
+            std::io::stdout(),
+            "mock replica of `{model}` listening on {}",
+            m.url()
+        );
         tokio::signal::ctrl_c().await.ok();
         m.kill();
         Ok(())

@@ -8,6 +8,7 @@ mod capacity;
 mod carbon;
 mod client;
 mod demo_serve;
+mod dst;
 mod gateway;
 mod ledger;
 mod present;
@@ -26,9 +27,25 @@ use std::process::ExitCode;
 use stratus_model::{parse, Fleet, InputError, UsdPerTonne, WorkloadSet};
 use stratus_plan::{Algorithm, Policy};
 
-/// A multi-cloud control plane for AI compute.
+/// What `stratus --help` opens with: what stratus is (the package description is the crate's
+/// own, internal one).
+const ABOUT: &str = "stratus: a multi-cloud control plane for AI compute. It places training \
+jobs, inference services and batch work across clouds and regions at once (cost, latency, \
+carbon, power, commitments), runs the plan on simulated providers, local processes, Slurm or \
+EC2, serves inference through its gateway, and bills what ran.";
+
+const LONG_ABOUT: &str = "stratus: a multi-cloud control plane for AI compute.
+
+It places training jobs, inference services and batch work across clouds and regions at once \
+(cost, latency, carbon, power caps, commitments), explains every placement, runs the plan on \
+simulated providers, local processes, Slurm or EC2 without ever launching a unit twice, serves \
+inference through an OpenAI-compatible gateway, and bills what ran as FOCUS rows.
+
+Start with `stratus demo`, then `stratus plan --workloads FILE`, `stratus serve` and \
+`stratus sim run SCENARIO --out DIR`. Exit codes: 0 success, 1 failure, 2 bad input.";
+
 #[derive(Parser)]
-#[command(name = "stratus", version, about)]
+#[command(name = "stratus", version, about = ABOUT, long_about = LONG_ABOUT)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -177,6 +194,13 @@ enum Cmd {
     },
     /// The server's counters, instances and current plan.
     Status {
+        #[command(flatten)]
+        server: client::ServerArgs,
+    },
+    /// List, create and revoke the server's API tokens (admins).
+    Tokens {
+        #[command(subcommand)]
+        cmd: client::TokensCmd,
         #[command(flatten)]
         server: client::ServerArgs,
     },
@@ -386,6 +410,10 @@ enum BenchCmd {
         #[arg(long, default_value_t = 1)]
         workers: usize,
     },
+    /// Deterministic simulation tests of the control plane: the service's reconcile loop,
+    /// its database and the controller against a faulty simulated provider, seed by seed;
+    /// prints seeds per second, and the seed and replay command of any failure.
+    Dst(dst::Args),
     /// Simulator throughput: events per second on one core, and the wall time of a whole
     /// scenario (every policy, two threads).
     Sim {
@@ -412,15 +440,36 @@ enum FleetFormat {
     Yaml,
 }
 
-fn main() -> ExitCode {
-    // Like other Unix filters, end quietly when the reader goes away (`stratus … | head`)
-    // instead of panicking on a broken pipe.
-    #[cfg(unix)]
-    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+impl Cmd {
+    /// Whether the command serves clients until stopped (or runs servers in-process, as the
+    /// gateway benchmark does). A client that hangs up must never end it.
+    fn serves(&self) -> bool {
+        matches!(
+            self,
+            Cmd::Serve { .. }
+                | Cmd::Gateway { .. }
+                | Cmd::MockReplica { .. }
+                | Cmd::Demo { serve: true, .. }
+                | Cmd::Bench {
+                    cmd: BenchCmd::Gateway { .. }
+                }
+        )
     }
+}
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A command that prints ends quietly when its reader goes away (`stratus … | head`), like
+    // other Unix filters, instead of panicking on a broken pipe. Servers keep Rust's default,
+    // SIGPIPE ignored: with the default disposition a client that hung up while a response
+    // was written (with writev, which cannot ask not to be signalled) killed the process.
+    #[cfg(unix)]
+    if !cli.cmd.serves() {
+        // SAFETY: setting the disposition of SIGPIPE before any thread starts.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -642,18 +691,18 @@ fn run(cli: Cli) -> Result<()> {
                 #[cfg(feature = "aws")]
                 "aws" => {
                     let env = |k: &str| std::env::var(k).unwrap_or_default();
-                    stratus_server::DriverChoice::Aws(stratus_control::aws::AwsConfig {
-                        endpoint: aws_endpoint,
-                        access_key: env("AWS_ACCESS_KEY_ID"),
-                        secret_key: env("AWS_SECRET_ACCESS_KEY"),
-                        image_id: aws_image,
-                        regions: fleet
+                    stratus_server::DriverChoice::Aws(stratus_control::aws::AwsConfig::new(
+                        aws_endpoint,
+                        env("AWS_ACCESS_KEY_ID"),
+                        env("AWS_SECRET_ACCESS_KEY"),
+                        aws_image,
+                        fleet
                             .providers
                             .iter()
                             .filter(|p| p.name == "aws")
                             .flat_map(|p| p.regions.iter().map(|r| r.name.clone()))
                             .collect(),
-                    })
+                    ))
                 }
                 "sim" => stratus_server::DriverChoice::Sim,
                 "slurm" => {
@@ -706,15 +755,25 @@ fn run(cli: Cli) -> Result<()> {
                 }
             };
             let admin_token = match admin_token_file {
-                Some(f) => Some(
-                    std::fs::read_to_string(&f)
-                        .with_context(|| format!("reading {}", f.display()))?
-                        .trim()
-                        .to_string(),
-                ),
-                None => std::env::var("STRATUS_ADMIN_TOKEN")
-                    .ok()
-                    .filter(|t| !t.is_empty()),
+                Some(f) => {
+                    let (name, text) = stratus_model::parse::read_text(&f)?;
+                    let t = text.trim().to_string();
+                    stratus_server::auth::check_token_value(&t).map_err(|reason| InputError {
+                        file: name,
+                        line: None,
+                        field: None,
+                        reason,
+                    })?;
+                    Some(t)
+                }
+                None => match std::env::var("STRATUS_ADMIN_TOKEN") {
+                    Ok(t) if !t.trim().is_empty() => {
+                        stratus_server::auth::check_token_value(&t)
+                            .map_err(|reason| bad_flag("STRATUS_ADMIN_TOKEN", reason))?;
+                        Some(t.trim().to_string())
+                    }
+                    _ => None,
+                },
             };
             let config = stratus_server::Config {
                 listen,
@@ -786,6 +845,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Apply { file, server } => client::apply(&server, &file)?,
         Cmd::Get { what, server } => client::get(&server, what)?,
         Cmd::Status { server } => client::status(&server)?,
+        Cmd::Tokens { cmd, server } => client::tokens(&server, &cmd)?,
         Cmd::Sim {
             cmd:
                 SimCmd::Run {
@@ -802,6 +862,9 @@ fn run(cli: Cli) -> Result<()> {
             cmd: BenchCmd::Sim { scenario, data },
         } => sim::bench(scenario.as_deref(), data.as_deref())?,
         Cmd::Bench {
+            cmd: BenchCmd::Dst(args),
+        } => dst::run(&args)?,
+        Cmd::Bench {
             cmd:
                 BenchCmd::Plan {
                     sizes,
@@ -811,4 +874,27 @@ fn run(cli: Cli) -> Result<()> {
         } => bench::plan(&sizes, seed, dual_iterations)?,
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Servers keep SIGPIPE ignored; printing commands end on a closed pipe (issue 15, item 8).
+    #[test]
+    fn only_servers_ignore_a_closed_pipe() {
+        let serves = |args: &[&str]| {
+            let mut v = vec!["stratus"];
+            v.extend_from_slice(args);
+            Cli::try_parse_from(v).unwrap().cmd.serves()
+        };
+        assert!(serves(&["serve"]));
+        assert!(serves(&["gateway", "--config", "g.yaml"]));
+        assert!(serves(&["mock-replica"]));
+        assert!(serves(&["demo", "--serve"]));
+        assert!(serves(&["bench", "gateway"]));
+        assert!(!serves(&["demo"]));
+        assert!(!serves(&["fleet", "show"]));
+        assert!(!serves(&["plan", "--workloads", "w.yaml"]));
+    }
 }

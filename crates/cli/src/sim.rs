@@ -25,7 +25,7 @@ fn load(path: &Path, data: Option<&Path>, seed: Option<u64>) -> Result<Loaded> {
 }
 
 /// A one-line progress bar on stderr while the run goes (only when stderr is a terminal).
-fn progress_bar() -> impl Fn(f64) + Sync {
+pub(crate) fn progress_bar() -> impl Fn(f64) + Sync {
     let tty = std::io::stderr().is_terminal();
     let last = Mutex::new(-1i64);
     move |f: f64| {

@@ -408,3 +408,54 @@ fn carbon_shift_saves_carbon_on_the_real_2020_series_at_no_extra_cost_in_time() 
     assert!(aware < agnostic, "{year}");
     assert!(out.contains("location-based"), "{out}");
 }
+
+#[test]
+fn bench_dst_runs_seeds_and_prints_their_rate() {
+    let out = stratus(&["bench", "dst", "--seeds", "4", "--threads", "1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("4 seeds (0..4)") && text.contains("seeds/s") && text.contains("4 clean"),
+        "{text}"
+    );
+}
+
+/// Issue 15, item 7: an empty admin token file was accepted.
+#[test]
+fn serve_refuses_an_empty_admin_token_file() {
+    let f = tmp("empty-token");
+    std::fs::write(&f, "\n").unwrap();
+    let o = stratus(&[
+        "serve",
+        "--admin-token-file",
+        f.to_str().unwrap(),
+        "--db",
+        &format!("sqlite://{}", tmp("never.db").display()),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("empty-token") && err.contains("empty"),
+        "{err}"
+    );
+    assert!(!tmp("never.db").exists(), "nothing was started");
+}
+
+/// Issue 15: `stratus --help` opened with the CLI crate's internal description.
+#[test]
+fn help_opens_with_what_stratus_is() {
+    for flag in ["-h", "--help"] {
+        let o = stratus(&[flag]);
+        assert!(o.status.success());
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            text.starts_with("stratus: a multi-cloud control plane for AI compute."),
+            "{text}"
+        );
+        assert!(!text.contains("argument parsing"), "{text}");
+    }
+}

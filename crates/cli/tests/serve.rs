@@ -176,6 +176,31 @@ fn crash_restart(db: &str, dir: &Path) {
     let actions = wait_for(port, &["get", "actions"], "launch");
     assert!(actions.contains("launch"), "{actions}");
     let (_, plans_before) = cli(port, &["get", "plans"]);
+    // Tokens through the CLI: made, listed (never shown again), revoked; every write audited.
+    let (ok, out) = cli(
+        port,
+        &["tokens", "create", "--name", "ci", "--role", "viewer"],
+    );
+    assert!(ok, "{out}");
+    let id = out
+        .split("(id ")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .unwrap()
+        .to_string();
+    let (ok, list) = cli(port, &["tokens", "list"]);
+    assert!(
+        ok && list.contains(&id) && list.contains("bootstrap-admin"),
+        "{list}"
+    );
+    let (ok, out) = cli(port, &["tokens", "revoke", &id]);
+    assert!(ok, "{out}");
+    let (ok, audit) = cli(port, &["get", "audit"]);
+    assert!(
+        ok && audit.contains("/v1/workloads")
+            && audit.contains(&format!("revoked token ci (viewer, {id})")),
+        "{audit}"
+    );
 
     // Bad input through the client: an error naming the field, nothing stored changes.
     let bad = dir.join("bad.yaml");
@@ -576,15 +601,16 @@ fn through_the_api_work_runs_on_ec2_and_a_restart_launches_nothing_twice() {
         .iter()
         .map(|r| r.name.clone())
         .collect();
-    let mut ec2 = AwsDriver::new(AwsConfig {
-        endpoint: Some(endpoint.clone()),
-        access_key: "testing".into(),
-        secret_key: "testing".into(),
-        image_id: "ami-760aaa0f".into(),
+    let mut ec2 = AwsDriver::new(AwsConfig::new(
+        Some(endpoint.clone()),
+        "testing".into(),
+        "testing".into(),
+        "ami-760aaa0f".into(),
         regions,
-    });
+    ));
     let live = |ec2: &mut AwsDriver| -> Vec<(String, u32)> {
         ec2.observe(Time(0.0))
+            .instances
             .into_iter()
             .filter(|i| {
                 !matches!(

@@ -6,7 +6,8 @@
 //! `DescribeInstanceTypeOfferings` says whether a type is offered in a region at all.
 
 use crate::driver::{
-    Driver, DriverError, Instance, InstanceState, LaunchRequest, LossCause, PoolCapacity, Time,
+    Driver, DriverError, Instance, InstanceState, LaunchRequest, LossCause, Observation,
+    PoolCapacity, Time, Unobserved,
 };
 use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_ec2::types::{
@@ -30,6 +31,32 @@ pub struct AwsConfig {
     pub image_id: String,
     /// Regions scanned by `observe` (those the fleet has AWS pools in).
     pub regions: Vec<String>,
+    /// Seconds one EC2 call may take before it counts as unanswered (the launch is then
+    /// sent again with the same client token).
+    pub timeout_s: f64,
+    /// Attempts the SDK makes per call before the driver sees the error.
+    pub max_attempts: u32,
+}
+
+impl AwsConfig {
+    /// EC2 itself (or `endpoint`), with the SDK's default retries and a 30 s timeout per call.
+    pub fn new(
+        endpoint: Option<String>,
+        access_key: String,
+        secret_key: String,
+        image_id: String,
+        regions: Vec<String>,
+    ) -> AwsConfig {
+        AwsConfig {
+            endpoint,
+            access_key,
+            secret_key,
+            image_id,
+            regions,
+            timeout_s: 30.0,
+            max_attempts: 3,
+        }
+    }
 }
 
 /// EC2 as a provider.
@@ -106,6 +133,17 @@ impl AwsDriver {
         }
         let mut b = aws_sdk_ec2::Config::builder()
             .behavior_version(BehaviorVersion::latest())
+            .timeout_config(
+                aws_sdk_ec2::config::timeout::TimeoutConfig::builder()
+                    .operation_timeout(std::time::Duration::from_secs_f64(
+                        self.cfg.timeout_s.max(0.1),
+                    ))
+                    .build(),
+            )
+            .retry_config(
+                aws_sdk_ec2::config::retry::RetryConfig::standard()
+                    .with_max_attempts(self.cfg.max_attempts.max(1)),
+            )
             .region(Region::new(region.to_string()))
             .credentials_provider(Credentials::new(
                 self.cfg.access_key.clone(),
@@ -195,19 +233,38 @@ impl Driver for AwsDriver {
         match self.block(call.send()) {
             Ok(_) => Ok(()),
             Err(e) => {
+                use aws_sdk_ec2::error::SdkError;
                 let code = e.as_service_error().and_then(|s| {
                     use aws_sdk_ec2::error::ProvideErrorMetadata;
                     s.code().map(String::from)
                 });
                 let text = format!("{}", aws_sdk_ec2::error::DisplayErrorContext(&e));
-                match code.as_deref() {
-                    Some("InsufficientInstanceCapacity") | Some("InstanceLimitExceeded") => {
+                match (&e, code.as_deref()) {
+                    (_, Some("InsufficientInstanceCapacity") | Some("InstanceLimitExceeded")) => {
                         Err(DriverError::Capacity {
                             pool: req.pool.clone(),
                             asked: req.nodes,
                             free: PoolCapacity::default(),
                         })
                     }
+                    // EC2 answered with an error of the request itself: nothing started.
+                    (SdkError::ServiceError(_), Some(c))
+                        if c.starts_with("Invalid")
+                            || c.starts_with("Unsupported")
+                            || c.starts_with("MissingParameter") =>
+                    {
+                        Err(DriverError::Refused {
+                            region: req.region.clone(),
+                            reason: text,
+                        })
+                    }
+                    // The request was never built or sent.
+                    (SdkError::ConstructionFailure(_), _) => Err(DriverError::Refused {
+                        region: req.region.clone(),
+                        reason: text,
+                    }),
+                    // A timeout, a dropped connection, a 5xx: RunInstances may have run; the
+                    // controller sends it again with the same client token.
                     _ => Err(DriverError::Unreachable {
                         region: req.region.clone(),
                         reason: text,
@@ -242,12 +299,25 @@ impl Driver for AwsDriver {
         Err(DriverError::UnknownToken(token.to_string()))
     }
 
-    fn observe(&mut self, now: Time) -> Vec<Instance> {
+    fn observe(&mut self, now: Time) -> Observation {
         let mut out = Vec::new();
+        let mut unobserved = Vec::new();
         let regions = self.cfg.regions.clone();
         for region in regions {
-            let Ok(by) = self.tagged(&region) else {
-                continue;
+            // A region whose API does not answer is unknown, not empty.
+            let by = match self.tagged(&region) {
+                Ok(by) => by,
+                Err(e) => {
+                    let scope = format!("aws:{region}");
+                    unobserved.push(Unobserved {
+                        error: DriverError::Unreachable {
+                            region: scope.clone(),
+                            reason: e,
+                        },
+                        scope,
+                    });
+                    continue;
+                }
             };
             for (token, list) in by {
                 let first = &list[0];
@@ -310,7 +380,10 @@ impl Driver for AwsDriver {
                 });
             }
         }
-        out
+        Observation {
+            instances: out,
+            unobserved,
+        }
     }
 
     fn capacity(&mut self, _now: Time, pool: &str) -> Result<PoolCapacity, DriverError> {

@@ -101,10 +101,85 @@ pub struct PoolCapacity {
     pub spot: u32,
 }
 
-/// A driver call that did not do what was asked; the controller re-plans around it.
+impl PoolCapacity {
+    /// The nodes a launch of `nodes` nodes bought as `category`, `committed` of them from the
+    /// pool's commitment, takes from each bucket: spot from spot; otherwise the committed
+    /// nodes (never more than `nodes`) from the commitment and the rest on demand. The one
+    /// place this split is written.
+    pub fn split(category: Category, nodes: u32, committed: u32) -> PoolCapacity {
+        match category {
+            Category::Spot => PoolCapacity {
+                spot: nodes,
+                ..PoolCapacity::default()
+            },
+            _ => {
+                let committed = committed.min(nodes);
+                PoolCapacity {
+                    committed,
+                    on_demand: nodes - committed,
+                    spot: 0,
+                }
+            }
+        }
+    }
+
+    /// What `req` takes from its pool (see [`PoolCapacity::split`]).
+    pub fn of(req: &LaunchRequest) -> PoolCapacity {
+        PoolCapacity::split(req.category, req.nodes, req.committed_nodes)
+    }
+
+    /// Whether `self` fits in `free`, bucket by bucket.
+    pub fn fits_in(&self, free: &PoolCapacity) -> bool {
+        self.committed <= free.committed
+            && self.on_demand <= free.on_demand
+            && self.spot <= free.spot
+    }
+
+    /// Bucket-wise sum, saturating.
+    pub fn plus(self, o: PoolCapacity) -> PoolCapacity {
+        PoolCapacity {
+            committed: self.committed.saturating_add(o.committed),
+            on_demand: self.on_demand.saturating_add(o.on_demand),
+            spot: self.spot.saturating_add(o.spot),
+        }
+    }
+
+    /// Bucket-wise difference, saturating at zero.
+    pub fn minus(self, o: PoolCapacity) -> PoolCapacity {
+        PoolCapacity {
+            committed: self.committed.saturating_sub(o.committed),
+            on_demand: self.on_demand.saturating_sub(o.on_demand),
+            spot: self.spot.saturating_sub(o.spot),
+        }
+    }
+
+    /// Bucket-wise minimum.
+    pub fn min(self, o: PoolCapacity) -> PoolCapacity {
+        PoolCapacity {
+            committed: self.committed.min(o.committed),
+            on_demand: self.on_demand.min(o.on_demand),
+            spot: self.spot.min(o.spot),
+        }
+    }
+
+    /// A pool's whole capacity as a fleet file gives it.
+    pub fn of_pool(pool: &stratus_model::Pool) -> PoolCapacity {
+        let committed = pool.committed.as_ref().map(|c| c.nodes).unwrap_or(0);
+        PoolCapacity {
+            committed,
+            on_demand: pool.nodes.saturating_sub(committed),
+            spot: pool.spot_nodes,
+        }
+    }
+}
+
+/// A driver call that did not do what was asked. Every variant says whether the call may
+/// still have taken effect ([`DriverError::definitive`]): the controller keeps a launch's
+/// token, and retries with it, until the driver definitively refuses.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum DriverError {
     /// The pool has fewer free nodes than asked for (the provider's InsufficientCapacity).
+    /// Nothing was started.
     Capacity {
         /// Pool id.
         pool: String,
@@ -113,17 +188,43 @@ pub enum DriverError {
         /// What is actually free.
         free: PoolCapacity,
     },
-    /// The region's API does not answer.
+    /// The region answered that it takes no launches now (an outage it reports). Nothing was
+    /// started; the controller avoids the region until it probes it again.
+    Down {
+        /// Region id (`provider:region`).
+        region: String,
+        /// What the provider said.
+        reason: String,
+    },
+    /// The call got no clear answer (a timeout, a connection reset, a 5xx): it may or may
+    /// not have taken effect. Launches are retried with the same token, stops until the
+    /// instance is seen stopping or gone.
     Unreachable {
-        /// Region id (`provider:region`): the controller avoids it until probed again.
+        /// Region id (`provider:region`), or a provider or cluster name.
         region: String,
         /// What failed.
         reason: String,
     },
-    /// No such pool at this provider.
+    /// The provider refused the request itself (an invalid instance type, a quota it
+    /// enforces on the request). Nothing was started.
+    Refused {
+        /// Region id (`provider:region`).
+        region: String,
+        /// What the provider said.
+        reason: String,
+    },
+    /// No such pool at this provider. Nothing was started.
     UnknownPool(String),
-    /// No instance with this token.
+    /// No instance with this token (an answer to `stop`).
     UnknownToken(String),
+}
+
+impl DriverError {
+    /// Whether the driver says for certain that the call changed nothing. Only then may a
+    /// launch's token be dropped: after an ambiguous error the instance may exist.
+    pub fn definitive(&self) -> bool {
+        !matches!(self, DriverError::Unreachable { .. })
+    }
 }
 
 impl fmt::Display for DriverError {
@@ -134,9 +235,11 @@ impl fmt::Display for DriverError {
                 "insufficient capacity in {pool}: asked {asked} nodes, free committed {} / on-demand {} / spot {}",
                 free.committed, free.on_demand, free.spot
             ),
+            DriverError::Down { region, reason } => write!(f, "region {region} is down: {reason}"),
             DriverError::Unreachable { region, reason } => {
-                write!(f, "region {region} unreachable: {reason}")
+                write!(f, "{region} did not answer clearly: {reason}")
             }
+            DriverError::Refused { region, reason } => write!(f, "{region} refused: {reason}"),
             DriverError::UnknownPool(p) => write!(f, "unknown pool {p}"),
             DriverError::UnknownToken(t) => write!(f, "unknown instance token {t}"),
         }
@@ -145,15 +248,63 @@ impl fmt::Display for DriverError {
 
 impl std::error::Error for DriverError {}
 
+/// A part of a driver's world that could not be read, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Unobserved {
+    /// What could not be read: a region id (`provider:region`), a provider or cluster name
+    /// (every region of it), or the empty string (everything).
+    pub scope: String,
+    /// Why.
+    pub error: DriverError,
+}
+
+/// Whether `scope` (see [`Unobserved::scope`]) covers `id`, a region id or a pool id.
+pub fn scope_covers(scope: &str, id: &str) -> bool {
+    scope.is_empty()
+        || id == scope
+        || (id.len() > scope.len() && id.starts_with(scope) && id.as_bytes()[scope.len()] == b':')
+}
+
+/// What a driver saw: every instance of the parts it could read, and the parts it could
+/// not. An instance missing from a part that could not be read is not gone; it is unknown.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Observation {
+    /// Instances not yet forgotten, in token order.
+    pub instances: Vec<Instance>,
+    /// Parts that could not be read.
+    pub unobserved: Vec<Unobserved>,
+}
+
+impl Observation {
+    /// Everything could be read.
+    pub fn complete(instances: Vec<Instance>) -> Observation {
+        Observation {
+            instances,
+            unobserved: Vec::new(),
+        }
+    }
+
+    /// Whether the region or pool `id` could not be read.
+    pub fn unobserved(&self, id: &str) -> bool {
+        self.unobserved.iter().any(|u| scope_covers(&u.scope, id))
+    }
+
+    /// Whether every part could be read.
+    pub fn is_complete(&self) -> bool {
+        self.unobserved.is_empty()
+    }
+}
+
 /// A provider back end. Four verbs, each idempotent: `launch` with a token already seen
-/// returns the existing instance's outcome; `stop` of a stopped instance is a no-op.
+/// returns the existing instance's outcome (drivers look the token up before anything else,
+/// capacity included); `stop` of a stopped instance is a no-op.
 pub trait Driver {
     /// Start `req.nodes` nodes of `req.pool`.
     fn launch(&mut self, now: Time, req: &LaunchRequest) -> Result<(), DriverError>;
     /// Stop the instance launched with `token` (after checkpointing, for jobs).
     fn stop(&mut self, now: Time, token: &str) -> Result<(), DriverError>;
-    /// Every instance not yet fully stopped, in token order.
-    fn observe(&mut self, now: Time) -> Vec<Instance>;
+    /// Every instance not yet forgotten, and the parts of the world that could not be read.
+    fn observe(&mut self, now: Time) -> Observation;
     /// Free capacity of `pool` now.
     fn capacity(&mut self, now: Time, pool: &str) -> Result<PoolCapacity, DriverError>;
 }

@@ -7,15 +7,26 @@
 pub mod aws;
 pub mod controller;
 pub mod driver;
+pub mod fault;
 pub mod k8s;
 pub mod local;
 pub mod simprovider;
 pub mod slurm;
+pub mod strategy;
+pub mod unit;
 
-pub use controller::{Action, ActionKind, Controller, ControllerConfig, ControllerStats, Strategy};
+#[cfg(feature = "dst-mutation")]
+pub use controller::Mutation;
+pub use controller::{
+    Action, ActionKind, Controller, ControllerConfig, ControllerStats, Desired, Journal,
+    MemoryJournal, Owned, Phase,
+};
 pub use driver::{
-    Driver, DriverError, Instance, InstanceState, LaunchRequest, LossCause, PoolCapacity, Time,
+    Driver, DriverError, Instance, InstanceState, LaunchRequest, LossCause, Observation,
+    PoolCapacity, Time, Unobserved,
 };
 pub use local::LocalDriver;
 pub use simprovider::SimProvider;
 pub use slurm::SlurmDriver;
+pub use strategy::Strategy;
+pub use unit::UnitKey;

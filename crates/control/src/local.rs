@@ -5,14 +5,14 @@
 //! adopts what the directory shows.
 
 use crate::driver::{
-    Driver, DriverError, Instance, InstanceState, LaunchRequest, LossCause, PoolCapacity, Time,
+    Driver, DriverError, Instance, InstanceState, LaunchRequest, LossCause, Observation,
+    PoolCapacity, Time,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use stratus_model::Fleet;
-use stratus_plan::Category;
 
 /// The default job: counts progress into `$STRATUS_WORKDIR/progress`, resuming from it, so a
 /// restarted instance continues where the last checkpoint left off.
@@ -47,17 +47,7 @@ impl LocalDriver {
         std::fs::create_dir_all(dir.join("work"))?;
         let capacity = fleet
             .pools()
-            .map(|(_, _, p)| {
-                let committed = p.committed.as_ref().map(|c| c.nodes).unwrap_or(0);
-                (
-                    p.id.clone(),
-                    PoolCapacity {
-                        committed,
-                        on_demand: p.nodes.saturating_sub(committed),
-                        spot: p.spot_nodes,
-                    },
-                )
-            })
+            .map(|(_, _, p)| (p.id.clone(), PoolCapacity::of_pool(p)))
             .collect();
         Ok(LocalDriver {
             dir: dir.to_path_buf(),
@@ -128,19 +118,12 @@ impl LocalDriver {
     }
 
     fn used(&self, pool: &str) -> PoolCapacity {
-        let mut u = PoolCapacity::default();
-        for r in self.records() {
-            if r.request.pool != pool {
-                continue;
-            }
-            if r.request.category == Category::Spot {
-                u.spot += r.request.nodes;
-            } else {
-                u.committed += r.request.committed_nodes;
-                u.on_demand += r.request.nodes - r.request.committed_nodes.min(r.request.nodes);
-            }
-        }
-        u
+        self.records()
+            .iter()
+            .filter(|r| r.request.pool == pool)
+            .fold(PoolCapacity::default(), |u, r| {
+                u.plus(PoolCapacity::of(&r.request))
+            })
     }
 
     fn kill(&mut self, token: &str) {
@@ -161,7 +144,7 @@ impl LocalDriver {
 impl LocalDriver {
     /// Forget instances whose process is gone, once the controller has seen them lost.
     pub fn reap_lost(&mut self, now: Time) {
-        for i in self.observe(now) {
+        for i in self.observe(now).instances {
             if matches!(i.state, InstanceState::Lost(_)) {
                 let t = i.request.token;
                 self.kill(&t);
@@ -181,22 +164,8 @@ impl Driver for LocalDriver {
             .capacity
             .get(&req.pool)
             .ok_or_else(|| DriverError::UnknownPool(req.pool.clone()))?;
-        let used = self.used(&req.pool);
-        let free = PoolCapacity {
-            committed: total.committed.saturating_sub(used.committed),
-            on_demand: total.on_demand.saturating_sub(used.on_demand),
-            spot: total.spot.saturating_sub(used.spot),
-        };
-        let (c, o, s) = if req.category == Category::Spot {
-            (0, 0, req.nodes)
-        } else {
-            (
-                req.committed_nodes,
-                req.nodes - req.committed_nodes.min(req.nodes),
-                0,
-            )
-        };
-        if c > free.committed || o > free.on_demand || s > free.spot {
+        let free = total.minus(self.used(&req.pool));
+        if !PoolCapacity::of(req).fits_in(&free) {
             return Err(DriverError::Capacity {
                 pool: req.pool.clone(),
                 asked: req.nodes,
@@ -208,11 +177,10 @@ impl Driver for LocalDriver {
             request: req.clone(),
             launched_at: now,
         };
-        self.write_record(&rec)
-            .map_err(|e| DriverError::Unreachable {
-                region: req.region.clone(),
-                reason: format!("local state directory: {e}"),
-            })?;
+        self.write_record(&rec).map_err(|e| DriverError::Refused {
+            region: req.region.clone(),
+            reason: format!("local state directory: {e}"),
+        })?;
         let work = self.workdir(&req.workload);
         let _ = std::fs::create_dir_all(&work);
         let script = format!(
@@ -242,7 +210,7 @@ impl Driver for LocalDriver {
             }
             Err(e) => {
                 let _ = std::fs::remove_file(self.record_path(&req.token));
-                Err(DriverError::Unreachable {
+                Err(DriverError::Refused {
                     region: req.region.clone(),
                     reason: format!("cannot start a process: {e}"),
                 })
@@ -260,7 +228,7 @@ impl Driver for LocalDriver {
         Ok(())
     }
 
-    fn observe(&mut self, now: Time) -> Vec<Instance> {
+    fn observe(&mut self, now: Time) -> Observation {
         let mut out = Vec::new();
         for r in self.records() {
             let token = r.request.token.clone();
@@ -279,7 +247,7 @@ impl Driver for LocalDriver {
                 since: r.launched_at,
             });
         }
-        out
+        Observation::complete(out)
     }
 
     fn capacity(&mut self, _now: Time, pool: &str) -> Result<PoolCapacity, DriverError> {
@@ -287,11 +255,6 @@ impl Driver for LocalDriver {
             .capacity
             .get(pool)
             .ok_or_else(|| DriverError::UnknownPool(pool.to_string()))?;
-        let used = self.used(pool);
-        Ok(PoolCapacity {
-            committed: total.committed.saturating_sub(used.committed),
-            on_demand: total.on_demand.saturating_sub(used.on_demand),
-            spot: total.spot.saturating_sub(used.spot),
-        })
+        Ok(total.minus(self.used(pool)))
     }
 }

@@ -3,12 +3,12 @@
 //! it only through [`Driver`], exactly as it sees a real cloud.
 
 use crate::driver::{
-    Driver, DriverError, Instance, InstanceState, LaunchRequest, LossCause, PoolCapacity, Time,
+    Driver, DriverError, Instance, InstanceState, LaunchRequest, LossCause, Observation,
+    PoolCapacity, Time,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use stratus_model::fleet::region_id;
 use stratus_model::Fleet;
-use stratus_plan::Category;
 
 /// Per-pool ground truth.
 #[derive(Debug, Clone)]
@@ -41,31 +41,23 @@ impl PoolState {
     }
 }
 
-/// Nodes a request takes from each bucket.
-fn take(req: &LaunchRequest) -> PoolCapacity {
-    match req.category {
-        Category::Spot => PoolCapacity {
-            spot: req.nodes,
-            ..Default::default()
-        },
-        _ => PoolCapacity {
-            committed: req.committed_nodes,
-            on_demand: req.nodes - req.committed_nodes.min(req.nodes),
-            spot: 0,
-        },
-    }
-}
-
 /// Simulated providers: every pool of a fleet, with boot and shutdown delays.
 #[derive(Debug, Clone)]
 pub struct SimProvider {
     pools: HashMap<String, PoolState>,
     down: BTreeSet<String>,
     instances: BTreeMap<String, Instance>,
+    /// Instances whose nodes were released (stopped, or lost), still listed.
+    released: BTreeSet<String>,
     /// Seconds from an accepted launch to running.
     pub launch_delay_s: f64,
     /// Seconds from a stop to released nodes.
     pub stop_delay_s: f64,
+    /// When set, a stopped instance stays listed (stopping, with its release time) and a lost
+    /// one (lost, with its time) for this long after its end, as EC2 lists terminated
+    /// instances and `squeue` finished jobs for a while; when unset, a stopped instance
+    /// goes at its release and a lost one when [`SimProvider::reap_lost`] is called.
+    pub retention_s: Option<f64>,
 }
 
 impl SimProvider {
@@ -73,14 +65,14 @@ impl SimProvider {
     pub fn new(fleet: &Fleet, launch_delay_s: f64, stop_delay_s: f64) -> SimProvider {
         let mut pools = HashMap::new();
         for (p, r, pool) in fleet.pools() {
-            let committed = pool.committed.as_ref().map(|c| c.nodes).unwrap_or(0);
+            let all = PoolCapacity::of_pool(pool);
             pools.insert(
                 pool.id.clone(),
                 PoolState {
                     region: region_id(&p.name, &r.name),
-                    committed,
-                    on_demand: pool.nodes.saturating_sub(committed),
-                    spot: pool.spot_nodes,
+                    committed: all.committed,
+                    on_demand: all.on_demand,
+                    spot: all.spot,
                     factor: 1.0,
                     used: PoolCapacity::default(),
                 },
@@ -90,16 +82,19 @@ impl SimProvider {
             pools,
             down: BTreeSet::new(),
             instances: BTreeMap::new(),
+            released: BTreeSet::new(),
             launch_delay_s,
             stop_delay_s,
+            retention_s: None,
         }
     }
 
     /// Earliest pending state change (boot finished, stop finished), for the event queue.
     pub fn next_transition(&self) -> Option<Time> {
         self.instances
-            .values()
-            .filter_map(|i| match i.state {
+            .iter()
+            .filter(|(t, _)| !self.released.contains(*t))
+            .filter_map(|(_, i)| match i.state {
                 InstanceState::Pending { ready_at } => Some(ready_at),
                 InstanceState::Stopping { done_at } => Some(done_at),
                 _ => None,
@@ -111,6 +106,7 @@ impl SimProvider {
     pub fn advance(&mut self, now: Time) -> bool {
         let mut changed = false;
         let mut gone = Vec::new();
+        let mut forget = Vec::new();
         for (tok, i) in self.instances.iter_mut() {
             match i.state {
                 InstanceState::Pending { ready_at } if ready_at.0 <= now.0 => {
@@ -119,26 +115,46 @@ impl SimProvider {
                     changed = true;
                 }
                 InstanceState::Stopping { done_at } if done_at.0 <= now.0 => {
-                    gone.push(tok.clone());
+                    if !self.released.contains(tok) {
+                        gone.push(tok.clone());
+                    }
+                    if self.retention_s.is_some_and(|r| done_at.0 + r <= now.0) {
+                        forget.push(tok.clone());
+                    }
+                }
+                InstanceState::Lost(_)
+                    if self.retention_s.is_some_and(|r| i.since.0 + r <= now.0) =>
+                {
+                    forget.push(tok.clone());
                 }
                 _ => {}
             }
         }
         for t in gone {
             self.release(&t);
+            if self.retention_s.is_none() {
+                self.instances.remove(&t);
+                self.released.remove(&t);
+            }
+            changed = true;
+        }
+        for t in forget {
             self.instances.remove(&t);
+            self.released.remove(&t);
             changed = true;
         }
         changed
     }
 
+    /// Return an instance's nodes to its pool, once.
     fn release(&mut self, token: &str) {
+        if !self.released.insert(token.to_string()) {
+            return;
+        }
         if let Some(i) = self.instances.get(token) {
-            let t = take(&i.request);
+            let t = PoolCapacity::of(&i.request);
             if let Some(p) = self.pools.get_mut(&i.request.pool) {
-                p.used.committed -= t.committed;
-                p.used.on_demand -= t.on_demand;
-                p.used.spot -= t.spot;
+                p.used = p.used.minus(t);
             }
         }
     }
@@ -242,8 +258,31 @@ impl SimProvider {
 
     /// Forget lost instances once the controller has seen them.
     pub fn reap_lost(&mut self) {
-        self.instances
-            .retain(|_, i| !matches!(i.state, InstanceState::Lost(_)));
+        let released = &mut self.released;
+        self.instances.retain(|t, i| {
+            let keep = !matches!(i.state, InstanceState::Lost(_));
+            if !keep {
+                released.remove(t);
+            }
+            keep
+        });
+    }
+
+    /// Whether `region` is down.
+    pub fn region_down(&self, region: &str) -> bool {
+        self.down.contains(region)
+    }
+
+    /// Region ids, each once.
+    pub fn regions(&self) -> BTreeSet<String> {
+        self.pools.values().map(|p| p.region.clone()).collect()
+    }
+
+    /// Pool ids, in order.
+    pub fn pools(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self.pools.keys().map(String::as_str).collect();
+        v.sort_unstable();
+        v
     }
 }
 
@@ -256,14 +295,14 @@ impl Driver for SimProvider {
             return Err(DriverError::UnknownPool(req.pool.clone()));
         };
         if self.down.contains(&pool.region) {
-            return Err(DriverError::Unreachable {
+            return Err(DriverError::Down {
                 region: pool.region.clone(),
                 reason: "the region is down".into(),
             });
         }
         let free = pool.free();
-        let t = take(req);
-        if t.committed > free.committed || t.on_demand > free.on_demand || t.spot > free.spot {
+        let t = PoolCapacity::of(req);
+        if !t.fits_in(&free) {
             return Err(DriverError::Capacity {
                 pool: req.pool.clone(),
                 asked: req.nodes,
@@ -271,9 +310,7 @@ impl Driver for SimProvider {
             });
         }
         let pool = self.pools.get_mut(&req.pool).expect("looked up above");
-        pool.used.committed += t.committed;
-        pool.used.on_demand += t.on_demand;
-        pool.used.spot += t.spot;
+        pool.used = pool.used.plus(t);
         self.instances.insert(
             req.token.clone(),
             Instance {
@@ -307,8 +344,8 @@ impl Driver for SimProvider {
         }
     }
 
-    fn observe(&mut self, _now: Time) -> Vec<Instance> {
-        self.instances.values().cloned().collect()
+    fn observe(&mut self, _now: Time) -> Observation {
+        Observation::complete(self.instances.values().cloned().collect())
     }
 
     fn capacity(&mut self, _now: Time, pool: &str) -> Result<PoolCapacity, DriverError> {
@@ -317,7 +354,7 @@ impl Driver for SimProvider {
             .get(pool)
             .ok_or_else(|| DriverError::UnknownPool(pool.to_string()))?;
         if self.down.contains(&p.region) {
-            return Err(DriverError::Unreachable {
+            return Err(DriverError::Down {
                 region: p.region.clone(),
                 reason: "the region is down".into(),
             });
@@ -329,6 +366,7 @@ impl Driver for SimProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use stratus_plan::Category;
 
     fn fleet() -> Fleet {
         serde_json::from_str(include_str!("../tests/two-pool-fleet.json")).unwrap()
@@ -356,15 +394,18 @@ mod tests {
         let before = d.capacity(Time(0.0), pool).unwrap();
         d.launch(Time(0.0), &req("t1", pool, 2)).unwrap();
         d.launch(Time(1.0), &req("t1", pool, 2)).unwrap();
-        assert_eq!(d.observe(Time(1.0)).len(), 1);
+        assert_eq!(d.observe(Time(1.0)).instances.len(), 1);
         let after = d.capacity(Time(1.0), pool).unwrap();
         assert_eq!(after.on_demand, before.on_demand - 2);
         assert!(d.advance(Time(60.0)));
-        assert_eq!(d.observe(Time(60.0))[0].state, InstanceState::Running);
+        assert_eq!(
+            d.observe(Time(60.0)).instances[0].state,
+            InstanceState::Running
+        );
         d.stop(Time(61.0), "t1").unwrap();
         d.stop(Time(62.0), "t1").unwrap();
         d.advance(Time(71.0));
-        assert!(d.observe(Time(71.0)).is_empty());
+        assert!(d.observe(Time(71.0)).instances.is_empty());
         assert_eq!(d.capacity(Time(71.0), pool).unwrap(), before);
     }
 
@@ -387,7 +428,7 @@ mod tests {
             InstanceState::Lost(LossCause::Outage)
         );
         let e = d.launch(Time(6.0), &req("b", &pool, 1)).unwrap_err();
-        assert!(matches!(e, DriverError::Unreachable { .. }));
+        assert!(matches!(e, DriverError::Down { .. }));
         d.set_region_down(Time(7.0), &region, false);
         d.reap_lost();
         assert_eq!(d.capacity(Time(7.0), &pool).unwrap().on_demand, all);
@@ -409,5 +450,39 @@ mod tests {
                 ready_at: Time(0.0)
             }
         );
+    }
+
+    #[test]
+    fn with_retention_ended_instances_stay_listed_with_their_end() {
+        let f = fleet();
+        let mut d = SimProvider::new(&f, 0.0, 10.0);
+        d.retention_s = Some(100.0);
+        let pool = f.providers[0].regions[0].pools[0].id.clone();
+        let all = d.capacity(Time(0.0), &pool).unwrap();
+        d.launch(Time(0.0), &req("a", &pool, 2)).unwrap();
+        d.stop(Time(5.0), "a").unwrap();
+        d.advance(Time(20.0));
+        // Released at 15 s, still listed with that time.
+        assert_eq!(d.capacity(Time(20.0), &pool).unwrap(), all);
+        assert_eq!(
+            d.instance("a").unwrap().state,
+            InstanceState::Stopping {
+                done_at: Time(15.0)
+            }
+        );
+        assert_eq!(d.next_transition(), None);
+        d.advance(Time(114.0));
+        assert!(d.instance("a").is_some());
+        d.advance(Time(115.0));
+        assert!(d.instance("a").is_none());
+        // A replayed launch of a forgotten token is a new instance; of a listed one, a no-op.
+        d.launch(Time(120.0), &req("b", &pool, 1)).unwrap();
+        d.preempt(Time(121.0), "b");
+        d.launch(Time(122.0), &req("b", &pool, 1)).unwrap();
+        assert_eq!(
+            d.instance("b").unwrap().state,
+            InstanceState::Lost(LossCause::Preempted)
+        );
+        assert_eq!(d.capacity(Time(122.0), &pool).unwrap(), all);
     }
 }

@@ -6,7 +6,8 @@
 //! job stranded on a cluster whose controller died stops itself once its work moved.
 
 use crate::driver::{
-    Driver, DriverError, Instance, InstanceState, LaunchRequest, LossCause, PoolCapacity, Time,
+    Driver, DriverError, Instance, InstanceState, LaunchRequest, LossCause, Observation,
+    PoolCapacity, Time, Unobserved,
 };
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -39,6 +40,9 @@ pub struct SlurmDriver {
     failed: std::sync::Mutex<HashMap<PathBuf, std::time::Instant>>,
 }
 
+/// The directory (under the work directory) of every launch's request, by token.
+const LAUNCHES: &str = ".launches";
+
 /// How long a cluster that failed a command is skipped.
 pub const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(20);
 
@@ -65,20 +69,7 @@ impl SlurmDriver {
     ) -> SlurmDriver {
         let pools = fleet
             .pools()
-            .map(|(_, _, p)| {
-                let committed = p.committed.as_ref().map(|c| c.nodes).unwrap_or(0);
-                (
-                    p.id.clone(),
-                    (
-                        p.chips_per_node,
-                        PoolCapacity {
-                            committed,
-                            on_demand: p.nodes.saturating_sub(committed),
-                            spot: p.spot_nodes,
-                        },
-                    ),
-                )
-            })
+            .map(|(_, _, p)| (p.id.clone(), (p.chips_per_node, PoolCapacity::of_pool(p))))
             .collect();
         SlurmDriver {
             clusters,
@@ -95,6 +86,13 @@ impl SlurmDriver {
         self.work.join(dir_name(workload))
     }
 
+    /// Where the request a job was launched with is kept, by its token.
+    fn launch_record(&self, token: &str) -> PathBuf {
+        self.work
+            .join(LAUNCHES)
+            .join(format!("{}.json", dir_name(token)))
+    }
+
     fn conf(&self, pool: &str) -> Result<(&str, &PathBuf), DriverError> {
         let provider = pool.split(':').next().unwrap_or("");
         self.clusters
@@ -106,6 +104,18 @@ impl SlurmDriver {
     /// Run a Slurm command against one cluster, giving up after [`COMMAND_TIMEOUT`] (a
     /// cluster that does not answer must not stall every other provider's reconcile).
     fn run(&self, conf: &Path, cmd: &str, args: &[&str]) -> Result<String, String> {
+        self.run_with(conf, cmd, args, &[])
+    }
+
+    /// [`SlurmDriver::run`] with extra environment variables for the command (and, through
+    /// `--export=ALL`, for the job it submits).
+    fn run_with(
+        &self,
+        conf: &Path,
+        cmd: &str,
+        args: &[&str],
+        env: &[(&str, String)],
+    ) -> Result<String, String> {
         if let Some(at) = self.failed.lock().expect("failed map").get(conf) {
             if at.elapsed() < RETRY_AFTER {
                 return Err(format!(
@@ -114,7 +124,7 @@ impl SlurmDriver {
                 ));
             }
         }
-        let r = self.run_now(conf, cmd, args);
+        let r = self.run_now(conf, cmd, args, env);
         let mut failed = self.failed.lock().expect("failed map");
         match &r {
             Err(_) => {
@@ -127,9 +137,16 @@ impl SlurmDriver {
         r
     }
 
-    fn run_now(&self, conf: &Path, cmd: &str, args: &[&str]) -> Result<String, String> {
+    fn run_now(
+        &self,
+        conf: &Path,
+        cmd: &str,
+        args: &[&str],
+        env: &[(&str, String)],
+    ) -> Result<String, String> {
         let mut child = Command::new(cmd)
             .args(args)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .env("SLURM_CONF", conf)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -193,67 +210,95 @@ impl SlurmDriver {
     }
 }
 
+/// The `sbatch` arguments and environment of a launch. Values travel in the environment of
+/// `sbatch` (exported to the job by `--export=ALL`), never inside `--export`'s
+/// comma-separated list, where a value holding a comma would set variables of its own.
+fn sbatch_command(
+    req: &LaunchRequest,
+    work: &Path,
+    chips_per_node: u32,
+    job: &str,
+) -> (Vec<String>, Vec<(&'static str, String)>) {
+    let name = format!("stratus-{}", dir_name(&req.unit));
+    let args = vec![
+        "--parsable".to_string(),
+        format!("--job-name={}", &name[..name.len().min(60)]),
+        format!("--comment={}", req.token),
+        format!("--nodes={}", req.nodes.max(1)),
+        format!("--gres=gpu:{chips_per_node}"),
+        "-D".to_string(),
+        work.display().to_string(),
+        "-o".to_string(),
+        work.join("slurm-%j.out").display().to_string(),
+        "--export=ALL".to_string(),
+        "--wrap".to_string(),
+        job.to_string(),
+    ];
+    let env = vec![
+        ("STRATUS_TOKEN", req.token.clone()),
+        ("STRATUS_UNIT", req.unit.clone()),
+        ("STRATUS_WORKLOAD", req.workload.clone()),
+        ("STRATUS_POOL", req.pool.clone()),
+        ("STRATUS_WORKDIR", work.display().to_string()),
+    ];
+    (args, env)
+}
+
 impl Driver for SlurmDriver {
     fn launch(&mut self, _now: Time, req: &LaunchRequest) -> Result<(), DriverError> {
-        let (provider, conf) = self.conf(&req.pool)?;
+        let (_, conf) = self.conf(&req.pool)?;
         let conf = conf.clone();
-        let unreachable = |e: String| DriverError::Unreachable {
+        // Nothing was submitted while the cluster cannot even list its jobs: a definitive no.
+        let existing = self.jobs(&conf).map_err(|e| DriverError::Down {
             region: req.region.clone(),
             reason: e,
-        };
-        let provider = provider.to_string();
-        let existing = self.jobs(&conf).map_err(unreachable)?;
+        })?;
         if existing
             .iter()
             .any(|j| j.token == req.token && Self::live(&j.state))
         {
             return Ok(());
         }
+        let refused = |e: std::io::Error| DriverError::Refused {
+            region: req.region.clone(),
+            reason: format!("work directory: {e}"),
+        };
         let cpn = self.pools.get(&req.pool).map(|p| p.0).unwrap_or(1);
         let work = self.workdir(&req.workload);
-        std::fs::create_dir_all(&work).map_err(|e| unreachable(e.to_string()))?;
+        std::fs::create_dir_all(&work).map_err(refused)?;
         // The fence: from now on only this token's job may run for this workload.
-        std::fs::write(work.join("owner"), &req.token).map_err(|e| unreachable(e.to_string()))?;
-        let export = format!(
-            "ALL,STRATUS_TOKEN={},STRATUS_UNIT={},STRATUS_WORKLOAD={},STRATUS_POOL={},STRATUS_WORKDIR={}",
-            req.token,
-            req.unit,
-            req.workload,
-            req.pool,
-            work.display()
-        );
-        // What the job is, beside its work, so a restarted controller can adopt it exactly.
+        std::fs::write(work.join("owner"), &req.token).map_err(refused)?;
+        // What the job is, by its token, so a restarted controller can adopt it exactly.
+        std::fs::create_dir_all(self.work.join(LAUNCHES)).map_err(refused)?;
         std::fs::write(
-            work.join(format!("launch-{}.json", dir_name(&req.token))),
+            self.launch_record(&req.token),
             serde_json::to_vec(req).expect("a request serializes"),
         )
-        .map_err(|e| unreachable(e.to_string()))?;
-        let name = format!("stratus-{}", dir_name(&req.unit));
-        let args = [
-            "--parsable".to_string(),
-            format!("--job-name={}", &name[..name.len().min(60)]),
-            format!("--comment={}", req.token),
-            format!("--nodes={}", req.nodes.max(1)),
-            format!("--gres=gpu:{cpn}"),
-            "-D".to_string(),
-            work.display().to_string(),
-            "-o".to_string(),
-            work.join("slurm-%j.out").display().to_string(),
-            format!("--export={export}"),
-            "--wrap".to_string(),
-            self.job.clone(),
-        ];
+        .map_err(refused)?;
+        let (args, env) = sbatch_command(req, &work, cpn, &self.job);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let _ = provider;
-        self.run(&conf, "sbatch", &args)
+        // `sbatch` may have submitted the job even when it fails or times out: the token is
+        // kept and the launch sent again, which finds the job by its comment.
+        self.run_with(&conf, "sbatch", &args, &env)
             .map(|_| ())
-            .map_err(unreachable)
+            .map_err(|e| DriverError::Unreachable {
+                region: req.region.clone(),
+                reason: e,
+            })
     }
 
     fn stop(&mut self, _now: Time, token: &str) -> Result<(), DriverError> {
-        for conf in self.clusters.values() {
-            let Ok(jobs) = self.jobs(conf) else {
-                continue;
+        let mut unread = None;
+        for (provider, conf) in &self.clusters {
+            let jobs = match self.jobs(conf) {
+                Ok(j) => j,
+                Err(e) => {
+                    unread = Some(DriverError::Unreachable {
+                        region: provider.clone(),
+                        reason: e,
+                    });
+                    continue;
+                }
             };
             let ids: Vec<String> = jobs
                 .iter()
@@ -265,23 +310,35 @@ impl Driver for SlurmDriver {
                 args.extend(ids.iter().map(String::as_str));
                 self.run(conf, "scancel", &args)
                     .map_err(|e| DriverError::Unreachable {
-                        region: String::new(),
+                        region: provider.clone(),
                         reason: e,
                     })?;
                 self.stopped.insert(token.to_string());
                 return Ok(());
             }
         }
-        Err(DriverError::UnknownToken(token.to_string()))
+        // Not found: gone, unless a cluster could not be asked.
+        Err(unread.unwrap_or_else(|| DriverError::UnknownToken(token.to_string())))
     }
 
-    fn observe(&mut self, now: Time) -> Vec<Instance> {
+    fn observe(&mut self, now: Time) -> Observation {
         let mut out = Vec::new();
+        let mut unobserved = Vec::new();
         for (provider, conf) in &self.clusters {
-            // A cluster whose controller does not answer shows nothing: its units count as
-            // disappeared, and the controller re-plans them elsewhere.
-            let Ok(jobs) = self.jobs(conf) else {
-                continue;
+            // A cluster whose controller does not answer is unknown, not empty: its jobs may
+            // still run.
+            let jobs = match self.jobs(conf) {
+                Ok(j) => j,
+                Err(e) => {
+                    unobserved.push(Unobserved {
+                        scope: provider.clone(),
+                        error: DriverError::Unreachable {
+                            region: provider.clone(),
+                            reason: e,
+                        },
+                    });
+                    continue;
+                }
             };
             for j in jobs {
                 let state = match j.state.as_str() {
@@ -296,12 +353,9 @@ impl Driver for SlurmDriver {
                 };
                 let (unit, _) = j.token.rsplit_once('~').unwrap_or((&j.token, ""));
                 let workload = unit.split('@').next().unwrap_or(unit).to_string();
-                let recorded = std::fs::read(
-                    self.workdir(&workload)
-                        .join(format!("launch-{}.json", dir_name(&j.token))),
-                )
-                .ok()
-                .and_then(|b| serde_json::from_slice::<LaunchRequest>(&b).ok());
+                let recorded = std::fs::read(self.launch_record(&j.token))
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<LaunchRequest>(&b).ok());
                 if let Some(request) = recorded {
                     out.push(Instance {
                         request,
@@ -339,7 +393,10 @@ impl Driver for SlurmDriver {
                 });
             }
         }
-        out
+        Observation {
+            instances: out,
+            unobserved,
+        }
     }
 
     fn capacity(&mut self, _now: Time, pool: &str) -> Result<PoolCapacity, DriverError> {
@@ -352,5 +409,36 @@ impl Driver for SlurmDriver {
             reason: e,
         })?;
         Ok(self.pools.get(pool).map(|p| p.1).unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// See issue 15: a workload name holding a comma set variables of its own in cluster jobs.
+    #[test]
+    fn a_workload_name_cannot_set_variables_in_a_slurm_job() {
+        let req = LaunchRequest {
+            token: "s1-x~1".into(),
+            unit: "x,LD_PRELOAD=/tmp/evil.so".into(),
+            workload: "x,LD_PRELOAD=/tmp/evil.so".into(),
+            pool: "alpha:site:gpu8".into(),
+            region: "alpha:site".into(),
+            category: Category::OnDemand,
+            nodes: 1,
+            committed_nodes: 0,
+            replicas: 1,
+        };
+        let (args, env) = sbatch_command(&req, Path::new("/w"), 8, "true");
+        assert!(args.contains(&"--export=ALL".to_string()), "{args:?}");
+        for a in &args {
+            assert!(
+                !a.contains("LD_PRELOAD"),
+                "a value reached an argument: {a}"
+            );
+        }
+        assert!(env.contains(&("STRATUS_WORKLOAD", req.workload.clone())));
+        assert!(env.iter().all(|(k, _)| k.starts_with("STRATUS_")));
     }
 }

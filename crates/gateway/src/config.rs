@@ -53,6 +53,13 @@ pub struct Config {
     /// JSON-lines file that receives one usage record per completed request.
     #[serde(default)]
     pub usage_log: Option<String>,
+    /// Client connections open at once; more are answered 503 and closed (HTTP/1 serves one
+    /// request at a time per connection, so this also bounds requests in flight).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Milliseconds a client has to send a request's head, and again its body.
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout_ms: u64,
     /// The replicas.
     pub replicas: Vec<ReplicaConfig>,
 }
@@ -169,6 +176,14 @@ pub struct ReplicaConfig {
     pub metrics: bool,
 }
 
+fn default_max_connections() -> usize {
+    crate::listen::ConnLimits::default().max_connections
+}
+fn default_header_timeout() -> u64 {
+    crate::listen::ConnLimits::default()
+        .header_timeout
+        .as_millis() as u64
+}
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8080))
 }
@@ -294,6 +309,20 @@ impl Config {
                 "replicas".into(),
                 "replicas",
                 "at least one replica is needed".into(),
+            );
+        }
+        if self.max_connections == 0 {
+            return err(
+                "max_connections".into(),
+                "max_connections",
+                "must be at least 1".into(),
+            );
+        }
+        if self.header_timeout_ms == 0 {
+            return err(
+                "header_timeout_ms".into(),
+                "header_timeout_ms",
+                "must be at least 1".into(),
             );
         }
         let mut seen = std::collections::HashSet::new();

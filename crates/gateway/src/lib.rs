@@ -16,6 +16,7 @@
 pub mod config;
 pub mod health;
 pub mod limit;
+pub mod listen;
 pub mod loadgen;
 pub mod metrics;
 pub mod mock;

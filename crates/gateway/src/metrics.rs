@@ -72,6 +72,10 @@ pub struct Metrics {
     pub retries: AtomicU64,
     /// Requests no replica could take (503).
     pub unroutable: AtomicU64,
+    /// Usage records dropped because the usage log's writer fell behind.
+    pub usage_log_dropped: AtomicU64,
+    /// Requests whose client went before the replica reported usage, charged an estimate.
+    pub usage_estimated: AtomicU64,
     inner: Mutex<Inner>,
     started: Instant,
     keys: Vec<String>,
@@ -90,6 +94,8 @@ impl Metrics {
             ejections: AtomicU64::new(0),
             retries: AtomicU64::new(0),
             unroutable: AtomicU64::new(0),
+            usage_log_dropped: AtomicU64::new(0),
+            usage_estimated: AtomicU64::new(0),
             inner: Mutex::new(inner),
             started: Instant::now(),
             keys,
@@ -259,6 +265,19 @@ impl Metrics {
             "stratus_gateway_unroutable_total {}",
             self.unroutable.load(Ordering::Relaxed)
         );
+        for (name, v) in [
+            (
+                "stratus_gateway_usage_log_dropped_total",
+                &self.usage_log_dropped,
+            ),
+            (
+                "stratus_gateway_usage_estimated_total",
+                &self.usage_estimated,
+            ),
+        ] {
+            let _ = writeln!(out, "# TYPE {name} counter");
+            let _ = writeln!(out, "{name} {}", v.load(Ordering::Relaxed));
+        }
         let _ = writeln!(out, "# TYPE stratus_gateway_uptime_seconds gauge");
         let _ = writeln!(
             out,

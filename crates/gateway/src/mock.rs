@@ -171,14 +171,18 @@ pub async fn start(
     let m = mock.clone();
     // Connections are tracked in a JoinSet owned by the accept task, so aborting that task
     // (a "kill") drops every connection at once.
+    let acceptor = crate::listen::Acceptor::new(listener, crate::listen::ConnLimits::default());
     let task = tokio::spawn(async move {
         let mut conns = tokio::task::JoinSet::new();
+        let header_timeout = acceptor.limits.header_timeout;
         loop {
             tokio::select! {
-                r = listener.accept() => {
-                    let Ok((stream, _)) = r else { continue };
+                (stream, _, slot) = acceptor.next() => {
                     let m = m.clone();
-                    conns.spawn(serve_connection(stream, move |req| handle(m.clone(), req)));
+                    conns.spawn(async move {
+                        serve_connection(stream, header_timeout, move |req| handle(m.clone(), req)).await;
+                        drop(slot);
+                    });
                 }
                 Some(_) = conns.join_next(), if !conns.is_empty() => {}
             }

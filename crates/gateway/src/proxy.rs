@@ -133,9 +133,14 @@ pub struct Gateway {
     pub metrics: Metrics,
     /// Every model some replica serves, sorted (metrics refer to them by index).
     models: Vec<String>,
-    usage_tx: Option<mpsc::UnboundedSender<String>>,
+    usage_tx: Option<mpsc::Sender<String>>,
     epoch: Instant,
 }
+
+/// Usage records waiting for the writer; past this many (a disk that does not keep up) new
+/// records are counted in `stratus_gateway_usage_log_dropped_total` and dropped rather than
+/// held in memory without bound.
+pub const USAGE_QUEUE: usize = 16_384;
 
 /// Where a running gateway listens, and how to stop it.
 pub struct Running {
@@ -434,16 +439,30 @@ impl Gateway {
             .cloned()
             .unwrap_or_else(|| hyper::http::uri::PathAndQuery::from_static("/"));
         let (parts, body) = req.into_parts();
-        let bytes = match http_body_util::Limited::new(body, MAX_REQUEST_BYTES)
-            .collect()
-            .await
-        {
-            Ok(b) => b.to_bytes(),
-            Err(e) => {
+        // The body must arrive within the same deadline as the head: a client that sends it
+        // slowly, or never finishes it, does not hold a connection for long.
+        let read = tokio::time::timeout(
+            Duration::from_millis(self.cfg.header_timeout_ms),
+            http_body_util::Limited::new(body, MAX_REQUEST_BYTES).collect(),
+        )
+        .await;
+        let bytes = match read {
+            Ok(Ok(b)) => b.to_bytes(),
+            Ok(Err(e)) => {
                 return error(
                     StatusCode::BAD_REQUEST,
                     "invalid_request_error",
                     &format!("cannot read the request body: {e}"),
+                )
+            }
+            Err(_) => {
+                return error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "invalid_request_error",
+                    &format!(
+                        "the request body did not arrive within {} ms",
+                        self.cfg.header_timeout_ms
+                    ),
                 )
             }
         };
@@ -487,6 +506,7 @@ impl Gateway {
             );
             return r;
         }
+        let prompt_estimate = info.prompt_tokens_estimate();
         let forward: Bytes = match info.forward {
             Some(v) => Bytes::from(v),
             None => bytes,
@@ -603,6 +623,7 @@ impl Gateway {
                 sse,
                 record: Some(Record {
                     guard,
+                    prompt_estimate,
                     key: key.index,
                     model: self.models.binary_search(&info.model).expect("served") as u16,
                     start,
@@ -630,8 +651,9 @@ impl Gateway {
         )
     }
 
-    /// A request finished (or was abandoned): account it everywhere.
-    fn finish(&self, rec: &Record, usage: Option<Usage>, end: End) {
+    /// A request finished (or was abandoned): account it everywhere. `usage` is what the
+    /// replica reported, or (`Err`) an estimate.
+    fn finish(&self, rec: &Record, usage: Result<Usage, Usage>, end: End) {
         let i = rec.guard.index;
         let replica = &self.replicas[i];
         match end {
@@ -639,7 +661,11 @@ impl Gateway {
             End::Cut => self.outcome(i, false),
             End::ClientGone => {}
         }
-        let u = usage.unwrap_or_default();
+        let estimated = usage.is_err();
+        if estimated {
+            self.metrics.usage_estimated.fetch_add(1, Ordering::Relaxed);
+        }
+        let u = usage.unwrap_or_else(|e| e);
         let key = &self.keys[rec.key as usize];
         if key.limited {
             key.limiter
@@ -668,10 +694,15 @@ impl Gateway {
                 "prompt_tokens": u.prompt,
                 "completion_tokens": u.completion,
                 "cached_tokens": u.cached,
+                "estimated": estimated,
                 "ttft_ms": rec.ttft.as_secs_f64() * 1e3,
                 "duration_ms": duration.as_secs_f64() * 1e3,
             });
-            let _ = tx.send(line.to_string());
+            if tx.try_send(line.to_string()).is_err() {
+                self.metrics
+                    .usage_log_dropped
+                    .fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 }
@@ -714,6 +745,8 @@ impl Drop for InFlight {
 
 struct Record {
     guard: InFlight,
+    /// Prompt tokens estimated from the request's text.
+    prompt_estimate: u64,
     /// Index into `Gateway::keys`.
     key: u16,
     /// Index into `Gateway::models`.
@@ -739,7 +772,17 @@ impl ProxyBody {
         if let Some(rec) = self.record.take() {
             self.scanner.finish();
             let gw = rec.guard.gw.clone();
-            gw.finish(&rec, self.scanner.usage, end);
+            // A client that went before the replica's usage event (or a replica that never
+            // sends one) is charged what it received, estimated, never nothing.
+            let usage = match self.scanner.usage {
+                Some(u) => Ok(u),
+                None => Err(Usage {
+                    prompt: rec.prompt_estimate,
+                    completion: self.scanner.events,
+                    cached: 0,
+                }),
+            };
+            gw.finish(&rec, usage, end);
         }
     }
 }
@@ -806,9 +849,13 @@ impl Drop for ProxyBody {
 }
 
 /// Serve one accepted connection with hyper's HTTP/1 server, `handle` answering each request
-/// (the gateway's and the mock replica's connections alike).
-pub(crate) async fn serve_connection<F, Fut>(stream: tokio::net::TcpStream, handle: F)
-where
+/// (the gateway's and the mock replica's connections alike). A request's head must arrive
+/// within `header_timeout`.
+pub(crate) async fn serve_connection<F, Fut>(
+    stream: tokio::net::TcpStream,
+    header_timeout: Duration,
+    handle: F,
+) where
     F: Fn(Request<Incoming>) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = Response<Body>> + Send + 'static,
 {
@@ -818,6 +865,8 @@ where
         async move { Ok::<_, std::convert::Infallible>(answer.await) }
     });
     let _ = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout)
         .serve_connection(TokioIo::new(stream), svc)
         .await;
 }
@@ -871,7 +920,7 @@ pub async fn start(cfg: Config, fleet: &stratus_model::Fleet) -> std::io::Result
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
     if let Some(file) = usage_file {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(USAGE_QUEUE);
         Arc::get_mut(&mut gw).expect("not shared yet").usage_tx = Some(tx);
         tasks.push(tokio::spawn(write_usage(file, rx)));
     }
@@ -881,13 +930,23 @@ pub async fn start(cfg: Config, fleet: &stratus_model::Fleet) -> std::io::Result
     )));
     let accept_gw = gw.clone();
     let mut stop = stop_rx;
+    let acceptor = crate::listen::Acceptor::new(
+        listener,
+        crate::listen::ConnLimits {
+            max_connections: gw.cfg.max_connections,
+            header_timeout: Duration::from_millis(gw.cfg.header_timeout_ms),
+        },
+    );
     tasks.push(tokio::spawn(async move {
+        let header_timeout = acceptor.limits.header_timeout;
         loop {
             tokio::select! {
-                r = listener.accept() => {
-                    let Ok((stream, peer)) = r else { continue };
+                (stream, peer, slot) = acceptor.next() => {
                     let gw = accept_gw.clone();
-                    tokio::spawn(serve_connection(stream, move |req| gw.clone().handle(req, peer)));
+                    tokio::spawn(async move {
+                        serve_connection(stream, header_timeout, move |req| gw.clone().handle(req, peer)).await;
+                        drop(slot);
+                    });
                 }
                 _ = stop.changed() => break,
             }
@@ -901,7 +960,7 @@ pub async fn start(cfg: Config, fleet: &stratus_model::Fleet) -> std::io::Result
     })
 }
 
-async fn write_usage(file: std::fs::File, mut rx: mpsc::UnboundedReceiver<String>) {
+async fn write_usage(file: std::fs::File, mut rx: mpsc::Receiver<String>) {
     use std::io::Write;
     let mut w = std::io::BufWriter::new(file);
     while let Some(line) = rx.recv().await {

@@ -466,4 +466,97 @@ mod tests {
         assert!(!r.decode(&mut out).unwrap());
         assert_eq!(r.framing, Framing::Length(5));
     }
+
+    /// Decode `wire` fed in pieces of the given sizes (cycled): the body, and whether it
+    /// ended, failed or is still open.
+    fn decode_in_pieces(wire: &[u8], sizes: &[usize]) -> (Vec<u8>, Result<bool, ()>) {
+        let mut r = reader(Framing::Chunked(Chunk::Size(0, false)), b"");
+        let mut out = BytesMut::new();
+        let mut at = 0;
+        let mut k = 0;
+        while at < wire.len() {
+            let n = sizes[k % sizes.len()].max(1).min(wire.len() - at);
+            k += 1;
+            r.buf.extend_from_slice(&wire[at..at + n]);
+            at += n;
+            match r.decode(&mut out) {
+                Ok(true) => return (out.to_vec(), Ok(true)),
+                Ok(false) => {}
+                Err(_) => return (out.to_vec(), Err(())),
+            }
+        }
+        (out.to_vec(), Ok(false))
+    }
+
+    /// A chunked body: its wire bytes and the data it carries.
+    fn chunked() -> impl proptest::strategy::Strategy<Value = (Vec<u8>, Vec<u8>)> {
+        use proptest::prelude::*;
+        (
+            prop::collection::vec(prop::collection::vec(any::<u8>(), 1..40), 0..6),
+            any::<bool>(),
+            any::<bool>(),
+        )
+            .prop_map(|(chunks, ext, trailer)| {
+                let mut wire = Vec::new();
+                let mut data = Vec::new();
+                for c in &chunks {
+                    wire.extend_from_slice(format!("{:x}", c.len()).as_bytes());
+                    if ext {
+                        wire.extend_from_slice(b";name=value");
+                    }
+                    wire.extend_from_slice(b"\r\n");
+                    wire.extend_from_slice(c);
+                    wire.extend_from_slice(b"\r\n");
+                    data.extend_from_slice(c);
+                }
+                wire.extend_from_slice(b"0\r\n");
+                if trailer {
+                    wire.extend_from_slice(b"x-trailer: 1\r\n");
+                }
+                wire.extend_from_slice(b"\r\n");
+                (wire, data)
+            })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config {
+            cases: 2048,
+            rng_seed: proptest::test_runner::RngSeed::Fixed(15),
+            failure_persistence: None,
+            ..proptest::test_runner::Config::default()
+        })]
+
+        /// A replica's chunked body decodes to what it carries, however its bytes arrive.
+        #[test]
+        fn chunked_bodies_decode_to_their_data_however_cut(
+            (wire, data) in chunked(),
+            sizes in proptest::collection::vec(1usize..64, 1..8),
+        ) {
+            let (out, end) = decode_in_pieces(&wire, &sizes);
+            proptest::prop_assert_eq!(end, Ok(true));
+            proptest::prop_assert_eq!(out, data);
+        }
+
+        /// Damaged or arbitrary bytes never panic the decoder, and where they are cut changes
+        /// nothing: the same data and the same outcome (ended, failed, or waiting).
+        #[test]
+        fn damaged_chunked_bodies_decode_the_same_however_cut(
+            (wire, _) in chunked(),
+            flips in proptest::collection::vec((proptest::prelude::any::<usize>(), proptest::prelude::any::<u8>()), 0..4),
+            noise in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+            sizes in proptest::collection::vec(1usize..64, 1..8),
+        ) {
+            let mut wire = wire;
+            for (at, b) in flips {
+                if !wire.is_empty() {
+                    let i = at % wire.len();
+                    wire[i] = b;
+                }
+            }
+            wire.extend_from_slice(&noise);
+            let whole = decode_in_pieces(&wire, &[wire.len().max(1)]);
+            let cut = decode_in_pieces(&wire, &sizes);
+            proptest::prop_assert_eq!(whole, cut);
+        }
+    }
 }

@@ -18,6 +18,16 @@ pub struct RequestInfo {
     /// The body to forward: the original bytes, or, for a stream that did not ask for usage,
     /// the body with `stream_options.include_usage` set so tokens can be debited.
     pub forward: Option<Vec<u8>>,
+    /// Characters of the prompt's text (messages' contents, or the prompt): what the prompt's
+    /// tokens are estimated from when a replica's usage never arrives.
+    pub prompt_chars: u64,
+}
+
+impl RequestInfo {
+    /// Prompt tokens estimated from the text, at about four characters a token.
+    pub fn prompt_tokens_estimate(&self) -> u64 {
+        self.prompt_chars.div_ceil(4)
+    }
 }
 
 /// The fields of a request body the gateway reads, borrowed from the body where possible;
@@ -93,6 +103,28 @@ pub fn inspect(body: &[u8], prefix_bytes: usize) -> Result<RequestInfo, String> 
         .ok_or_else(|| "`model` (a string) is required".to_string())?
         .into_owned();
     let stream = req.stream.unwrap_or(false);
+    let mut prompt_chars: u64 = 0;
+    if let Some(msgs) = &req.messages {
+        for m in msgs {
+            match &m.content {
+                Some(Content::Text(s)) => prompt_chars += s.chars().count() as u64,
+                Some(Content::Parts(parts)) => {
+                    for p in parts.iter().filter_map(|p| p.text.as_ref()) {
+                        prompt_chars += p.chars().count() as u64;
+                    }
+                }
+                _ => {}
+            }
+        }
+    } else {
+        match &req.prompt {
+            Some(Prompt::Text(s)) => prompt_chars += s.chars().count() as u64,
+            Some(Prompt::Many(a)) => {
+                prompt_chars += a.iter().map(|s| s.chars().count() as u64).sum::<u64>()
+            }
+            _ => {}
+        }
+    }
     // The prompt's first bytes: roles and text of the messages in order, or the prompt.
     let mut text = String::new();
     if let Some(msgs) = &req.messages {
@@ -164,6 +196,7 @@ pub fn inspect(body: &[u8], prefix_bytes: usize) -> Result<RequestInfo, String> 
         stream,
         prefix,
         forward,
+        prompt_chars,
     })
 }
 
@@ -197,6 +230,9 @@ pub struct Scanner {
     overflow: bool,
     /// The last usage seen.
     pub usage: Option<Usage>,
+    /// Stream events seen that carry output (about one token each): what the completion's
+    /// tokens are estimated from when the usage event never arrives.
+    pub events: u64,
 }
 
 impl Scanner {
@@ -249,6 +285,9 @@ impl Scanner {
             return;
         };
         let data = data.strip_prefix(b" ").unwrap_or(data);
+        if data != b"[DONE]" && USAGE_KEY.find(data).is_none() {
+            self.events += 1;
+        }
         // Parse only the events that can carry usage.
         if USAGE_KEY.find(data).is_some() && USAGE_NULL.find(data).is_none() {
             if let Ok(ev) = serde_json::from_slice::<UsageEvent>(data) {
@@ -435,5 +474,94 @@ mod tests {
         assert!(s.starts_with("data: {") && s.ends_with("\n\n"));
         let v: Value = serde_json::from_str(s.trim_start_matches("data: ").trim()).unwrap();
         assert_eq!(v["error"]["message"], "replica r1 went away");
+    }
+
+    /// An SSE stream: delta events (each with some text), then maybe a usage event, then
+    /// `[DONE]`; with `\n` or `\r\n` line ends.
+    fn stream() -> impl proptest::strategy::Strategy<Value = (Vec<u8>, u64, Option<Usage>)> {
+        use proptest::prelude::*;
+        (
+            prop::collection::vec("[a-z ]{0,12}", 0..30),
+            prop::option::of((0u64..5000, 0u64..5000)),
+            any::<bool>(),
+        )
+            .prop_map(|(deltas, usage, crlf)| {
+                let nl = if crlf { "\r\n" } else { "\n" };
+                let mut s = String::new();
+                for d in &deltas {
+                    let ev = serde_json::json!({"choices": [{"delta": {"content": d}}]});
+                    s.push_str(&format!("data: {ev}{nl}{nl}"));
+                }
+                let u = usage.map(|(p, c)| {
+                    let ev = serde_json::json!({"choices": [], "usage": {"prompt_tokens": p, "completion_tokens": c}});
+                    s.push_str(&format!("data: {ev}{nl}{nl}"));
+                    Usage { prompt: p, completion: c, cached: 0 }
+                });
+                s.push_str(&format!("data: [DONE]{nl}{nl}"));
+                (s.into_bytes(), deltas.len() as u64, u)
+            })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config {
+            cases: 1024,
+            rng_seed: proptest::test_runner::RngSeed::Fixed(15),
+            failure_persistence: None,
+            ..proptest::test_runner::Config::default()
+        })]
+
+        /// The usage read from a stream, and its count of output events, do not depend on
+        /// where its bytes were cut.
+        #[test]
+        fn streams_are_read_the_same_however_cut(
+            (wire, events, usage) in stream(),
+            sizes in proptest::collection::vec(1usize..48, 1..8),
+        ) {
+            let mut sc = Scanner::new(true);
+            let (mut at, mut k) = (0, 0);
+            while at < wire.len() {
+                let n = sizes[k % sizes.len()].min(wire.len() - at);
+                sc.feed(&wire[at..at + n]);
+                at += n;
+                k += 1;
+            }
+            sc.finish();
+            proptest::prop_assert_eq!(sc.usage, usage);
+            proptest::prop_assert_eq!(sc.events, events);
+        }
+
+        /// Arbitrary bytes never panic the scanner, in either mode.
+        #[test]
+        fn arbitrary_bodies_never_panic_the_scanner(
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512),
+            cut in 1usize..64,
+        ) {
+            for sse in [true, false] {
+                let mut sc = Scanner::new(sse);
+                for piece in body.chunks(cut) {
+                    sc.feed(piece);
+                }
+                sc.finish();
+            }
+        }
+
+        /// Arbitrary and damaged request bodies never panic `inspect`, and what it accepts
+        /// names a model.
+        #[test]
+        fn request_bodies_never_panic_and_accepted_ones_name_a_model(
+            flips in proptest::collection::vec((proptest::prelude::any::<usize>(), proptest::prelude::any::<u8>()), 0..6),
+            noise in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+        ) {
+            let mut body = br#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}],"prompt":["a","b"]}"#.to_vec();
+            for (at, b) in flips {
+                let i = at % body.len();
+                body[i] = b;
+            }
+            for b in [&body[..], &noise[..]] {
+                if let Ok(i) = inspect(b, 64) {
+                    proptest::prop_assert!(!i.model.is_empty() || b.windows(7).any(|w| w == b"\"model\""));
+                }
+            }
+        }
     }
 }

@@ -605,3 +605,142 @@ async fn models_and_errors_are_openai_shaped() {
     assert_eq!(s.json()["error"]["code"], "no_replica_available");
     gw.shutdown().await;
 }
+
+/// Issue 15, item 6: a client that disconnected just before the final usage event was charged
+/// 0 tokens, bypassing its token limit and the bill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_gone_before_the_usage_event_is_charged_what_it_received() {
+    let m = replica(
+        Faults {
+            itl_ms: 20,
+            tokens: 400,
+            ..Faults::default()
+        },
+        11,
+    )
+    .await;
+    let gw = gateway(
+        &[(m.url(), "aws:us-east-1")],
+        "keys:\n  - name: team\n    key: sk-t\n    tpm: 100000\n",
+    )
+    .await;
+    // Read the head and a few events, then hang up.
+    let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (mut send, conn) = http1::handshake(TokioIo::new(stream)).await.unwrap();
+    let conn = tokio::spawn(conn);
+    let body = chat("count to four hundred for me please", true).to_string();
+    let resp = send
+        .send_request(
+            Request::post("/v1/chat/completions")
+                .header("host", gw.addr.to_string())
+                .header("content-type", "application/json")
+                .header("authorization", "Bearer sk-t")
+                .body(Full::new(Bytes::from(body)))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let mut events = 0;
+    while events < 10 {
+        let f = body.frame().await.unwrap().unwrap();
+        if let Ok(d) = f.into_data() {
+            events += d.windows(5).filter(|w| w == b"data:").count();
+        }
+    }
+    drop(body);
+    drop(send);
+    conn.abort();
+    // The gateway notices when it next writes; then the request is accounted.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while gw.gateway.metrics.tokens("team", "tiny", "completion") == 0 {
+        assert!(Instant::now() < deadline, "never accounted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let completion = gw.gateway.metrics.tokens("team", "tiny", "completion");
+    let prompt = gw.gateway.metrics.tokens("team", "tiny", "prompt");
+    assert!(completion >= 10, "{completion} completion tokens");
+    assert!(
+        completion < 400,
+        "{completion}: charged past what it received"
+    );
+    assert!(prompt > 0, "the prompt is charged too");
+    let metrics = get(gw.addr, "/metrics").await;
+    assert!(
+        metrics.contains("stratus_gateway_usage_estimated_total 1"),
+        "{metrics}"
+    );
+    gw.shutdown().await;
+    m.kill();
+}
+
+/// Issue 15, item 5: a request head left unfinished held its connection open (75 s in the
+/// audit); now the gateway drops it after `header_timeout_ms`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_head_left_unfinished_is_dropped() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let m = replica(Faults::default(), 12).await;
+    let gw = gateway(&[(m.url(), "aws:us-east-1")], "header_timeout_ms: 200\n").await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .await
+        .unwrap();
+    // The gateway ends the connection by itself (the wait only bounds a broken test).
+    let mut buf = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(60), s.read_to_end(&mut buf)).await;
+    assert!(r.is_ok(), "the connection was held open");
+    gw.shutdown().await;
+    m.kill();
+}
+
+/// Issue 15, item 5: nothing capped the connections a client could hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_cap_are_answered_503() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let m = replica(Faults::default(), 13).await;
+    let gw = gateway(&[(m.url(), "aws:us-east-1")], "max_connections: 2\n").await;
+    let _a = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let _b = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    // Give the accept loop both before the third arrives (it takes connections in order).
+    let mut tries = 0;
+    let c = loop {
+        tries += 1;
+        assert!(tries < 1000, "the third connection was served");
+        let mut c = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        c.write_all(b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut head = [0u8; 12];
+        c.read_exact(&mut head).await.unwrap();
+        if &head == b"HTTP/1.1 503" {
+            break c;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    drop(c);
+    gw.shutdown().await;
+    m.kill();
+}
+
+/// Issue 15, item 5: a body sent slowly, or never finished, held its connection as long as
+/// the client liked; it gets the head's deadline too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_body_left_unfinished_is_answered_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let m = replica(Faults::default(), 14).await;
+    let gw = gateway(&[(m.url(), "aws:us-east-1")], "header_timeout_ms: 200\n").await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"model\":",
+    )
+    .await
+    .unwrap();
+    let mut head = [0u8; 12];
+    let r = tokio::time::timeout(Duration::from_secs(60), s.read_exact(&mut head)).await;
+    assert!(r.is_ok(), "the connection was held open");
+    assert_eq!(&head, b"HTTP/1.1 408");
+    assert_eq!(m.mock.requests.load(std::sync::atomic::Ordering::SeqCst), 0);
+    gw.shutdown().await;
+    m.kill();
+}

@@ -38,6 +38,8 @@ pub struct Meter {
     /// Open records and the observation that last saw each.
     open: BTreeMap<String, (Usage, u64)>,
     closed: Vec<Usage>,
+    /// Tokens of `closed`, so a record reported again is reopened instead of doubled.
+    closed_tokens: std::collections::HashSet<String>,
     round: u64,
     /// Tokens of open records that changed since [`Meter::take_changed`] last ran.
     changed: std::collections::BTreeSet<String>,
@@ -93,6 +95,19 @@ impl Meter {
     /// driver forgets it) and is closed, as last billed, once it does not. Called after every
     /// change by the simulator, so an instance already open costs a map lookup.
     pub fn observe<'a>(&mut self, now: Time, instances: impl IntoIterator<Item = &'a Instance>) {
+        self.observe_partial(now, instances, |_| true);
+    }
+
+    /// [`Meter::observe`] for a driver that could read only part of its world: `read(pool)`
+    /// says whether the pool's region or provider was read. A record of a pool that was not
+    /// is left as it stands, neither extended nor closed, since its instance is unknown, not
+    /// gone. A closed record whose instance is reported again is reopened, never doubled.
+    pub fn observe_partial<'a>(
+        &mut self,
+        now: Time,
+        instances: impl IntoIterator<Item = &'a Instance>,
+        read: impl Fn(&str) -> bool,
+    ) {
         self.round += 1;
         let round = self.round;
         let mut seen = 0usize;
@@ -114,7 +129,14 @@ impl Meter {
                     grew
                 }
                 None => {
-                    let u = Meter::record(inst, end);
+                    let mut u = Meter::record(inst, end);
+                    if self.closed_tokens.remove(&r.token) {
+                        if let Some(i) = self.closed.iter().position(|c| c.token == r.token) {
+                            let old = self.closed.remove(i);
+                            u.start_s = u.start_s.min(old.start_s);
+                            u.end_s = u.end_s.max(old.end_s);
+                        }
+                    }
                     self.open.insert(r.token.clone(), (u, round));
                     true
                 }
@@ -127,7 +149,7 @@ impl Meter {
             let gone: Vec<String> = self
                 .open
                 .iter()
-                .filter(|(_, (_, at))| *at != round)
+                .filter(|(_, (u, at))| *at != round && read(&u.pool))
                 .map(|(k, _)| k.clone())
                 .collect();
             for k in gone {
@@ -135,6 +157,7 @@ impl Meter {
                 if self.changed.remove(&k) {
                     self.changed_closed.push(u.clone());
                 }
+                self.closed_tokens.insert(u.token.clone());
                 self.closed.push(u);
             }
         }
@@ -150,7 +173,7 @@ impl Meter {
             pool: r.pool.clone(),
             category: r.category,
             nodes: r.nodes,
-            committed_nodes: r.committed_nodes.min(r.nodes),
+            committed_nodes: stratus_control::PoolCapacity::of(r).committed,
             start_s: inst.launched_at.0,
             end_s: end.max(inst.launched_at.0),
         }
@@ -296,5 +319,27 @@ mod tests {
             "a failed write is handed out again"
         );
         assert_eq!(m.usage().len(), 3);
+    }
+
+    /// See issue 15: a region that could not be observed closed its records, and the same
+    /// token seen again later was billed twice.
+    #[test]
+    fn a_record_whose_region_was_not_read_is_kept_open_and_never_doubled() {
+        let mut m = Meter::new();
+        let a = inst("a", InstanceState::Running, 0.0);
+        m.observe(Time(100.0), [&a]);
+        // Its region could not be read: neither closed nor extended.
+        m.observe_partial(Time(200.0), [], |pool| pool != "p:r:t");
+        assert_eq!(m.usage()[0].end_s, 100.0);
+        m.observe(Time(300.0), [&a]);
+        let u = m.usage();
+        assert_eq!(u.len(), 1, "{u:?}");
+        assert_eq!((u[0].start_s, u[0].end_s), (0.0, 300.0));
+        // Closed, then reported again: reopened, one record.
+        m.observe(Time(400.0), []);
+        m.observe(Time(500.0), [&a]);
+        let u = m.usage();
+        assert_eq!(u.len(), 1, "{u:?}");
+        assert_eq!((u[0].start_s, u[0].end_s), (0.0, 500.0));
     }
 }

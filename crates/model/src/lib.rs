@@ -8,6 +8,7 @@
 
 pub mod accelerator;
 pub mod fleet;
+pub mod name;
 pub mod parse;
 pub mod units;
 pub mod workload;

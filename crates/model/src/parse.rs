@@ -63,7 +63,74 @@ impl Format {
 }
 
 /// Deserialize `text` (named `file`) in `format`, mapping parser errors to [`InputError`].
+/// An error the parser could not tie to a field (broken syntax) names the field written at or
+/// above its line.
 pub fn from_str<T: DeserializeOwned>(
+    file: &str,
+    text: &str,
+    format: Format,
+) -> Result<T, InputError> {
+    from_str_raw(file, text, format).map_err(|mut e| {
+        if e.field.is_none() {
+            e.field = e.line.and_then(|l| enclosing_key(text, l));
+        }
+        if e.line.is_none() && !text.trim().is_empty() {
+            // Errors at the very end of the text (an unclosed document).
+            e.line = Some(text.lines().count().max(1));
+            if e.field.is_none() {
+                e.field = enclosing_key(text, text.lines().count().max(1));
+            }
+        }
+        e
+    })
+}
+
+/// The key written on line `line` (1-based) or, failing that, on the nearest line above it
+/// (below it, for an error before the first key): `key:` (YAML), `"key":` (JSON), `key =` or
+/// `[table]` (TOML).
+fn enclosing_key(text: &str, line: usize) -> Option<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let from = line.min(lines.len());
+    lines[..from]
+        .iter()
+        .rev()
+        .chain(lines[from..].iter())
+        .find_map(|l| key_of(l))
+}
+
+/// The key a line writes, if any.
+fn key_of(l: &str) -> Option<String> {
+    let t = l.trim_start().trim_start_matches("- ").trim_start();
+    // JSON: "key":
+    if let Some(rest) = t.strip_prefix('"') {
+        if let Some((k, after)) = rest.split_once('"') {
+            if after.trim_start().starts_with(':') && is_key(k) {
+                return Some(k.to_string());
+            }
+        }
+    }
+    // TOML: [table] or [[table]]
+    if t.starts_with('[') {
+        let k = t.trim_matches(|c| c == '[' || c == ']' || c == ' ');
+        let k = k.rsplit('.').next().unwrap_or(k);
+        if is_key(k) {
+            return Some(k.to_string());
+        }
+    }
+    // YAML `key:` and TOML `key =`.
+    let end = t.find([':', '=']).unwrap_or(0);
+    let k = t[..end].trim();
+    (end > 0 && is_key(k)).then(|| k.to_string())
+}
+
+fn is_key(k: &str) -> bool {
+    !k.is_empty()
+        && k.len() <= 64
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+fn from_str_raw<T: DeserializeOwned>(
     file: &str,
     text: &str,
     format: Format,
@@ -204,7 +271,27 @@ pub fn find_line(text: &str, needle: &str, nth: usize) -> Option<usize> {
 }
 
 fn err(file: &str, text: &str, needle: &str, field: String, reason: String) -> InputError {
-    err_nth(file, text, needle, 0, field, reason)
+    let mut e = err_nth(file, text, needle, 0, field, reason);
+    // Point at the field's own line when it follows the line naming its item.
+    let key = e
+        .field
+        .as_deref()
+        .and_then(|f| f.rsplit('.').next())
+        .map(|k| k.split('[').next().unwrap_or(k).to_string())
+        .filter(|k| !k.is_empty() && k != "name");
+    if let (Some(from), Some(key)) = (e.line, key) {
+        let (colon, quoted) = (format!("{key}:"), format!("\"{key}\""));
+        for (i, l) in text.lines().enumerate().skip(from - 1).take(200) {
+            if i + 1 > from && (l.contains("name:") || l.contains("\"name\"")) {
+                break;
+            }
+            if l.contains(&colon) || l.contains(&quoted) {
+                e.line = Some(i + 1);
+                break;
+            }
+        }
+    }
+    e
 }
 
 /// An error located at the `nth` line mentioning `needle` (a duplicate's second mention).
@@ -216,12 +303,40 @@ fn err_nth(
     field: String,
     reason: String,
 ) -> InputError {
+    let line = (!needle.is_empty())
+        .then(|| find_line(text, needle, nth))
+        .flatten()
+        .or_else(|| locate(text, &field));
     InputError {
         file: file.into(),
-        line: find_line(text, needle, nth),
+        line,
         field: Some(field),
         reason,
     }
+}
+
+/// A line for a field path (`inference[0].demand[1].from`) when its value cannot be found
+/// written as it was read (an escaped string, an empty name): the first line writing the
+/// path's last key at or after its first key's.
+pub fn locate(text: &str, field: &str) -> Option<usize> {
+    let keys: Vec<&str> = field
+        .split(['.', '['])
+        .map(|k| k.trim_end_matches(']'))
+        .filter(|k| !k.is_empty() && !k.bytes().all(|b| b.is_ascii_digit()))
+        .collect();
+    let writes =
+        |l: &str, k: &str| key_of(l).is_some_and(|x| x == k) || l.contains(&format!("{k}:"));
+    let lines: Vec<&str> = text.lines().collect();
+    let start = keys
+        .first()
+        .and_then(|k| lines.iter().position(|l| writes(l, k)))
+        .unwrap_or(0);
+    let last = keys.last()?;
+    lines[start..]
+        .iter()
+        .position(|l| writes(l, last))
+        .map(|i| start + i + 1)
+        .or(Some(start + 1))
 }
 
 /// Load and validate a fleet file.
@@ -238,11 +353,27 @@ pub fn load_workloads(path: &Path, fleet: &Fleet) -> Result<WorkloadSet, InputEr
     Ok(w)
 }
 
-/// Semantic checks on a fleet: unique ids, sane PUE, commitments within capacity.
+/// Most nodes one pool may have.
+pub const POOL_NODES_MAX: u32 = 10_000_000;
+
+/// Most chips one node may have.
+pub const NODE_CHIPS_MAX: u32 = 4096;
+
+/// Most chips a whole fleet may have (2^31: a node count times chips per node, a replica
+/// count times chips per replica, never overflow the planner's 32-bit arithmetic).
+pub const FLEET_CHIPS_MAX: u64 = 1 << 31;
+
+/// Semantic checks on a fleet: unique ids, names in the fleet-identifier grammar, sane PUE,
+/// commitments within capacity, counts within bounds.
 pub fn validate_fleet(fleet: &Fleet, file: &str, text: &str) -> Result<(), InputError> {
     let mut providers = HashSet::new();
     let mut pools = HashSet::new();
+    let mut chips: u64 = 0;
+    let id = |v: &str, field: String| -> Result<(), InputError> {
+        crate::name::check_fleet_id(v).map_err(|r| err(file, text, v, field, r))
+    };
     for (pi, p) in fleet.providers.iter().enumerate() {
+        id(&p.name, format!("providers[{pi}].name"))?;
         if !providers.insert(p.name.as_str()) {
             return Err(err_nth(
                 file,
@@ -256,6 +387,7 @@ pub fn validate_fleet(fleet: &Fleet, file: &str, text: &str) -> Result<(), Input
         let mut regions = HashSet::new();
         for (ri, r) in p.regions.iter().enumerate() {
             let at = format!("providers[{pi}].regions[{ri}]");
+            id(&r.name, format!("{at}.name"))?;
             if !regions.insert(r.name.as_str()) {
                 return Err(err_nth(
                     file,
@@ -286,6 +418,33 @@ pub fn validate_fleet(fleet: &Fleet, file: &str, text: &str) -> Result<(), Input
             }
             for (qi, q) in r.pools.iter().enumerate() {
                 let at = format!("{at}.pools[{qi}]");
+                id(&q.id, format!("{at}.id"))?;
+                let bound = |v: u32, max: u32, field: &str| -> Result<(), InputError> {
+                    if v > max {
+                        Err(err(
+                            file,
+                            text,
+                            &q.id,
+                            format!("{at}.{field}"),
+                            format!("{v} is more than {max}"),
+                        ))
+                    } else {
+                        Ok(())
+                    }
+                };
+                bound(q.nodes, POOL_NODES_MAX, "nodes")?;
+                bound(q.spot_nodes, POOL_NODES_MAX, "spot_nodes")?;
+                bound(q.chips_per_node, NODE_CHIPS_MAX, "chips_per_node")?;
+                chips += u64::from(q.nodes.max(q.spot_nodes)) * u64::from(q.chips_per_node);
+                if chips > FLEET_CHIPS_MAX {
+                    return Err(err(
+                        file,
+                        text,
+                        &q.id,
+                        format!("{at}.nodes"),
+                        format!("the fleet would hold more than {FLEET_CHIPS_MAX} chips"),
+                    ));
+                }
                 if !pools.insert(q.id.as_str()) {
                     return Err(err_nth(
                         file,
@@ -337,8 +496,11 @@ pub fn validate_fleet(fleet: &Fleet, file: &str, text: &str) -> Result<(), Input
     Ok(())
 }
 
-/// Semantic checks on workloads: unique names, images for every allowed architecture,
-/// positive sizes, and region references that exist in the fleet.
+/// Semantic checks on workloads: unique names in the workload-name grammar
+/// ([`crate::name`]), images for every allowed architecture, positive sizes, finite times,
+/// region references that exist in the fleet, and every count bounded by what it means:
+/// redundancy by the providers and regions the fleet has, chips and replicas by the chips
+/// it holds.
 pub fn validate_workloads(
     w: &WorkloadSet,
     fleet: &Fleet,
@@ -349,6 +511,42 @@ pub fn validate_workloads(
         .regions()
         .map(|(p, r)| region_id(&p.name, &r.name))
         .collect();
+    let fleet_chips: u64 = fleet
+        .pools()
+        .map(|(_, _, q)| u64::from(q.nodes.max(q.spot_nodes)) * u64::from(q.chips_per_node))
+        .sum::<u64>()
+        .max(1);
+    let chips_ok = |chips: u32, name: &str, field: String| -> Result<(), InputError> {
+        if u64::from(chips) > fleet_chips {
+            Err(err(
+                file,
+                text,
+                name,
+                field,
+                format!("{chips} chips are more than the whole fleet holds ({fleet_chips})"),
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    // A time in hours or minutes: a finite number, positive unless zero is allowed.
+    let time_ok = |v: f64, zero: bool, name: &str, field: String| -> Result<(), InputError> {
+        let ok = v.is_finite() && (v > 0.0 || zero && v == 0.0);
+        if ok {
+            Ok(())
+        } else {
+            Err(err(
+                file,
+                text,
+                name,
+                field,
+                format!(
+                    "must be a finite number {} 0, got {v}",
+                    if zero { "at least" } else { "above" }
+                ),
+            ))
+        }
+    };
     let mut names: HashMap<String, usize> = HashMap::new();
     let mut check_name = |name: &str, field: String| -> Result<(), InputError> {
         let seen = names.entry(name.to_string()).or_insert(0);
@@ -363,15 +561,8 @@ pub fn validate_workloads(
                 format!("duplicate workload name {name:?}"),
             ));
         }
-        if name.is_empty() {
-            return Err(InputError {
-                file: file.into(),
-                line: None,
-                field: Some(field),
-                reason: "name must not be empty".into(),
-            });
-        }
-        Ok(())
+        crate::name::check_workload_name(name)
+            .map_err(|reason| err_nth(file, text, name, 0, field, reason))
     };
     let images_cover = |accs: &mut dyn Iterator<Item = Accelerator>,
                         images: &std::collections::BTreeMap<crate::Arch, String>,
@@ -414,6 +605,13 @@ pub fn validate_workloads(
                 "gang size must be at least 1".into(),
             ));
         }
+        chips_ok(t.chips, &t.name, format!("{at}.chips"))?;
+        time_ok(
+            t.checkpoint_minutes,
+            true,
+            &t.name,
+            format!("{at}.checkpoint_minutes"),
+        )?;
         if t.accelerators.is_empty() {
             return Err(err(
                 file,
@@ -427,14 +625,8 @@ pub fn validate_workloads(
         if let Some(d) = &t.data_region {
             region_ok(d, &t.name, format!("{at}.data_region"))?;
         }
-        if matches!(t.deadline_hours, Some(h) if h.is_nan() || h <= 0.0) {
-            return Err(err(
-                file,
-                text,
-                &t.name,
-                format!("{at}.deadline_hours"),
-                "must be positive".into(),
-            ));
+        if let Some(h) = t.deadline_hours {
+            time_ok(h, false, &t.name, format!("{at}.deadline_hours"))?;
         }
     }
     for (i, s) in w.inference.iter().enumerate() {
@@ -470,17 +662,70 @@ pub fn validate_workloads(
                 "list at least one user location".into(),
             ));
         }
+        let mut froms = HashSet::new();
         for (j, d) in s.demand.iter().enumerate() {
             region_ok(&d.from, &s.name, format!("{at}.demand[{j}].from"))?;
+            if !froms.insert(d.from.as_str()) {
+                return Err(err_nth(
+                    file,
+                    text,
+                    &d.from,
+                    1,
+                    format!("{at}.demand[{j}].from"),
+                    format!("{} is listed twice; give one demand per location", d.from),
+                ));
+            }
         }
-        if s.min_providers == 0 || s.min_regions == 0 {
-            return Err(err(
-                file,
-                text,
-                &s.name,
-                format!("{at}.min_providers"),
-                "must be at least 1".into(),
-            ));
+        for (v, field, have, what) in [
+            (
+                s.min_providers,
+                "min_providers",
+                fleet.providers.len(),
+                "providers",
+            ),
+            (s.min_regions, "min_regions", regions.len(), "regions"),
+        ] {
+            if v == 0 {
+                return Err(err(
+                    file,
+                    text,
+                    &s.name,
+                    format!("{at}.{field}"),
+                    "must be at least 1".into(),
+                ));
+            }
+            if v as usize > have {
+                return Err(err(
+                    file,
+                    text,
+                    &s.name,
+                    format!("{at}.{field}"),
+                    format!("{v} is more than the {have} {what} the fleet has"),
+                ));
+            }
+        }
+        for (a, r) in &s.replica {
+            // Every location's replicas, at this accelerator's throughput, must fit the fleet.
+            let replicas: f64 = s
+                .demand
+                .iter()
+                .map(|d| (d.rps.0 / r.rps.0).ceil().max(1.0))
+                .sum::<f64>()
+                * f64::from(s.min_providers.max(s.min_regions).max(1));
+            let chips = replicas * f64::from(r.chips);
+            if chips.is_nan() || chips > fleet_chips as f64 {
+                return Err(err(
+                    file,
+                    text,
+                    &s.name,
+                    format!("{at}.replica.{a}"),
+                    format!(
+                        "serving the demand takes {replicas:.0} replicas of {} chips on {a}, \
+                         more than the whole fleet holds ({fleet_chips} chips)",
+                        r.chips
+                    ),
+                ));
+            }
         }
     }
     for (i, b) in w.batch.iter().enumerate() {
@@ -494,6 +739,10 @@ pub fn validate_workloads(
                 format!("{at}.chips"),
                 "must be at least 1".into(),
             ));
+        }
+        chips_ok(b.chips, &b.name, format!("{at}.chips"))?;
+        if let Some(h) = b.deadline_hours {
+            time_ok(h, false, &b.name, format!("{at}.deadline_hours"))?;
         }
         if b.accelerators.is_empty() {
             return Err(err(

@@ -180,3 +180,127 @@ fn fleet_round_trips_through_json_and_yaml() {
     let yaml = stratus_model::parse::to_yaml(&f).unwrap();
     assert_eq!(from_str::<Fleet>("f.yaml", &yaml, Format::Yaml).unwrap(), f);
 }
+
+const SERVICE: &str = r#"
+inference:
+  - name: chat
+    model: m
+    replica: {H100: {chips: 8, rps: 10}}
+    images: {cuda: x}
+    demand: [{from: "aws:us-east-1", rps: 30}]
+    latency_slo_ms: 100
+"#;
+
+/// See issue 15: `min_regions: 200000000` was accepted, and the planner's allocation of that
+/// many shards aborted the process, again at every restart since the workload was stored.
+#[test]
+fn redundancy_beyond_the_fleets_regions_is_refused_not_an_abort() {
+    for (field, v, why) in [
+        ("min_regions", "200000000", "more than the 1 regions"),
+        ("min_providers", "2", "more than the 1 providers"),
+        ("min_regions", "0", "at least 1"),
+    ] {
+        let text = SERVICE.replace(
+            "    latency_slo_ms: 100\n",
+            &format!("    latency_slo_ms: 100\n    {field}: {v}\n"),
+        );
+        let e = workload_err(&text);
+        assert_eq!(
+            e.field.as_deref(),
+            Some(&*format!("inference[0].{field}")),
+            "{e}"
+        );
+        assert!(e.reason.contains(why), "{e}");
+        // The field's own line.
+        assert_eq!(e.line, Some(9), "{e}");
+    }
+}
+
+/// See issue 15: 2,147,483,652 replicas of 16 chips were "placed" on 8 nodes (the count
+/// overflowed in a release build).
+#[test]
+fn replicas_beyond_what_the_fleet_holds_are_refused() {
+    let e = workload_err(&SERVICE.replace("rps: 30}", "rps: 21474836520}"));
+    assert_eq!(e.field.as_deref(), Some("inference[0].replica.H100"), "{e}");
+    assert!(
+        e.reason
+            .contains("more than the whole fleet holds (512 chips)"),
+        "{e}"
+    );
+    let e = workload_err(&TRAIN.replace("chips: 64", "chips: 4294967295"));
+    assert_eq!(e.field.as_deref(), Some("training[0].chips"), "{e}");
+    assert!(e.reason.contains("more than the whole fleet"), "{e}");
+}
+
+/// See issue 15: `.nan` and `.inf` were stored as null (the workload was never planned,
+/// while the API answered "created"), and a negative checkpoint interval made moving a job
+/// look profitable at every re-plan.
+#[test]
+fn nan_infinite_and_negative_times_are_refused() {
+    for (line, field) in [
+        ("    checkpoint_minutes: .nan\n", "checkpoint_minutes"),
+        ("    checkpoint_minutes: .inf\n", "checkpoint_minutes"),
+        ("    checkpoint_minutes: -30\n", "checkpoint_minutes"),
+        ("    deadline_hours: .nan\n", "deadline_hours"),
+        ("    deadline_hours: .inf\n", "deadline_hours"),
+        ("    deadline_hours: -1\n", "deadline_hours"),
+    ] {
+        let e = workload_err(&(TRAIN.to_string() + line));
+        assert_eq!(
+            e.field.as_deref(),
+            Some(&*format!("training[0].{field}")),
+            "{line}: {e}"
+        );
+        assert!(e.reason.contains("finite number"), "{line}: {e}");
+        assert!(e.line.is_some(), "{line}: {e}");
+    }
+    let batch = "batch:\n  - name: b\n    chips: 8\n    accelerators: [H100]\n    images: {cuda: x}\n    work_chip_hours: 1\n    deadline_hours: .inf\n";
+    let e = workload_err(batch);
+    assert_eq!(e.field.as_deref(), Some("batch[0].deadline_hours"), "{e}");
+}
+
+/// See issue 15: names holding `@` or `#` could collide with another workload's unit keys
+/// (one was never launched and not listed as unplaced).
+#[test]
+fn names_outside_the_grammar_and_repeated_locations_are_refused() {
+    for name in [
+        "\"chat@aws:us-east-1\"",
+        "\"chat#0\"",
+        "Chat",
+        "\"a b\"",
+        "\"x,LD_PRELOAD=/x.so\"",
+    ] {
+        let e = workload_err(&SERVICE.replace("name: chat", &format!("name: {name}")));
+        assert_eq!(e.field.as_deref(), Some("inference[0].name"), "{name}: {e}");
+        assert!(e.reason.contains("name"), "{name}: {e}");
+    }
+    let twice = SERVICE.replace(
+        "demand: [{from: \"aws:us-east-1\", rps: 30}]",
+        "demand: [{from: \"aws:us-east-1\", rps: 30}, {from: \"aws:us-east-1\", rps: 5}]",
+    );
+    let e = workload_err(&twice);
+    assert_eq!(
+        e.field.as_deref(),
+        Some("inference[0].demand[1].from"),
+        "{e}"
+    );
+    assert!(e.reason.contains("listed twice"), "{e}");
+}
+
+#[test]
+fn fleet_names_and_counts_are_bounded() {
+    let e = fleet_err(&FLEET.replace("name: us-east-1", "name: \"us-east-1#2\""));
+    assert_eq!(
+        e.field.as_deref(),
+        Some("providers[0].regions[0].name"),
+        "{e}"
+    );
+    let e = fleet_err(&FLEET.replace("nodes: 64", "nodes: 4000000000"));
+    assert!(e.reason.contains("more than"), "{e}");
+    let e = fleet_err(&FLEET.replace("chips_per_node: 8", "chips_per_node: 100000"));
+    assert_eq!(
+        e.field.as_deref(),
+        Some("providers[0].regions[0].pools[0].chips_per_node"),
+        "{e}"
+    );
+}

@@ -76,23 +76,185 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/usage", get(usage))
         .route("/v1/ledger/focus.csv", get(focus_csv))
-        .route("/v1/tokens", post(create_token))
+        .route("/v1/tokens", post(create_token).get(list_tokens))
+        .route("/v1/tokens/{id}", axum::routing::delete(revoke_token))
+        .route("/v1/audit", get(audit_log))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(app.clone(), audit))
+        .layer(axum::middleware::from_fn(deadline))
+        .layer(axum::middleware::map_response(security_headers))
         .with_state(app)
+}
+
+/// Longest a request may take, its body included: a client sending a body slowly, or never
+/// finishing it, does not hold a connection for longer.
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+async fn deadline(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => err(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request took longer than {} s",
+                REQUEST_TIMEOUT.as_secs()
+            ),
+        )
+        .into_response(),
+    }
+}
+
+/// What a write changed, in one line, for the audit log (a handler attaches it to its
+/// answer).
+#[derive(Debug, Clone)]
+pub struct AuditDetail(pub String);
+
+/// The bearer token of a request, if any.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+}
+
+/// Record every write (any method but GET, HEAD and OPTIONS) with who made it, what it was
+/// and how it ended, after the handler ran.
+async fn audit(
+    State(app): State<Arc<App>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let method = req.method().clone();
+    if matches!(
+        method,
+        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+    ) {
+        return next.run(req).await;
+    }
+    let path = req.uri().path().to_string();
+    let who = match bearer(req.headers()) {
+        Some(t) => app.store.token_of(&auth::hash(t)).await.ok().flatten(),
+        None => None,
+    };
+    let resp = next.run(req).await;
+    let detail = resp
+        .extensions()
+        .get::<AuditDetail>()
+        .map(|d| d.0.clone())
+        .unwrap_or_default();
+    let rec = crate::store::AuditRecord {
+        id: 0,
+        at_ms: now_ms(),
+        who: who
+            .as_ref()
+            .map(|t| format!("{} ({})", t.name, t.id))
+            .unwrap_or_else(|| "-".into()),
+        role: who.map(|t| t.role).unwrap_or_else(|| "-".into()),
+        method: method.to_string(),
+        path,
+        status: i64::from(resp.status().as_u16()),
+        detail,
+    };
+    if let Err(e) = app.store.audit(&rec).await {
+        log!(
+            "stratus serve: audit record of {} {} not stored: {e}",
+            rec.method,
+            rec.path
+        );
+    }
+    resp
+}
+
+/// `GET /v1/audit`: every write through the API (`?since=ID&limit=`), for admins.
+async fn audit_log(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Query(q): Query<Limit>,
+) -> Result<Json<Value>, ApiError> {
+    require(&app, &headers, Role::Admin).await?;
+    let list = app
+        .store
+        .audit_log(
+            q.since.unwrap_or(0),
+            q.limit.unwrap_or(500).clamp(1, 10_000),
+        )
+        .await?;
+    Ok(Json(json!({ "audit": list })))
+}
+
+/// `GET /v1/tokens`: every token's id, name, role and age (never a value), for admins.
+async fn list_tokens(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    require(&app, &headers, Role::Admin).await?;
+    Ok(Json(json!({ "tokens": app.store.tokens().await? })))
+}
+
+/// `DELETE /v1/tokens/{id}`: revoke a token (not the last admin one).
+async fn revoke_token(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    require(&app, &headers, Role::Admin).await?;
+    match app.store.revoke_token(&id).await? {
+        crate::store::Revoke::Revoked(t) => Ok((
+            axum::Extension(AuditDetail(format!(
+                "revoked token {} ({}, {})",
+                t.name, t.role, t.id
+            ))),
+            StatusCode::NO_CONTENT,
+        )
+            .into_response()),
+        crate::store::Revoke::NotFound => Err(err(
+            StatusCode::NOT_FOUND,
+            format!("no token with id `{id}` (see GET /v1/tokens)"),
+        )),
+        crate::store::Revoke::LastAdmin => Err(err(
+            StatusCode::CONFLICT,
+            format!("`{id}` is the last admin token; create another admin token first"),
+        )),
+    }
+}
+
+/// The page's content security policy: its own scripts, styles and data only (plots arrive
+/// as blobs), in no frame.
+pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+img-src 'self' blob: data:; connect-src 'self'; font-src 'self'; base-uri 'none'; \
+form-action 'none'; frame-ancestors 'none'";
+
+/// Headers every answer carries: the page may not be framed or run anything but its own
+/// files, and no answer is sniffed into another type.
+async fn security_headers(mut r: Response) -> Response {
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        header::HeaderValue::from_static(CSP),
+    );
+    h.insert(
+        header::X_FRAME_OPTIONS,
+        header::HeaderValue::from_static("DENY"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        header::HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        header::HeaderValue::from_static("no-referrer"),
+    );
+    r
 }
 
 /// The caller's role, or 401 (no or unknown token) / 403 (role too low).
 pub(crate) async fn require(app: &App, headers: &HeaderMap, need: Role) -> Result<Role, ApiError> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| {
-            err(
-                StatusCode::UNAUTHORIZED,
-                "missing `Authorization: Bearer <token>`",
-            )
-        })?;
+    let token = bearer(headers).ok_or_else(|| {
+        err(
+            StatusCode::UNAUTHORIZED,
+            "missing `Authorization: Bearer <token>`",
+        )
+    })?;
     let role = app
         .store
         .role_of(&auth::hash(token))
@@ -112,12 +274,74 @@ pub(crate) async fn require(app: &App, headers: &HeaderMap, need: Role) -> Resul
     Ok(role)
 }
 
+/// Ready when the database answers and the reconcile loop works: not since a panic it has
+/// not yet recovered from, and not stalled.
 async fn readyz(State(app): State<Arc<App>>) -> Response {
-    if app.store.ping().await {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n").into_response()
+    if !app.store.ping().await {
+        return (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n").into_response();
     }
+    match app.loop_trouble() {
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response(),
+        None => (StatusCode::OK, "ready\n").into_response(),
+    }
+}
+
+/// Stored workloads as a workload set, checked one by one against `fleet` as the API checks
+/// them: a spec that no longer parses or validates (stored by an older version that
+/// accepted it) is left out and returned with why, so one bad record never stops the
+/// service.
+pub fn checked_workloads(
+    items: &[StoredWorkload],
+    fleet: &stratus_model::Fleet,
+) -> (WorkloadSet, BTreeMap<String, String>) {
+    let mut out = WorkloadSet::default();
+    let mut bad = BTreeMap::new();
+    for it in items {
+        let file = format!("stored workload {}", it.name);
+        let one = match it.kind.as_str() {
+            "training" => {
+                serde_json::from_value::<Training>(it.spec.clone()).map(|t| WorkloadSet {
+                    training: vec![t],
+                    ..Default::default()
+                })
+            }
+            "inference" => {
+                serde_json::from_value::<Inference>(it.spec.clone()).map(|s| WorkloadSet {
+                    inference: vec![s],
+                    ..Default::default()
+                })
+            }
+            "batch" => serde_json::from_value::<Batch>(it.spec.clone()).map(|b| WorkloadSet {
+                batch: vec![b],
+                ..Default::default()
+            }),
+            k => {
+                bad.insert(it.name.clone(), format!("{file}: unknown kind `{k}`"));
+                continue;
+            }
+        };
+        let one = match one {
+            Ok(w) => w,
+            Err(e) => {
+                bad.insert(it.name.clone(), format!("{file}: {e}"));
+                continue;
+            }
+        };
+        let names_match = stratus_control::strategy::names(&one).all(|n| n == it.name);
+        if !names_match {
+            bad.insert(
+                it.name.clone(),
+                format!("{file}: the spec names another workload"),
+            );
+            continue;
+        }
+        if let Err(e) = parse::validate_workloads(&one, fleet, &file, "") {
+            bad.insert(it.name.clone(), e.to_string());
+            continue;
+        }
+        out.extend(one);
+    }
+    (out, bad)
 }
 
 /// Stored workloads as a workload set (specs that no longer parse are skipped).
@@ -161,12 +385,20 @@ async fn list_workloads(
     Ok(Json(json!({ "workloads": items })))
 }
 
+/// A workload name from a path, checked against the grammar every name entering stratus
+/// follows (`stratus_model::name`).
+fn path_name(name: &str) -> Result<(), ApiError> {
+    stratus_model::name::check_workload_name(name)
+        .map_err(|e| err(StatusCode::BAD_REQUEST, format!("path: {e}")))
+}
+
 async fn get_workload(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     require(&app, &headers, Role::Viewer).await?;
+    path_name(&name)?;
     match app.store.workload(&name).await? {
         Some(w) => Ok(Json(json!(w))),
         None => Err(err(
@@ -180,12 +412,17 @@ async fn delete_workload(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     Path(name): Path<String>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Response, ApiError> {
     require(&app, &headers, Role::Operator).await?;
+    path_name(&name)?;
     if app.store.delete(&name).await? {
         app.changed.store(true, std::sync::atomic::Ordering::SeqCst);
         app.wake.notify_one();
-        Ok(StatusCode::NO_CONTENT)
+        Ok((
+            axum::Extension(AuditDetail(format!("deleted workload {name}"))),
+            StatusCode::NO_CONTENT,
+        )
+            .into_response())
     } else {
         Err(err(
             StatusCode::NOT_FOUND,
@@ -232,7 +469,7 @@ async fn apply(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     body: String,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     require(&app, &headers, Role::Operator).await?;
     let json_body = headers
         .get(header::CONTENT_TYPE)
@@ -260,11 +497,20 @@ async fn apply(
     let result = app.store.apply(&workload_items(&w), now_ms()).await?;
     app.changed.store(true, std::sync::atomic::Ordering::SeqCst);
     app.wake.notify_one();
+    let detail = result
+        .iter()
+        .map(|(name, r)| format!("{name} {r}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     let applied: Vec<Value> = result
         .into_iter()
         .map(|(name, r)| json!({"name": name, "result": r}))
         .collect();
-    Ok(Json(json!({ "applied": applied })))
+    Ok((
+        axum::Extension(AuditDetail(format!("applied {detail}"))),
+        Json(json!({ "applied": applied })),
+    )
+        .into_response())
 }
 
 async fn current_plan(
@@ -390,7 +636,7 @@ async fn actions(
 /// --start 0` bills them.
 async fn usage(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, ApiError> {
     require(&app, &headers, Role::Viewer).await?;
-    let records = app.control.lock().expect("control lock").meter.usage();
+    let records = crate::lock(&app.control).meter.usage();
     let mut out = String::new();
     for u in &records {
         out.push_str(&serde_json::to_string(u).expect("usage serializes"));
@@ -417,7 +663,7 @@ async fn focus_csv(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Re
 
 /// Counters and observed state, for `stratus status` and dashboards.
 fn observed(app: &App) -> Value {
-    let c = app.control.lock().expect("control lock");
+    let c = crate::lock(&app.control);
     let mut states: BTreeMap<&str, u64> = BTreeMap::new();
     let mut chips: u64 = 0;
     // The controller's last observation: the API never calls a driver (it may block on a
@@ -440,20 +686,39 @@ fn observed(app: &App) -> Value {
             chips += (i.request.nodes * cpn) as u64;
         }
     }
+    let mut unplaced: BTreeMap<String, String> = c.controller.unplaced().clone();
+    unplaced.extend(c.invalid.clone());
+    let unobserved: Vec<Value> = c
+        .controller
+        .observation()
+        .unobserved
+        .iter()
+        .map(|u| json!({"scope": u.scope, "error": u.error.to_string()}))
+        .collect();
+    let orphans: Vec<Value> = c
+        .controller
+        .orphans()
+        .map(|(t, at)| json!({"token": t, "first_seen_s": at.0}))
+        .collect();
     json!({
         "reconciles": c.ticks,
         "controller": c.controller.stats,
         "instances": states,
         "running_chips": chips,
-        "unplaced_workloads": c.controller.unplaced_workloads(),
+        "unplaced_workloads": unplaced.keys().collect::<Vec<_>>(),
+        "unplaced": unplaced,
+        "unobserved": unobserved,
+        "adoption_pending": c.controller.adoption_pending(),
+        "orphans": orphans,
     })
 }
 
 async fn status(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
     require(&app, &headers, Role::Viewer).await?;
-    let workloads = app.store.workloads().await?.len();
+    let workloads = app.store.workload_count().await?;
     let plan = app.store.plans(1).await?.into_iter().next();
     let mut v = observed(&app);
+    v["reconcile_loop"] = json!(*crate::lock(&app.health));
     v["workloads"] = json!(workloads);
     v["plan"] = json!(plan);
     Ok(Json(v))
@@ -470,7 +735,7 @@ async fn create_token(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     body: String,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     require(&app, &headers, Role::Admin).await?;
     let req: NewToken = serde_json::from_str(&body).map_err(|e| {
         err(
@@ -496,17 +761,32 @@ async fn create_token(
             format!("no random source: {e}"),
         )
     })?;
+    auth::check_token_name(&req.name).map_err(|e| {
+        err(
+            StatusCode::BAD_REQUEST,
+            format!("request body: field `name`: {e}"),
+        )
+    })?;
+    let hash = auth::hash(&token);
     app.store
-        .add_token(&auth::hash(&token), &req.name, role.name(), now_ms())
+        .add_token(&hash, &req.name, role.name(), now_ms())
         .await?;
-    Ok(Json(
-        json!({"name": req.name, "role": role.name(), "token": token}),
-    ))
+    let id: String = hash.chars().take(16).collect();
+    Ok((
+        axum::Extension(AuditDetail(format!(
+            "created token {} ({}, {id})",
+            req.name,
+            role.name()
+        ))),
+        Json(json!({"name": req.name, "role": role.name(), "id": id, "token": token})),
+    )
+        .into_response())
 }
 
-/// Prometheus text exposition.
+/// Prometheus text exposition. Unauthenticated, so it reads only counters: one count of
+/// the stored workloads and the newest plan's summary row, never the specs.
 async fn metrics(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
-    let workloads = app.store.workloads().await?.len();
+    let workloads = app.store.workload_count().await?;
     let plan = app.store.plans(1).await?.into_iter().next();
     let o = observed(&app);
     let mut s = String::new();
@@ -612,7 +892,7 @@ pub fn openapi_doc() -> Value {
         "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
         "paths": {
             "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "alive"}}}},
-            "/readyz": {"get": {"summary": "Readiness (database reachable)", "responses": {"200": {"description": "ready"}, "503": {"description": "database unavailable"}}}},
+            "/readyz": {"get": {"summary": "Readiness: the database answers and the reconcile loop works", "responses": {"200": {"description": "ready"}, "503": {"description": "database unavailable, or the reconcile loop panicked or stalled"}}}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text exposition"}}}},
             "/v1/fleet": {"get": op("The fleet plans are made on, in the fleet file format", "viewer")},
             "/v1/workloads": {"get": op("List workloads", "viewer"), "post": apply},
@@ -638,7 +918,12 @@ pub fn openapi_doc() -> Value {
             "/v1/sim/reports": {"get": op("Simulation reports under --reports", "viewer")},
             "/v1/sim/reports/{name}/{file}": {"get": op("report.md, metrics.json or a plot of one report", "viewer")},
             "/v1/ledger/focus.csv": {"get": op("The usage billed as FOCUS 1.2 CSV", "viewer")},
-            "/v1/tokens": {"post": op("Create an API token {name, role}; the token is shown once", "admin")}
+            "/v1/tokens": {"post": op("Create an API token {name, role}; the token is shown once", "admin"),
+                           "get": op("Every token's id, name, role and creation time (never a value)", "admin")},
+            "/v1/tokens/{id}": {
+                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "delete": op("Revoke a token (409 for the last admin token)", "admin")},
+            "/v1/audit": {"get": op("Every write through the API: who, what, when (?since=ID&limit=)", "admin")}
         }
     })
 }

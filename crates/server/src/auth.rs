@@ -40,6 +40,39 @@ pub fn hash(token: &str) -> String {
     d.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Shortest token accepted from a file or the environment.
+pub const TOKEN_MIN_LEN: usize = 16;
+
+/// Check a token given by an operator (a file, the environment): long enough to resist
+/// guessing, printable, one line. Empty files are the common mistake.
+pub fn check_token_value(t: &str) -> Result<(), String> {
+    let t = t.trim();
+    if t.is_empty() {
+        return Err("the token is empty".into());
+    }
+    if t.chars().count() < TOKEN_MIN_LEN {
+        return Err(format!(
+            "the token has {} characters; use at least {TOKEN_MIN_LEN}",
+            t.chars().count()
+        ));
+    }
+    if t.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("the token holds spaces or control characters".into());
+    }
+    Ok(())
+}
+
+/// Check a token's name: 1 to 63 characters, no control characters.
+pub fn check_token_name(n: &str) -> Result<(), String> {
+    if n.trim().is_empty() || n.chars().count() > 63 {
+        return Err("a name of 1 to 63 characters is needed".into());
+    }
+    if n.chars().any(|c| c.is_control()) {
+        return Err("the name holds control characters".into());
+    }
+    Ok(())
+}
+
 /// A new random token (`stx_` + 32 hex digits from the OS's random source).
 pub fn new_token() -> std::io::Result<String> {
     use std::io::Read;

@@ -83,7 +83,7 @@ pub async fn ledger_summary(
             )
             .map_err(internal)?;
             let r = stratus_ledger::burndown::report(&app.commitments, &rows);
-            *app.projection.lock().expect("projection lock") = Some((key, r.clone()));
+            *crate::lock(&app.projection) = Some((key, r.clone()));
             r
         }
         (None, None) => stratus_ledger::burndown::report(&app.commitments, &[]),
@@ -153,7 +153,7 @@ pub async fn sim_outage(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     Json(o): Json<Outage>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     require(&app, &headers, Role::Operator).await?;
     let known = app
         .fleet
@@ -171,9 +171,16 @@ pub async fn sim_outage(
             "outages can be injected only into simulated providers (--driver sim)",
         )
     })?;
-    Ok(Json(
-        json!({"region": o.region, "down": o.down, "instances_lost": lost}),
-    ))
+    Ok((
+        axum::Extension(crate::api::AuditDetail(format!(
+            "simulated region {} {} ({} instances lost)",
+            o.region,
+            if o.down { "down" } else { "back" },
+            lost.len()
+        ))),
+        Json(json!({"region": o.region, "down": o.down, "instances_lost": lost})),
+    )
+        .into_response())
 }
 
 /// One Prometheus sample: name, labels, value.
@@ -355,6 +362,15 @@ pub async fn inference(
     }))
 }
 
+/// Whether `p` is a file or directory itself, not a symbolic link (links under the reports
+/// directory could lead anywhere on the machine).
+fn plain(p: &std::path::Path, dir: bool) -> bool {
+    std::fs::symlink_metadata(p).is_ok_and(|m| {
+        let t = m.file_type();
+        !t.is_symlink() && if dir { t.is_dir() } else { t.is_file() }
+    })
+}
+
 fn reports(dir: &std::path::Path) -> Vec<Value> {
     let mut out = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -363,7 +379,7 @@ fn reports(dir: &std::path::Path) -> Vec<Value> {
     let mut dirs: Vec<_> = entries
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.join("metrics.json").is_file())
+        .filter(|p| plain(p, true) && plain(&p.join("metrics.json"), false))
         .collect();
     dirs.sort();
     for d in dirs {
@@ -377,6 +393,7 @@ fn reports(dir: &std::path::Path) -> Vec<Value> {
         let mut plots: Vec<String> = std::fs::read_dir(&d)
             .map(|it| {
                 it.flatten()
+                    .filter(|e| plain(&e.path(), false))
                     .filter_map(|e| e.file_name().to_str().map(str::to_string))
                     .filter(|f| f.ends_with(".svg"))
                     .collect()
@@ -438,8 +455,12 @@ pub async fn sim_report_file(
     if !safe(&name) || !safe(&file) {
         return Err(err(StatusCode::NOT_FOUND, "no such report file"));
     }
-    let body = std::fs::read(dir.join(&name).join(&file))
-        .map_err(|_| err(StatusCode::NOT_FOUND, "no such report file"))?;
+    let (report, path) = (dir.join(&name), dir.join(&name).join(&file));
+    if !plain(&report, true) || !plain(&path, false) {
+        return Err(err(StatusCode::NOT_FOUND, "no such report file"));
+    }
+    let body =
+        std::fs::read(&path).map_err(|_| err(StatusCode::NOT_FOUND, "no such report file"))?;
     Ok(([(header::CONTENT_TYPE, kind)], body).into_response())
 }
 

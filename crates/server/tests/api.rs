@@ -2,106 +2,9 @@
 //! `STRATUS_TEST_POSTGRES` names a server, as `.ci/run` does) PostgreSQL.
 
 use serde_json::{json, Value};
-use std::sync::Arc;
-use stratus_server::{api, reconcile_once, App, Config};
 
-const ADMIN: &str = "test-admin-token";
-
-struct Server {
-    base: String,
-    app: Arc<App>,
-    rt: tokio::runtime::Runtime,
-}
-
-fn start(db: &str) -> Server {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let config = Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        db: db.into(),
-        tick_s: 3600.0,
-        boot_s: 0.0,
-        admin_token: Some(ADMIN.into()),
-        driver: stratus_server::DriverChoice::Sim,
-        gateway_metrics: None,
-        reports: None,
-        commitments: None,
-    };
-    let (app, base) = rt.block_on(async {
-        let app = stratus_server::app(&config, stratus_catalog::builtin().clone())
-            .await
-            .unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let router = api::router(app.clone());
-        tokio::spawn(async move { axum_serve(listener, router).await });
-        (app, format!("http://{addr}"))
-    });
-    Server { base, app, rt }
-}
-
-async fn axum_serve(listener: tokio::net::TcpListener, router: axum::Router) {
-    axum::serve(listener, router).await.unwrap();
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into()
-}
-
-impl Server {
-    fn call(
-        &self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        body: Option<(&str, &[u8])>,
-    ) -> (u16, Value) {
-        let url = format!("{}{path}", self.base);
-        let a = agent();
-        let auth = token.map(|t| format!("Bearer {t}"));
-        let r = match (method, body) {
-            ("GET", _) => {
-                let mut q = a.get(&url);
-                if let Some(h) = &auth {
-                    q = q.header("Authorization", h);
-                }
-                q.call()
-            }
-            ("DELETE", _) => {
-                let mut q = a.delete(&url);
-                if let Some(h) = &auth {
-                    q = q.header("Authorization", h);
-                }
-                q.call()
-            }
-            (_, Some((ct, b))) => {
-                let mut q = a.post(&url).header("Content-Type", ct);
-                if let Some(h) = &auth {
-                    q = q.header("Authorization", h);
-                }
-                q.send(b)
-            }
-            _ => unreachable!(),
-        };
-        let mut r = r.unwrap();
-        let code = r.status().as_u16();
-        let text = r.body_mut().read_to_string().unwrap_or_default();
-        (
-            code,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
-    }
-
-    fn reconcile(&self) {
-        self.rt.block_on(reconcile_once(&self.app)).unwrap();
-    }
-}
+mod common;
+use common::{start, ADMIN};
 
 const WORKLOADS: &str = r#"
 training:
@@ -128,7 +31,7 @@ fn names(v: &Value) -> Vec<String> {
         .collect()
 }
 
-fn exercise(s: &Server) {
+fn exercise(s: &common::Server) {
     // Health and the API document need no token; everything else does.
     assert_eq!(s.call("GET", "/healthz", None, None).0, 200);
     assert_eq!(s.call("GET", "/readyz", None, None).0, 200);

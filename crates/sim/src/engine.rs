@@ -949,15 +949,11 @@ impl<'a> Engine<'a> {
             }
             let r = &inst.request;
             let info = &self.pools[&r.pool];
-            match r.category {
-                Category::Spot => self.cost_rate[info.provider][1] += r.nodes as f64 * info.spot,
-                _ => {
-                    let od = r.nodes - r.committed_nodes.min(r.nodes);
-                    self.cost_rate[info.provider][0] += od as f64 * info.on_demand;
-                    if !matches!(inst.state, InstanceState::Stopping { .. }) {
-                        self.committed_in_use += r.committed_nodes as f64;
-                    }
-                }
+            let take = stratus_control::PoolCapacity::of(r);
+            self.cost_rate[info.provider][1] += take.spot as f64 * info.spot;
+            self.cost_rate[info.provider][0] += take.on_demand as f64 * info.on_demand;
+            if !matches!(inst.state, InstanceState::Stopping { .. }) {
+                self.committed_in_use += take.committed as f64;
             }
             if inst.state == InstanceState::Running {
                 *power.entry(info.region.clone()).or_default() +=

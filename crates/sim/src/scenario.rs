@@ -408,10 +408,28 @@ pub struct Loaded {
     pub skipped_nodes: usize,
 }
 
-fn bad(file: &str, field: &str, reason: impl Into<String>) -> InputError {
+/// An error reading a file the scenario names: one without a line of its own (the file is
+/// missing, unreadable, empty) is reported at the scenario's line that names it.
+fn named(e: InputError, file: &str, text: &str, field: &str, needle: &str) -> InputError {
+    if e.line.is_some() {
+        return e;
+    }
     InputError {
         file: file.into(),
-        line: None,
+        line: (!needle.is_empty())
+            .then(|| parse::find_line(text, needle, 0))
+            .flatten()
+            .or_else(|| parse::locate(text, field)),
+        field: Some(field.into()),
+        reason: format!("{}: {}", e.file, e.reason),
+    }
+}
+
+/// An error about `field`, at the line that writes it.
+fn bad(file: &str, text: &str, field: &str, reason: impl Into<String>) -> InputError {
+    InputError {
+        file: file.into(),
+        line: parse::locate(text, field),
         field: Some(field.into()),
         reason: reason.into(),
     }
@@ -442,7 +460,10 @@ pub fn resolve(
 ) -> Result<Loaded, InputError> {
     let at = |field: &str, needle: &str, reason: String| InputError {
         file: file.into(),
-        line: parse::find_line(text, needle, 0),
+        line: (!needle.is_empty())
+            .then(|| parse::find_line(text, needle, 0))
+            .flatten()
+            .or_else(|| parse::locate(text, field)),
         field: Some(field.into()),
         reason,
     };
@@ -463,7 +484,8 @@ pub fn resolve(
     let mut fleet = if sc.fleet == "builtin" {
         stratus_catalog::builtin().clone()
     } else {
-        parse::load_fleet(&base.join(&sc.fleet))?
+        parse::load_fleet(&base.join(&sc.fleet))
+            .map_err(|e| named(e, file, text, "fleet", &sc.fleet))?
     };
     let mut skipped_nodes = 0;
     for (ci, c) in sc.traces.clusters.iter().enumerate() {
@@ -493,7 +515,8 @@ pub fn resolve(
                     .into(),
             ));
         }
-        let classes = trace::load_node_list(&data_dir.join(&c.file))?;
+        let classes = trace::load_node_list(&data_dir.join(&c.file))
+            .map_err(|e| named(e, file, text, &format!("{field}.file"), &c.file))?;
         let mut pools = Vec::new();
         for k in classes {
             let Some(&acc) = c.models.get(&k.model) else {
@@ -546,7 +569,8 @@ pub fn resolve(
     let mut workloads = match sc.workloads.as_str() {
         "demo" => stratus_catalog::scenario::demo_workloads(&fleet)?,
         "none" => WorkloadSet::default(),
-        p => parse::load_workloads(&base.join(p), &fleet)?,
+        p => parse::load_workloads(&base.join(p), &fleet)
+            .map_err(|e| named(e, file, text, "workloads", p))?,
     };
     for s in &mut workloads.inference {
         for d in &mut s.demand {
@@ -572,7 +596,15 @@ pub fn resolve(
     let mut profiles = Vec::new();
     let mut service_trace = vec![usize::MAX; services.inference.len()];
     for (ti, t) in sc.traces.inference.iter().enumerate() {
-        let reqs = trace::load_llm_trace(&data_dir.join(&t.file))?;
+        let reqs = trace::load_llm_trace(&data_dir.join(&t.file)).map_err(|e| {
+            named(
+                e,
+                file,
+                text,
+                &format!("traces.inference[{ti}].file"),
+                &t.file,
+            )
+        })?;
         for name in &t.services {
             match services.inference.iter().position(|s| &s.name == name) {
                 Some(i) => service_trace[i] = ti,
@@ -589,7 +621,15 @@ pub fn resolve(
         profiles.push(match &t.rate_profile {
             None => None,
             Some(dir) => {
-                let p = trace::load_rate_profile(&data_dir.join(dir))?;
+                let p = trace::load_rate_profile(&data_dir.join(dir)).map_err(|e| {
+                    named(
+                        e,
+                        file,
+                        text,
+                        &format!("traces.inference[{ti}].rate_profile"),
+                        dir,
+                    )
+                })?;
                 if !(positive(t.profile_start_hour) || t.profile_start_hour == 0.0) {
                     return Err(at(
                         &format!("traces.inference[{ti}].profile_start_hour"),
@@ -613,6 +653,7 @@ pub fn resolve(
         if request_traces.is_empty() {
             return Err(bad(
                 file,
+                text,
                 "traces.inference",
                 "the workloads have inference services but no request trace drives them",
             ));
@@ -647,7 +688,8 @@ pub fn resolve(
                 "time_scale, chips_per_gpu and max_hours must be positive".into(),
             ));
         }
-        let (pods, skipped) = trace::load_pod_list(&data_dir.join(&jt.file))?;
+        let (pods, skipped) = trace::load_pod_list(&data_dir.join(&jt.file))
+            .map_err(|e| named(e, file, text, &format!("traces.jobs[{ji}].file"), &jt.file))?;
         skipped_pods += skipped;
         let horizon_s = sc.horizon_hours * 3600.0;
         jobs.extend(
@@ -662,7 +704,15 @@ pub fn resolve(
     // Carbon series → regions.
     let mut carbon = BTreeMap::new();
     for (ci, ct) in sc.traces.carbon.iter().enumerate() {
-        let series = trace::load_carbon_series(&data_dir.join(&ct.file), ct.year)?;
+        let series = trace::load_carbon_series(&data_dir.join(&ct.file), ct.year).map_err(|e| {
+            named(
+                e,
+                file,
+                text,
+                &format!("traces.carbon[{ci}].file"),
+                &ct.file,
+            )
+        })?;
         let start = (ct.start_day as usize * 24).min(series.len());
         let shifted: Vec<f64> = series[start..]
             .iter()
@@ -727,7 +777,7 @@ pub fn resolve(
         })
         .collect();
     for (fi, f) in sc.faults.iter().enumerate() {
-        check_fault(f, fi, &fleet).map_err(|r| bad(file, &format!("faults[{fi}]"), r))?;
+        check_fault(f, fi, &fleet).map_err(|r| bad(file, text, &format!("faults[{fi}]"), r))?;
     }
     Ok(Loaded {
         scenario: sc,
