@@ -91,6 +91,11 @@ enum Cmd {
         /// is charged its migration cost, so small savings do not cause churn.
         #[arg(long)]
         previous: Option<PathBuf>,
+        /// Work budget of the search (simplex iterations, nodes and sub-problem variables;
+        /// 0: no neighbourhood search). Deterministic: the same input and budget give the
+        /// same plan, byte for byte.
+        #[arg(long)]
+        budget: Option<u64>,
         /// Output format.
         #[arg(long, value_enum, default_value_t = OutFormat::Table)]
         format: OutFormat,
@@ -386,6 +391,24 @@ enum BenchCmd {
         /// Minimum iterations of the Lagrangian dual (more: tighter bound, longer run).
         #[arg(long)]
         dual_iterations: Option<usize>,
+        /// Contended sets instead (capacity 0.4–2× demand; up to 300 workloads on 15–60
+        /// sampled pools, above on the whole fleet): stratus vs cheapest-first vs the exact
+        /// reference. Sizes default to 50,150,300,1000.
+        #[arg(long)]
+        contended: bool,
+        /// With `--contended`: solve each set exactly with HiGHS (up to 300 workloads; the LP
+        /// relaxation above) from `STRATUS_HIGHS`, `highs` on PATH or Python's `highsbox`.
+        #[arg(long)]
+        reference: bool,
+        /// With `--contended`: sets per size.
+        #[arg(long, default_value_t = 5)]
+        sets: u64,
+        /// With `--reference`: HiGHS's time limit per set, seconds.
+        #[arg(long, default_value_t = 120.0)]
+        time_limit: f64,
+        /// The planner's work budget (see `stratus plan --budget`).
+        #[arg(long)]
+        budget: Option<u64>,
     },
     /// Gateway overhead: one mock replica reached directly, through stratus and through nginx
     /// (`proxy_buffering off`), by the same load generator at fixed rates, then at full speed.
@@ -548,6 +571,7 @@ fn run(cli: Cli) -> Result<()> {
             policy,
             carbon_price,
             previous,
+            budget,
             format,
         } => {
             let fleet = load_fleet(fleet.as_deref())?;
@@ -565,6 +589,9 @@ fn run(cli: Cli) -> Result<()> {
                     ));
                 }
                 pol.carbon_price = UsdPerTonne(c);
+            }
+            if let Some(b) = budget {
+                pol.budget = b;
             }
             let prev = match previous {
                 Some(path) => {
@@ -870,8 +897,32 @@ fn run(cli: Cli) -> Result<()> {
                     sizes,
                     seed,
                     dual_iterations,
+                    contended,
+                    reference,
+                    sets,
+                    time_limit,
+                    budget,
                 },
-        } => bench::plan(&sizes, seed, dual_iterations)?,
+        } => {
+            if contended {
+                let default = [100usize, 1000, 10000];
+                let sizes = if sizes == default {
+                    vec![50, 150, 300, 1000]
+                } else {
+                    sizes
+                };
+                bench::contended(&bench::Contended {
+                    sizes,
+                    sets,
+                    seed,
+                    reference,
+                    time_limit_s: time_limit,
+                    budget,
+                })?
+            } else {
+                bench::plan(&sizes, seed, dual_iterations)?
+            }
+        }
     }
     Ok(())
 }

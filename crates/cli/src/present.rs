@@ -59,6 +59,9 @@ fn totals(plan: &Plan) -> String {
         money(plan.lower_bound_per_hour),
         plan.gap * 100.0
     );
+    if !plan.lower_bound_by.is_empty() {
+        out += &format!("  bound by        {}\n", plan.lower_bound_by);
+    }
     out += &format!(
         "  chips           {} in use; power {:.1} MW at full load; {:.0} MWh/day; {:.1} tCO2e/day\n",
         thousands(s.chips),

@@ -1,7 +1,7 @@
 //! Where the planner's time goes on a generated workload set: compiling the candidates
 //! against solving, best of three runs each.
 //!
-//! `cargo run --release -p stratus-plan --example phases -- 10000`
+//! `cargo run --release -p stratus-plan --example phases -- 10000 [contended]`
 
 use std::time::{Duration, Instant};
 use stratus_catalog::scenario;
@@ -24,8 +24,24 @@ fn main() {
         .nth(1)
         .map(|s| s.parse().expect("workload count"))
         .unwrap_or(10_000);
-    let fleet = stratus_catalog::builtin();
-    let w = scenario::generated(fleet, n, 1).expect("generated workloads");
+    let contended = std::env::args().nth(2).is_some_and(|a| a == "contended");
+    let base = stratus_catalog::builtin();
+    let set;
+    let (fleet, w) = if contended {
+        let c = stratus_catalog::contended::Contention {
+            workloads: n,
+            pools: None,
+            ratio: None,
+            services: true,
+        };
+        set = stratus_catalog::contended::contended(base, &c, 1).expect("contended set");
+        (&set.fleet, set.workloads.clone())
+    } else {
+        (
+            base,
+            scenario::generated(base, n, 1).expect("generated workloads"),
+        )
+    };
     let policy = Policy::default();
     let (p, compile) = best_of_3(|| problem::compile(fleet, &w, &policy, None));
     let (s, solve) = best_of_3(|| stratus_plan::solve_problem(&p, &policy));

@@ -136,6 +136,7 @@ pub fn solve_exact(p: &Problem) -> Option<Solved> {
         choice,
         objective,
         lower_bound: objective,
+        bound_by: "the optimum (exact MILP)",
         method: "exact MILP (microlp)".into(),
     })
 }

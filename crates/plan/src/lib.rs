@@ -151,6 +151,9 @@ pub struct Plan {
     pub objective_per_hour: f64,
     /// Proven lower bound on the objective.
     pub lower_bound_per_hour: f64,
+    /// The relaxation that proved it (plans written before this field read as empty).
+    #[serde(default)]
+    pub lower_bound_by: String,
     /// (objective − bound) / bound.
     pub gap: f64,
     /// Placed units.
@@ -198,6 +201,7 @@ pub fn cheapest_first(p: &Problem) -> Solved {
         choice,
         objective,
         lower_bound: solve::relaxation_bound(p).min(objective),
+        bound_by: "every unit at its cheapest option",
         method: "cheapest-first, arrival order".into(),
     }
 }
@@ -303,6 +307,7 @@ fn render(p: &Problem, policy: &Policy, s: Solved) -> Plan {
         cost_per_hour,
         objective_per_hour: s.objective,
         lower_bound_per_hour: lb,
+        lower_bound_by: s.bound_by.to_string(),
         gap: if lb > 0.0 {
             (s.objective - lb) / lb
         } else {

@@ -43,11 +43,9 @@ pub(crate) fn solve(items: &[Item], capacity: u32, record: bool) -> Solved {
             continue;
         }
         // Binary splitting: copies 1, 2, 4, … and the rest, so any count is a sum of chunks.
-        let most = if it.weight == 0 {
-            it.count
-        } else {
-            it.count.min(capacity / it.weight).max(1)
-        };
+        let most = capacity
+            .checked_div(it.weight)
+            .map_or(it.count, |fit| it.count.min(fit).max(1));
         let mut left = most;
         let mut k = 1u32;
         while left > 0 {

@@ -12,7 +12,7 @@
 //! input and budget give the same plan.
 
 use super::milp::reoptimize;
-use super::{group_ok, Choice, Classes, Residual};
+use super::{group_ok, objective, Choice, Classes, Residual};
 use crate::problem::Problem;
 
 /// Options of the target whose offers make its neighbourhood.
@@ -177,14 +177,16 @@ fn targets(p: &Problem, choice: &Choice) -> (Vec<usize>, Vec<usize>) {
     (all, unplaced)
 }
 
-/// Improve `choice` by re-optimising neighbourhoods until a round finds nothing or `budget`
-/// (simplex iterations and nodes) runs out. Returns the work spent.
+/// Improve `choice` by re-optimising neighbourhoods until a round finds nothing, `budget`
+/// (see [`settle`] for its unit) runs out, or the objective is within `floor` (a proven
+/// bound plus what is not worth searching for). Returns the work spent.
 pub(crate) fn search(
     p: &Problem,
     cls: &Classes,
     choice: &mut Choice,
     res: &mut Residual,
     budget: u64,
+    floor: f64,
 ) -> u64 {
     let mut spent = 0u64;
     // A problem small enough is first re-optimised whole.
@@ -195,20 +197,28 @@ pub(crate) fn search(
         .iter()
         .map(|&u| p.units[u].cands.len().min(WHOLE_KEEP))
         .sum();
-    if size <= WHOLE_MAX_VARIABLES {
+    if size <= WHOLE_MAX_VARIABLES && objective(p, choice) > floor {
         spent += settle(p, cls, choice, res, &free, WHOLE_KEEP, WHOLE_NODE_LIMIT).0;
     }
+    let mut obj = objective(p, choice);
     for _ in 0..ROUNDS {
         let (list, unplaced) = targets(p, choice);
         let mut at = occupants(p, choice);
         let mut improved = false;
         let mut done = vec![false; p.units.len()];
+        // Interchangeable targets (one class, one current option) that found nothing since
+        // the plan last changed: another of them would find nothing too.
+        let mut fruitless: Vec<(usize, Option<usize>)> = Vec::new();
         for t in list {
-            if spent >= budget {
+            if spent >= budget || obj <= floor {
                 return spent;
             }
             // A target freed (and settled) by an earlier neighbourhood of this round waits.
             if done[t] {
+                continue;
+            }
+            let key = (cls.of[t], choice[t]);
+            if key.0 != usize::MAX && fruitless.contains(&key) {
                 continue;
             }
             let free = neighbourhood(p, choice, res, &at, &unplaced, t);
@@ -216,10 +226,14 @@ pub(crate) fn search(
             spent += work;
             if applied {
                 at = occupants(p, choice);
+                obj = objective(p, choice);
                 improved = true;
+                fruitless.clear();
                 for &u in &free {
                     done[u] = true;
                 }
+            } else if key.0 != usize::MAX {
+                fruitless.push(key);
             }
         }
         if !improved {
@@ -230,7 +244,8 @@ pub(crate) fn search(
 }
 
 /// Re-optimise `free` against the rest of the plan and keep the result if it is better and
-/// keeps every rule. Returns the work spent and whether the plan changed.
+/// keeps every rule. Returns the work spent (the sub-problem's variables, to build it, plus
+/// its simplex iterations and branch-and-bound nodes) and whether the plan changed.
 fn settle(
     p: &Problem,
     cls: &Classes,
@@ -247,7 +262,11 @@ fn settle(
     }
     let before: f64 = free.iter().map(|&u| unit_cost(p, u, choice[u])).sum();
     let found = reoptimize(p, cls, choice, res, free, keep, node_limit);
-    let work = found.as_ref().map_or(1, |r| r.work.max(1));
+    let built: u64 = free
+        .iter()
+        .map(|&u| p.units[u].cands.len().min(keep) as u64 + 1)
+        .sum();
+    let work = built + found.as_ref().map_or(0, |r| r.work);
     if let Some(r) = found {
         let after: f64 = r.assign.iter().map(|&(u, c)| unit_cost(p, u, c)).sum();
         if after < before - 1e-9 * before.abs().max(1.0) {

@@ -252,6 +252,9 @@ pub(crate) fn start(p: &Problem, ents: &Entities, mu: &[f64], pi: &[f64]) -> Vec
 /// evaluation): the best bound, with the prices that gave it. Steps as in the capacity dual: towards a target level above the best value,
 /// deflected, each class's price scaled by its floor (prices range from dollars to millions
 /// across classes), power measured in nodes of the region's average pool.
+/// Iterations without a better bound after which the ascent stops.
+const STALL_ITERATIONS: usize = 40;
+
 pub(crate) fn ascend(
     p: &Problem,
     ents: &Entities,
@@ -280,6 +283,7 @@ pub(crate) fn ascend(
     let mut best_prices = (lambda.clone(), pi.clone());
     let mut delta = 0.0;
     let mut since = 0;
+    let mut stale = 0;
     let mut dir_e = vec![0.0f64; ents.len()];
     let mut dir_r = vec![0.0f64; nr];
     for it in 0..MAX_ITERATIONS {
@@ -296,8 +300,14 @@ pub(crate) fn ascend(
             best = ev.value;
             best_prices = (lambda.clone(), pi.clone());
             since = 0;
+            stale = 0;
         } else {
             since += 1;
+            stale += 1;
+            // Four halvings of the step without a better bound: the ascent has stalled.
+            if stale >= STALL_ITERATIONS {
+                break;
+            }
             if since >= 10 {
                 delta /= 2.0;
                 since = 0;
