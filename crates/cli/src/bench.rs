@@ -8,7 +8,12 @@ use stratus_catalog::scenario;
 use stratus_plan::{Algorithm, Policy};
 
 /// Run the planning benchmark for each size.
-pub fn plan(sizes: &[usize], seed: u64, dual_iterations: Option<usize>) -> Result<()> {
+pub fn plan(
+    sizes: &[usize],
+    seed: u64,
+    dual_iterations: Option<usize>,
+    budget: Option<u64>,
+) -> Result<()> {
     let fleet = stratus_catalog::builtin();
     println!(
         "stratus bench plan: built-in fleet ({} pools), seed {seed}; times are wall clock, best of 3",
@@ -45,6 +50,9 @@ pub fn plan(sizes: &[usize], seed: u64, dual_iterations: Option<usize>) -> Resul
         let mut policy = Policy::default();
         if let Some(n) = dual_iterations {
             policy.dual_iterations = n;
+        }
+        if let Some(b) = budget {
+            policy.budget = b;
         }
         let (ts, s) = time(&policy);
         let (tb, b) = time(&Policy::with_algorithm(Algorithm::CheapestFirst));

@@ -920,7 +920,7 @@ fn run(cli: Cli) -> Result<()> {
                     budget,
                 })?
             } else {
-                bench::plan(&sizes, seed, dual_iterations)?
+                bench::plan(&sizes, seed, dual_iterations, budget)?
             }
         }
     }
