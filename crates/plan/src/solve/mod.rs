@@ -248,7 +248,7 @@ pub fn solve_lagrangian(p: &Problem, iters: usize, budget: u64) -> Solved {
     let (mut lb, mut mu, mut pi) = dual(p, iters, upper0, &cls, &lists, (mu0, pi0));
     let mut bound_by = BY_CAPACITY_DUAL;
     let ents = packing::Entities::new(p, &cls);
-    if cands <= LP_MAX_CANDIDATES && upper0 - lb > CLOSE * lb.abs() {
+    if budget > 0 && cands <= LP_MAX_CANDIDATES && upper0 - lb > CLOSE * lb.abs() {
         let got = lp::prices(p, &ents, LP_ROUNDS);
         if let Some((m, q, _)) = got {
             let l = with_exact_groups(p, &cls, &lists, &m, &q);
@@ -281,14 +281,14 @@ pub fn solve_lagrangian(p: &Problem, iters: usize, budget: u64) -> Solved {
         );
     }
     let obj = objective(p, &choice);
-    if cands <= LP_MAX_CANDIDATES {
+    if budget > 0 && cands <= LP_MAX_CANDIDATES {
         let l = with_exact_groups(p, &cls, &lists, &mu, &pi);
         if l > lb {
             lb = l;
             bound_by = BY_EXACT_GROUPS;
         }
     }
-    if cands <= PACKING_MAX_CANDIDATES && obj - lb > PACKING_GAP * lb.abs().max(1.0) {
+    if budget > 0 && cands <= PACKING_MAX_CANDIDATES && obj - lb > PACKING_GAP * lb.abs().max(1.0) {
         let lambda = packing::start(p, &ents, &mu, &pi);
         let work = budget.saturating_mul(PACKING_WORK_PER_UNIT);
         let (packed, _, _) = packing::ascend(p, &ents, lambda, pi, obj, work);
