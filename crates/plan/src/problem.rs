@@ -166,6 +166,12 @@ impl Cand {
         self.nodes + self.nodes2
     }
 
+    /// Whether this is where `Unit::previous` says the unit was (same offer, blend or not):
+    /// the one candidate charged no migration.
+    pub fn is_at(&self, previous: (u32, bool)) -> bool {
+        (self.offer, self.nodes2 > 0) == previous
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn new(
         oi: usize,
@@ -510,7 +516,7 @@ pub fn compile(
             cands.push(cand);
         }
         let (cands, tail_floor, tail_mask) =
-            trim_cands(cands, policy.max_candidates_per_unit, &offers);
+            trim_cands(cands, policy.max_candidates_per_unit, &offers, previous);
         Unit {
             workload: g.name.to_string(),
             key,
@@ -620,7 +626,7 @@ pub fn compile(
             cands.push(Cand::new(oi, o, nodes, watts, cost, dollars, size, rtt));
         }
         let (cands, tail_floor, tail_mask) =
-            trim_cands(cands, policy.max_candidates_per_unit, &offers);
+            trim_cands(cands, policy.max_candidates_per_unit, &offers, previous);
         // The fewest chips any replica shape needs for this demand: a rule of the workload,
         // not of which offers survive the filters.
         let fewest = s
@@ -733,10 +739,21 @@ fn cmp_cands(a: &Cand, b: &Cand) -> std::cmp::Ordering {
 
 /// Sort candidates by cost and keep the `keep` cheapest. What is cut is summarised by its
 /// cheapest cost and its providers, so the dual can still count it and stay a valid bound:
-/// prices only add, so no cut candidate can cost less than the floor.
-fn trim_cands(mut c: Vec<Cand>, keep: usize, offers: &[Offer]) -> (Vec<Cand>, f64, u64) {
+/// prices only add, so no cut candidate can cost less than the floor. The candidate where the
+/// previous plan had the unit is always kept, so staying put is always an option.
+fn trim_cands(
+    mut c: Vec<Cand>,
+    keep: usize,
+    offers: &[Offer],
+    previous: Option<(u32, bool)>,
+) -> (Vec<Cand>, f64, u64) {
     let (mut kept, floor, mask) = if c.len() > keep && keep > 0 {
         c.select_nth_unstable_by(keep, cmp_cands);
+        let at = previous.and_then(|p| c[keep..].iter().position(|x| x.is_at(p)));
+        if let Some(i) = at {
+            c.swap(keep, keep + i);
+        }
+        let keep = keep + at.is_some() as usize;
         let tail = &c[keep..];
         let floor = tail.iter().map(|x| x.cost).fold(f64::INFINITY, f64::min);
         let mask = tail

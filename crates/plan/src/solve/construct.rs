@@ -19,6 +19,35 @@ pub fn greedy(
     (choice, res)
 }
 
+/// The plan in force, as far as it still fits: each unit at the candidate where the previous
+/// plan had it (a service's units only while they keep its redundancy rule); nothing else is
+/// placed (local search adds what pays). Searching from it, the planner never ends worse than
+/// staying put, so a re-plan moves a unit only when the move pays for its migration.
+pub fn stay(p: &Problem, order: &[usize]) -> (Choice, Residual) {
+    let mut res = Residual::new(p);
+    let mut choice: Choice = vec![None; p.units.len()];
+    for &u in order {
+        let unit = &p.units[u];
+        let at = unit
+            .previous
+            .and_then(|prev| unit.cands.iter().position(|c| c.is_at(prev)));
+        if let Some(c) = at.filter(|&c| res.blocks(p, u, c).is_none()) {
+            res.take(p, u, c);
+            choice[u] = Some(c);
+        }
+    }
+    for (g, grp) in p.groups.iter().enumerate() {
+        if !group_ok(p, g, &choice) {
+            for &u in &grp.units {
+                if let Some(c) = choice[u].take() {
+                    res.give(p, u, c);
+                }
+            }
+        }
+    }
+    (choice, res)
+}
+
 /// Units in `order` not yet chosen: a service is placed whole (by `place_group`) the first
 /// time the order reaches one of its units, since its redundancy rule shapes every choice
 /// (`done` remembers); any other unit takes its cheapest fitting candidate under `score`.

@@ -11,6 +11,7 @@
 //! Work is counted in simplex iterations and branch-and-bound nodes, never in time, so the same
 //! input and budget give the same plan.
 
+use super::construct::{fill, repair_groups};
 use super::milp::reoptimize;
 use super::{group_ok, objective, Choice, Classes, Residual};
 use crate::problem::Problem;
@@ -179,8 +180,45 @@ fn targets(p: &Problem, choice: &Choice) -> (Vec<usize>, Vec<usize>) {
 
 /// Improve `choice` by re-optimising neighbourhoods until a round finds nothing, `budget`
 /// (see [`settle`] for its unit) runs out, or the objective is within `floor` (a proven
-/// bound plus what is not worth searching for). Returns the work spent.
+/// bound plus what is not worth searching for); then, within a quarter more of the budget,
+/// make room by force (`make_room`) for the units still left out, largest penalty first, and
+/// search again around what that moved.
+/// The last step runs after the search so it can only improve what the search found: as a
+/// move inside it, its greedy put-back led the search into worse plans it did not leave.
+/// Returns the work spent.
 pub(crate) fn search(
+    p: &Problem,
+    cls: &Classes,
+    choice: &mut Choice,
+    res: &mut Residual,
+    budget: u64,
+    floor: f64,
+) -> u64 {
+    let mut spent = rounds(p, cls, choice, res, budget, floor);
+    let allowance = spent.saturating_add(budget / 4);
+    let (_, unplaced) = targets(p, choice);
+    let mut made = false;
+    for t in unplaced {
+        if spent >= allowance || objective(p, choice) <= floor {
+            break;
+        }
+        // An earlier eviction may have placed it.
+        if choice[t].is_none() {
+            let at = occupants(p, choice);
+            let (work, applied) = make_room(p, cls, choice, res, &at, t);
+            spent += work;
+            made |= applied;
+        }
+    }
+    // What the evictions moved is searched again with what is left of the allowance.
+    if made && spent < allowance {
+        spent += rounds(p, cls, choice, res, allowance - spent, floor);
+    }
+    spent
+}
+
+/// The neighbourhood rounds of [`search`].
+fn rounds(
     p: &Problem,
     cls: &Classes,
     choice: &mut Choice,
@@ -224,6 +262,7 @@ pub(crate) fn search(
             let free = neighbourhood(p, choice, res, &at, &unplaced, t);
             let (work, applied) = settle(p, cls, choice, res, &free, KEEP, NODE_LIMIT);
             spent += work;
+
             if applied {
                 at = occupants(p, choice);
                 obj = objective(p, choice);
@@ -241,6 +280,123 @@ pub(crate) fn search(
         }
     }
     spent
+}
+
+/// Room made by force for a unit left out, when its neighbourhood was too large to solve (a
+/// gang that needs a whole pool, a service whose every option is taken): each trial evicts
+/// every unit on some offers (services whole; where power binds, the region's offers too),
+/// places the target, puts the evicted back greedily, largest penalty first, and re-optimises
+/// them together (`settle`). A job tries each of its cheapest options in turn; a service
+/// clears the offers of all its units' cheapest options at once and is placed whole first.
+/// The best trial is kept if it beats the plan. Returns the work spent (the evicted units'
+/// candidates, and the sub-problems') and whether the plan changed.
+fn make_room(
+    p: &Problem,
+    cls: &Classes,
+    choice: &mut Choice,
+    res: &mut Residual,
+    at: &[Vec<usize>],
+    t: usize,
+) -> (u64, bool) {
+    // Offers a candidate needs cleared.
+    let needs = |u: usize, c: usize, offers: &mut Vec<usize>| {
+        let cand = &p.units[u].cands[c];
+        offers.extend([cand.offer as usize, cand.offer2 as usize]);
+        let r = cand.region as usize;
+        if cand.watts > res.watts[r] {
+            offers.extend((0..p.offers.len()).filter(|&o| p.offers[o].region == r));
+        }
+    };
+    // Trials: (offers to clear, units placed first, the target's candidate if fixed).
+    let mut trials: Vec<(Vec<usize>, Vec<usize>, Option<usize>)> = Vec::new();
+    match p.units[t].group {
+        None => {
+            for c in 0..p.units[t].cands.len().min(TARGET_OPTIONS) {
+                let mut offers = Vec::new();
+                needs(t, c, &mut offers);
+                trials.push((offers, Vec::new(), Some(c)));
+            }
+        }
+        Some(g) => {
+            let mut offers = Vec::new();
+            for &u in &p.groups[g].units {
+                for c in 0..p.units[u].cands.len().min(TARGET_OPTIONS) {
+                    needs(u, c, &mut offers);
+                }
+            }
+            trials.push((offers, p.groups[g].units.clone(), None));
+        }
+    }
+    let mut work = 0u64;
+    let mut best: Option<(f64, Choice, Residual)> = None;
+    let before = objective(p, choice);
+    for (mut offers, lead, fixed) in trials {
+        offers.sort_unstable();
+        offers.dedup();
+        let mut evict: Vec<usize> = Vec::new();
+        for &o in &offers {
+            for &v in &at[o] {
+                match p.units[v].group {
+                    Some(g) => {
+                        evict.extend(p.groups[g].units.iter().filter(|&&w| choice[w].is_some()))
+                    }
+                    None => evict.push(v),
+                }
+            }
+        }
+        evict.sort_unstable();
+        evict.dedup();
+        let (mut ch, mut rs) = (choice.clone(), res.clone());
+        for &v in &evict {
+            if let Some(cv) = ch[v].take() {
+                rs.give(p, v, cv);
+            }
+        }
+        if let Some(c) = fixed {
+            if rs.blocks(p, t, c).is_some() {
+                continue;
+            }
+            rs.take(p, t, c);
+            ch[t] = Some(c);
+        }
+        evict.sort_by(|&a, &b| {
+            p.units[b]
+                .penalty
+                .total_cmp(&p.units[a].penalty)
+                .then(a.cmp(&b))
+        });
+        let order: Vec<usize> = lead.iter().chain(&evict).copied().collect();
+        work += order
+            .iter()
+            .map(|&v| p.units[v].cands.len() as u64 + 1)
+            .sum::<u64>();
+        let mut done = vec![false; p.groups.len()];
+        let cost = |u: usize, c: usize| p.units[u].cands[c].cost;
+        fill(p, &order, &cost, &mut done, (&mut ch, &mut rs));
+        repair_groups(p, &mut ch, &mut rs);
+        // The greedy put-back, then everything moved re-optimised together around the target.
+        let mut freed: Vec<usize> = order;
+        if fixed.is_none() {
+            freed.push(t);
+        }
+        freed.sort_unstable();
+        freed.dedup();
+        work += settle(p, cls, &mut ch, &mut rs, &freed, KEEP, NODE_LIMIT).0;
+        let obj = objective(p, &ch);
+        if obj < before - 1e-9 * before.abs().max(1.0)
+            && best.as_ref().is_none_or(|(b, _, _)| obj < *b)
+        {
+            best = Some((obj, ch, rs));
+        }
+    }
+    match best {
+        Some((_, ch, rs)) => {
+            *choice = ch;
+            *res = rs;
+            (work, true)
+        }
+        None => (work, false),
+    }
 }
 
 /// Re-optimise `free` against the rest of the plan and keep the result if it is better and

@@ -30,7 +30,7 @@ mod packing;
 mod transport;
 
 use construct::fill;
-pub use construct::{cheapest_first, greedy, repair_groups};
+pub use construct::{cheapest_first, greedy, repair_groups, stay};
 pub use dual::relaxation_bound;
 use dual::{dual, DUAL_BUDGET};
 pub use groups::{group_dp, ProviderLists};
@@ -208,7 +208,8 @@ pub const BY_PACKING: &str = "packing dual (capacity knapsacks kept)";
 ///    dual refines them (and power's); on small problems the LP relaxation's exact prices
 ///    (`lp`) replace them when they bound better.
 /// 2. Plans: one follows the transportation flow, one is a greedy under the refined prices,
-///    one is the baseline's; each is polished by local search and ejections, and the best is
+///    one is the baseline's, one is the plan in force (`stay`, when there is one); each is
+///    polished by local search and ejections, and the best is
 ///    re-optimised by neighbourhoods (`lns`) within `budget`.
 /// 3. The bound: the better of the capacity dual and the packing dual (`packing`) started
 ///    from the best prices, which keeps each offer's integer knapsack.
@@ -236,6 +237,10 @@ pub fn solve_lagrangian(p: &Problem, iters: usize, budget: u64) -> Solved {
     let mut plans: Vec<(Choice, Residual)> = vec![follow_transport(p, &cls, &order, &priced0)];
     // The baseline's plan is one more start: stratus never does worse than it.
     plans.push(cheapest_first(p));
+    // So is the plan in force: a re-plan never ends worse than staying put.
+    if p.units.iter().any(|u| u.previous.is_some()) {
+        plans.push(stay(p, &order));
+    }
     // Small problems can afford more dual iterations: scale with the work per iteration,
     // deterministically (from the problem's size, never from a clock).
     let cands: usize = p.units.iter().map(|u| u.cands.len()).sum();
@@ -269,7 +274,7 @@ pub fn solve_lagrangian(p: &Problem, iters: usize, budget: u64) -> Solved {
             (c, r)
         })
         .min_by(|a, b| objective(p, &a.0).total_cmp(&objective(p, &b.0)))
-        .expect("three starts");
+        .expect("at least three starts");
     if budget > 0 {
         lns::search(
             p,
