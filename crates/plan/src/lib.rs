@@ -376,14 +376,25 @@ fn explain(p: &Problem, choice: &Choice, res: &mut Residual, ui: usize, ci: usiz
         });
     }
     res.take(p, ui, ci);
-    let why = why.unwrap_or_else(|| match u.cands.get(ci + 1) {
-        Some(n) => format!(
-            "; cheapest of {} feasible options, next {} ${:.2}/h",
-            u.cands.len(),
-            offer_label(p, n),
-            n.dollars
+    // Options that cost exactly as much are ties, not alternatives ruled out.
+    let ties = u
+        .cands
+        .iter()
+        .filter(|b| (b.cost - c.cost).abs() <= 1e-9)
+        .count()
+        - 1;
+    let why = why.unwrap_or_else(|| match (u.cands.len(), u.cands.get(ci + 1)) {
+        (1, _) => "; only feasible option".into(),
+        (n, _) if ties > 0 => format!(
+            "; cheapest of {n} feasible options, tied with {ties} other{} at the same cost",
+            if ties == 1 { "" } else { "s" }
         ),
-        None => "; only feasible option".into(),
+        (n, Some(next)) => format!(
+            "; cheapest of {n} feasible options, next {} ${:.2}/h",
+            offer_label(p, next),
+            next.dollars
+        ),
+        (n, None) => format!("; cheapest of {n} feasible options"),
     });
     format!("{} {here}{why}", offer_label(p, c))
 }

@@ -569,6 +569,61 @@ fn a_previous_placement_is_kept_unless_moving_pays() {
     assert_eq!(moved.placements[0].pool, pool.id);
 }
 
+#[test]
+fn an_option_tied_with_another_is_not_called_the_only_feasible_one() {
+    // Two identical pools, each holding one of two identical jobs: whichever job lands on the
+    // second pool had the first as an option of the same cost.
+    let mut fleet = one_pool_fleet(2);
+    let region = &mut fleet.providers[0].regions[0];
+    let mut pool = region.pools[0].clone();
+    pool.spot_nodes = 0;
+    pool.spot_per_node_hour = None;
+    pool.committed = None;
+    pool.domain_chips = 16;
+    pool.on_demand_per_node_hour = UsdPerHour(40.0);
+    pool.nodes = 8u32.div_ceil(pool.chips_per_node);
+    let mut twin = pool.clone();
+    twin.id = format!("{}-twin", pool.id);
+    region.pools = vec![pool, twin];
+    let job = |name: &str| Training {
+        name: name.into(),
+        priority: 100,
+        chips: 8,
+        accelerators: vec![Accelerator::H100],
+        images: images(),
+        scope: GangScope::OneDomain,
+        work_chip_hours: ChipHours(10.0),
+        checkpoint_minutes: 60.0,
+        deadline_hours: None,
+        data_region: None,
+        residency: vec![],
+        spot: false,
+    };
+    let w = WorkloadSet {
+        training: vec![job("a"), job("b")],
+        ..WorkloadSet::default()
+    };
+    let plan = plan(&fleet, &w, &Policy::default(), None);
+    assert_eq!(plan.placements.len(), 2);
+    for x in &plan.placements {
+        assert!(
+            !x.explanation.contains("only feasible option"),
+            "{}",
+            x.explanation
+        );
+    }
+    assert!(
+        plan.placements
+            .iter()
+            .any(|x| x.explanation.contains("tied with 1 other at the same cost")),
+        "{:?}",
+        plan.placements
+            .iter()
+            .map(|x| &x.explanation)
+            .collect::<Vec<_>>()
+    );
+}
+
 /// Past `DP_MAX_PROVIDERS` (12) providers, services are not solved per group but placed unit
 /// by unit and repaired; the transportation step must still place every unit at most once
 /// and within every limit, and services must still be placed.
