@@ -283,7 +283,7 @@ fn render(p: &Problem, policy: &Policy, s: Solved) -> Plan {
                 });
             }
             None => {
-                let (constraint, reason) = why_unplaced(p, &res, ui);
+                let (constraint, reason) = why_unplaced(p, &s.choice, &res, ui);
                 unplaced.push(Unplaced {
                     workload: u.workload.clone(),
                     unit: u.key.clone(),
@@ -399,7 +399,7 @@ fn explain(p: &Problem, choice: &Choice, res: &mut Residual, ui: usize, ci: usiz
     format!("{} {here}{why}", offer_label(p, c))
 }
 
-fn why_unplaced(p: &Problem, res: &Residual, ui: usize) -> (Constraint, String) {
+fn why_unplaced(p: &Problem, choice: &Choice, res: &Residual, ui: usize) -> (Constraint, String) {
     let u = &p.units[ui];
     if u.cands.is_empty() {
         // Filters run in `Constraint` order, so the last one that removed anything is the
@@ -446,10 +446,72 @@ fn why_unplaced(p: &Problem, res: &Residual, ui: usize) -> (Constraint, String) 
             u.cands.len()
         ),
         _ => format!(
-            "all {} feasible options are taken: {cap} full, {pow} over their region's power cap{}",
+            "all {} feasible options are taken: {cap} full, {pow} over their region's power cap{}{}",
             u.cands.len(),
-            if u.kind == UnitKind::Batch { " (deferred)" } else { "" }
+            if u.kind == UnitKind::Batch { " (deferred)" } else { "" },
+            held_by(p, choice, res, ui)
         ),
     };
     (c, reason)
+}
+
+/// Who holds a left-out unit's cheapest option: the units on its pool (or, where the region's
+/// power is what ran out, in its region), those worth most first, each with the penalty the
+/// plan would pay to leave it out instead.
+fn held_by(p: &Problem, choice: &Choice, res: &Residual, ui: usize) -> String {
+    let u = &p.units[ui];
+    let best = 0;
+    let cand = &u.cands[best];
+    let by_power = res.blocks(p, ui, best) == Some(Constraint::PowerCap);
+    let uses =
+        |c: &problem::Cand, offer: u32| c.offer == offer || (c.nodes2 > 0 && c.offer2 == offer);
+    let mut holders: Vec<usize> = (0..p.units.len())
+        .filter(|&v| v != ui)
+        .filter(|&v| {
+            choice[v].is_some_and(|cv| {
+                let c = &p.units[v].cands[cv];
+                if by_power {
+                    c.region == cand.region
+                } else {
+                    uses(c, cand.offer) || (cand.nodes2 > 0 && uses(c, cand.offer2))
+                }
+            })
+        })
+        .collect();
+    if holders.is_empty() {
+        return String::new();
+    }
+    holders.sort_by(|&a, &b| {
+        p.units[b]
+            .penalty
+            .total_cmp(&p.units[a].penalty)
+            .then(a.cmp(&b))
+    });
+    let named: Vec<String> = holders
+        .iter()
+        .take(3)
+        .map(|&v| {
+            format!(
+                "{} (${:.0}/h to leave out)",
+                p.units[v].key, p.units[v].penalty
+            )
+        })
+        .collect();
+    let more = holders.len().saturating_sub(3);
+    format!(
+        "; its cheapest option, {}, is {} {}{} (this unit: ${:.0}/h to leave out)",
+        offer_label(p, cand),
+        if by_power {
+            "in a region whose power is used by"
+        } else {
+            "held by"
+        },
+        named.join(", "),
+        if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        },
+        u.penalty
+    )
 }

@@ -569,10 +569,8 @@ fn a_previous_placement_is_kept_unless_moving_pays() {
     assert_eq!(moved.placements[0].pool, pool.id);
 }
 
-#[test]
-fn an_option_tied_with_another_is_not_called_the_only_feasible_one() {
-    // Two identical pools, each holding one of two identical jobs: whichever job lands on the
-    // second pool had the first as an option of the same cost.
+/// Two identical one-job pools of $40 H100 nodes, and identical 8-chip training jobs.
+fn twin_pools() -> (Fleet, impl Fn(&str) -> Training) {
     let mut fleet = one_pool_fleet(2);
     let region = &mut fleet.providers[0].regions[0];
     let mut pool = region.pools[0].clone();
@@ -599,6 +597,34 @@ fn an_option_tied_with_another_is_not_called_the_only_feasible_one() {
         residency: vec![],
         spot: false,
     };
+    (fleet, job)
+}
+
+#[test]
+fn a_unit_left_out_names_the_units_holding_its_cheapest_option() {
+    let (fleet, job) = twin_pools();
+    let mut small = job("small");
+    small.priority = 0;
+    let w = WorkloadSet {
+        training: vec![small, job("a"), job("b")],
+        ..WorkloadSet::default()
+    };
+    let plan = plan(&fleet, &w, &Policy::default(), None);
+    assert_eq!(plan.unplaced.len(), 1);
+    let out = &plan.unplaced[0];
+    assert_eq!(out.unit, "small", "the lowest priority is left out");
+    assert!(
+        out.reason.contains("is held by a (") || out.reason.contains("is held by b ("),
+        "{}",
+        out.reason
+    );
+}
+
+#[test]
+fn an_option_tied_with_another_is_not_called_the_only_feasible_one() {
+    // Two identical pools, each holding one of two identical jobs: whichever job lands on the
+    // second pool had the first as an option of the same cost.
+    let (fleet, job) = twin_pools();
     let w = WorkloadSet {
         training: vec![job("a"), job("b")],
         ..WorkloadSet::default()
