@@ -1,8 +1,8 @@
-//! `stratus capacity plan`: presentation of [`stratus_plan::buildout`].
+//! `stratus capacity plan`: presentation of [`stratus_studies::buildout`].
 
 use anyhow::Result;
 use std::path::PathBuf;
-use stratus_plan::buildout::{self, Constants, Limits, Target};
+use stratus_studies::buildout::{self, Constants, Limits, Target};
 
 /// Arguments of `stratus capacity plan`.
 #[derive(clap::Args)]
@@ -41,7 +41,7 @@ pub struct PlanArgs {
     /// Limit: capital spent per year, $.
     #[arg(long)]
     max_capex_per_year: Option<f64>,
-    /// Constants file (default: the built-in one, crates/plan/data/buildout.yaml).
+    /// Constants file (default: the built-in one, crates/studies/data/buildout.yaml).
     #[arg(long)]
     constants: Option<PathBuf>,
     /// Print JSON instead of a table.

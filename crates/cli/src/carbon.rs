@@ -1,9 +1,9 @@
 //! `stratus carbon shift`: deferrable batch jobs shifted in time and space on real hourly
-//! grid-intensity series, against carbon-agnostic placement ([`stratus_plan::shift`]).
+//! grid-intensity series, against carbon-agnostic placement ([`stratus_studies::shift`]).
 
 use anyhow::{Context, Result};
 use std::path::PathBuf;
-use stratus_plan::shift::{self, Job, Site};
+use stratus_studies::shift::{self, Job, Site};
 
 /// Arguments of `stratus carbon shift`.
 #[derive(clap::Args)]

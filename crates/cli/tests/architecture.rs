@@ -90,6 +90,15 @@ fn the_planner_does_no_io_reads_no_clock_and_draws_nothing_at_random() {
 }
 
 #[test]
+fn the_studies_read_no_clock_and_draw_nothing_at_random() {
+    let mut banned = Vec::new();
+    banned.extend_from_slice(CLOCKS);
+    banned.extend_from_slice(RANDOM);
+    let found = uses("studies", &banned, &[]);
+    assert!(found.is_empty(), "{}", found.join("\n"));
+}
+
+#[test]
 fn the_model_reads_only_the_file_it_is_asked_to_parse_and_no_clock() {
     let mut banned = Vec::new();
     banned.extend_from_slice(CLOCKS);
@@ -167,12 +176,14 @@ fn deps(krate: &str) -> Vec<String> {
 #[test]
 fn only_the_server_knows_sql_and_the_lower_crates_no_http() {
     for krate in [
-        "model", "catalog", "plan", "control", "ledger", "sim", "gateway", "cli",
+        "model", "catalog", "plan", "studies", "control", "ledger", "sim", "gateway", "cli",
     ] {
         let d = deps(krate);
         assert!(!d.iter().any(|x| x == "sqlx"), "{krate} depends on sqlx");
     }
-    for krate in ["model", "catalog", "plan", "control", "ledger", "sim"] {
+    for krate in [
+        "model", "catalog", "plan", "studies", "control", "ledger", "sim",
+    ] {
         let d = deps(krate);
         for http in ["axum", "hyper", "hyper-util", "ureq"] {
             assert!(!d.iter().any(|x| x == http), "{krate} depends on {http}");
@@ -184,7 +195,7 @@ fn only_the_server_knows_sql_and_the_lower_crates_no_http() {
 fn data_flows_one_way() {
     // Each crate may depend only on the crates before it.
     let order = [
-        "model", "catalog", "plan", "control", "ledger", "sim", "server", "cli",
+        "model", "catalog", "plan", "studies", "control", "ledger", "sim", "server", "cli",
     ];
     for (i, krate) in order.iter().enumerate() {
         for d in deps(krate) {

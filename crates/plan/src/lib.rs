@@ -8,12 +8,10 @@
 //! Architecture invariant: no I/O, no clock, no randomness. The CLI, the simulator and the
 //! controller all call [`plan`].
 
-pub mod buildout;
 pub mod exact;
 pub mod flow;
 pub mod policy;
 pub mod problem;
-pub mod shift;
 pub mod solve;
 
 pub use policy::{Algorithm, Policy};
