@@ -1223,11 +1223,14 @@ impl Controller {
             *e = e.plus(PoolCapacity::split(category, nodes, committed));
             *power.entry(region.as_str()).or_default() += mw;
         }
-        // Instances on their way out (replaced, stopping, written off) still hold their nodes.
+        // Instances on their way out (replaced, stopping, written off) still hold their nodes,
+        // a confirmed stop too until the driver stops reporting it: planning into nodes a slow
+        // stop still holds fails the launch, and two units can then swap a pool at every
+        // re-plan and never settle.
         for u in self.units.values() {
             let newest = u.instances.iter().rposition(|o| o.serving());
             for (i, o) in u.instances.iter().enumerate() {
-                if Some(i) == newest || !(o.may_be_alive() || o.phase == Phase::WrittenOff) {
+                if Some(i) == newest {
                     continue;
                 }
                 let e = used.entry(o.request.pool.as_str()).or_default();
