@@ -21,7 +21,10 @@ pub fn run(cfg: stratus_gateway::Config, fleet: &Fleet, threads: Option<usize>) 
         .build()
         .context("starting the async runtime")?;
     rt.block_on(async {
-        let replicas = cfg.replicas.len();
+        let replicas = match &cfg.control_plane {
+            Some(cp) => format!("{} replicas + those of {}", cfg.replicas.len(), cp.url),
+            None => format!("{} replicas", cfg.replicas.len()),
+        };
         let keys = cfg.keys.len();
         let policy = cfg.policy.name();
         let running = stratus_gateway::start(cfg, fleet)
@@ -30,7 +33,7 @@ pub fn run(cfg: stratus_gateway::Config, fleet: &Fleet, threads: Option<usize>) 
         // A closed standard output must not end a server.
         let _ = writeln!(
             std::io::stdout(),
-            "stratus gateway listening on http://{} ({replicas} replicas, {keys} keys, policy {policy})",
+            "stratus gateway listening on http://{} ({replicas}, {keys} keys, policy {policy})",
             running.addr
         );
         tokio::signal::ctrl_c().await.ok();

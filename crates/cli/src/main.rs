@@ -167,6 +167,12 @@ enum Cmd {
         /// progress into $STRATUS_WORKDIR/progress and resumes from it).
         #[arg(long)]
         job: Option<String>,
+        /// `sh -c` template each local inference replica runs, `{port}` standing for the port
+        /// the driver gives it (e.g. `stratus mock-replica --listen 127.0.0.1:{port}`); the
+        /// replica is advertised to gateways once it answers `GET /health`. Without it,
+        /// replicas run the job script and serve nothing.
+        #[arg(long)]
+        replica_command: Option<String>,
         /// Fleet file (default: the built-in fleet).
         #[arg(long)]
         fleet: Option<PathBuf>,
@@ -212,9 +218,16 @@ enum Cmd {
     /// Run the inference gateway: an OpenAI-compatible streaming proxy over the replicas in
     /// its configuration file.
     Gateway {
-        /// Configuration file (YAML, TOML or JSON).
+        /// Configuration file (YAML, TOML or JSON); optional with --control-plane.
         #[arg(long)]
-        config: PathBuf,
+        config: Option<PathBuf>,
+        /// A stratus control plane (`http://host:port`) whose inference endpoints the gateway
+        /// follows: replicas it launches receive traffic once healthy, draining ones none.
+        #[arg(long, requires = "token_file")]
+        control_plane: Option<String>,
+        /// File holding a viewer token of the control plane (with --control-plane).
+        #[arg(long, requires = "control_plane")]
+        token_file: Option<PathBuf>,
         /// Listen address (overrides the file's `listen`).
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
@@ -707,6 +720,7 @@ fn run(cli: Cli) -> Result<()> {
             aws_image,
             state_dir,
             job,
+            replica_command,
             fleet,
             gateway_metrics,
             reports,
@@ -766,6 +780,7 @@ fn run(cli: Cli) -> Result<()> {
                 "local" => stratus_server::DriverChoice::Local {
                     dir: state_dir,
                     job: job.unwrap_or_else(|| stratus_control::local::DEFAULT_JOB.to_string()),
+                    replica_command,
                 },
                 other => {
                     return Err(bad_flag(
@@ -820,12 +835,27 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Gateway {
             config,
+            control_plane,
+            token_file,
             listen,
             fleet,
             threads,
         } => {
             let fleet = load_fleet(fleet.as_deref())?;
-            let mut cfg = stratus_gateway::Config::load(&config)?;
+            let cp = control_plane.map(|url| stratus_gateway::config::ControlPlaneConfig {
+                url,
+                token_file: token_file
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+                watch_s: 20,
+            });
+            if config.is_none() && cp.is_none() {
+                return Err(bad_flag(
+                    "--config",
+                    "give a configuration file, or --control-plane and --token-file",
+                ));
+            }
+            let mut cfg = stratus_gateway::Config::load_with(config.as_deref(), cp)?;
             if let Some(l) = listen {
                 cfg.listen = l;
             }

@@ -18,6 +18,10 @@ use aws_sdk_ec2::Client;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use stratus_plan::Category;
 
+/// Port an inference instance's server listens on (the images' convention, as vLLM's
+/// default): the endpoint the control plane advertises is the private IP and this port.
+pub const SERVICE_PORT: u16 = 8000;
+
 /// Where and as whom to call EC2.
 #[derive(Debug, Clone)]
 pub struct AwsConfig {
@@ -362,10 +366,17 @@ impl Driver for AwsDriver {
                     .launch_time()
                     .map(|t| Time(t.secs() as f64))
                     .unwrap_or(now);
+                // An inference instance serves on its private address, at the service port.
+                let unit = tag(first, "stratus:unit");
+                let endpoint = crate::unit::UnitKey::parse(&unit)
+                    .is_ok_and(|u| u.is_replicas())
+                    .then(|| first.private_ip_address())
+                    .flatten()
+                    .map(|ip| format!("http://{ip}:{SERVICE_PORT}"));
                 out.push(Instance {
                     request: LaunchRequest {
                         token: token.clone(),
-                        unit: tag(first, "stratus:unit"),
+                        unit,
                         workload: tag(first, "stratus:workload"),
                         pool: tag(first, "stratus:pool"),
                         region: tag(first, "stratus:region"),
@@ -377,6 +388,7 @@ impl Driver for AwsDriver {
                     state,
                     launched_at: launched,
                     since: launched,
+                    endpoint,
                 });
             }
         }

@@ -88,6 +88,11 @@ pub struct Instance {
     pub launched_at: Time,
     /// When it last changed state.
     pub since: Time,
+    /// Where an inference instance serves requests (`http://host:port`; the simulated
+    /// providers give a synthetic `sim://` address), once the driver knows it. The gateway
+    /// routes to it through the control plane's endpoint list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
 }
 
 /// Free capacity of one pool, nodes per bucket.

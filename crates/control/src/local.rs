@@ -24,6 +24,9 @@ mv \"$STRATUS_WORKDIR/progress.tmp\" \"$STRATUS_WORKDIR/progress\"; sleep 1; don
 struct Record {
     request: LaunchRequest,
     launched_at: Time,
+    /// The port an inference replica was given (`{port}` in the replica command).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    port: Option<u16>,
 }
 
 /// Local processes as a provider.
@@ -31,8 +34,56 @@ struct Record {
 pub struct LocalDriver {
     dir: PathBuf,
     job: String,
+    /// `sh -c` template for inference replicas (`{port}` is replaced by a free port).
+    replica_command: Option<String>,
     capacity: HashMap<String, PoolCapacity>,
     children: HashMap<String, Child>,
+}
+
+/// Path probed on a local replica before it is reported running (and so advertised as
+/// serving): OpenAI-compatible servers (llama.cpp's, vLLM's, the mock replica) answer it.
+pub const HEALTH_PATH: &str = "/health";
+
+/// Whether an HTTP server on 127.0.0.1:`port` answers `GET /health` with a 2xx, within a
+/// short timeout (the probe runs in the reconcile loop, so it must never block for long).
+pub fn healthy(port: u16) -> bool {
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpStream};
+    use std::time::Duration;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    let _ = s.set_write_timeout(Some(Duration::from_millis(200)));
+    let req = format!(
+        "GET {HEALTH_PATH} HTTP/1.0\r\nhost: 127.0.0.1:{port}\r\nconnection: close\r\n\r\n"
+    );
+    if s.write_all(req.as_bytes()).is_err() {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    let mut got = 0;
+    while got < head.len() {
+        match s.read(&mut head[got..]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+    }
+    got == head.len() && head.starts_with(b"HTTP/1.") && head[9] == b'2'
+}
+
+/// A port free on 127.0.0.1 now and not given to another instance of this driver.
+fn free_port(taken: &[u16]) -> std::io::Result<u16> {
+    for _ in 0..64 {
+        let port = std::net::TcpListener::bind(("127.0.0.1", 0))?
+            .local_addr()?
+            .port();
+        if !taken.contains(&port) {
+            return Ok(port);
+        }
+    }
+    Err(std::io::Error::other("no free port on 127.0.0.1"))
 }
 
 fn file_name(token: &str) -> String {
@@ -52,9 +103,20 @@ impl LocalDriver {
         Ok(LocalDriver {
             dir: dir.to_path_buf(),
             job: job.to_string(),
+            replica_command: None,
             capacity,
             children: HashMap::new(),
         })
+    }
+
+    /// Run inference replicas as `command` (a `sh -c` template in which `{port}` becomes a
+    /// port allocated on 127.0.0.1, also passed as `$STRATUS_PORT`), e.g.
+    /// `stratus mock-replica --listen 127.0.0.1:{port}` or llama.cpp's server. A replica is
+    /// reported running, and its endpoint `http://127.0.0.1:PORT` advertised as serving,
+    /// only once it answers `GET /health`. Jobs still run the job script.
+    pub fn with_replica_command(mut self, command: Option<String>) -> LocalDriver {
+        self.replica_command = command;
+        self
     }
 
     fn record_path(&self, token: &str) -> PathBuf {
@@ -172,10 +234,23 @@ impl Driver for LocalDriver {
                 free,
             });
         }
+        let replica = crate::unit::UnitKey::parse(&req.unit).is_ok_and(|u| u.is_replicas());
+        let (job, port) = match (&self.replica_command, replica) {
+            (Some(template), true) => {
+                let taken: Vec<u16> = self.records().iter().filter_map(|r| r.port).collect();
+                let port = free_port(&taken).map_err(|e| DriverError::Refused {
+                    region: req.region.clone(),
+                    reason: format!("cannot allocate a port: {e}"),
+                })?;
+                (template.replace("{port}", &port.to_string()), Some(port))
+            }
+            _ => (self.job.clone(), None),
+        };
         // The record first: from here on a retry with this token is a no-op.
         let rec = Record {
             request: req.clone(),
             launched_at: now,
+            port,
         };
         self.write_record(&rec).map_err(|e| DriverError::Refused {
             region: req.region.clone(),
@@ -189,7 +264,11 @@ impl Driver for LocalDriver {
         );
         let mut cmd = Command::new("sh");
         cmd.args(["-c", &script])
-            .env("STRATUS_JOB", &self.job)
+            .env("STRATUS_JOB", &job)
+            .env(
+                "STRATUS_PORT",
+                port.map(|p| p.to_string()).unwrap_or_default(),
+            )
             .env("STRATUS_TOKEN", &req.token)
             .env("STRATUS_UNIT", &req.unit)
             .env("STRATUS_WORKLOAD", &req.workload)
@@ -233,6 +312,10 @@ impl Driver for LocalDriver {
         for r in self.records() {
             let token = r.request.token.clone();
             let state = match self.alive(&token) {
+                // A replica runs once it answers its health check; until then it starts.
+                Some(true) if r.port.is_some_and(|p| !healthy(p)) => InstanceState::Pending {
+                    ready_at: now.plus(1.0),
+                },
                 Some(true) => InstanceState::Running,
                 // Started less than 10 s ago and no pid yet: still starting.
                 None if now.0 - r.launched_at.0 < 10.0 => InstanceState::Pending {
@@ -245,6 +328,7 @@ impl Driver for LocalDriver {
                 state,
                 launched_at: r.launched_at,
                 since: r.launched_at,
+                endpoint: r.port.map(|p| format!("http://127.0.0.1:{p}")),
             });
         }
         Observation::complete(out)

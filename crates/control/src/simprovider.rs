@@ -320,6 +320,11 @@ impl Driver for SimProvider {
                 },
                 launched_at: now,
                 since: now,
+                // A synthetic address: the simulated providers serve nothing, but the
+                // control plane's endpoint list is the same for every driver.
+                endpoint: crate::unit::UnitKey::parse(&req.unit)
+                    .is_ok_and(|u| u.is_replicas())
+                    .then(|| format!("sim://{}/{}", req.region, req.token)),
             },
         );
         Ok(())

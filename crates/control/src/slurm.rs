@@ -362,6 +362,7 @@ impl Driver for SlurmDriver {
                         state,
                         launched_at: now,
                         since: now,
+                        endpoint: None,
                     });
                     continue;
                 }
@@ -390,6 +391,7 @@ impl Driver for SlurmDriver {
                     state,
                     launched_at: now,
                     since: now,
+                    endpoint: None,
                 });
             }
         }

@@ -60,8 +60,30 @@ pub struct Config {
     /// Milliseconds a client has to send a request's head, and again its body.
     #[serde(default = "default_header_timeout")]
     pub header_timeout_ms: u64,
-    /// The replicas.
+    /// The replicas (may be empty when a control plane gives them).
+    #[serde(default)]
     pub replicas: Vec<ReplicaConfig>,
+    /// A stratus control plane whose inference endpoints the gateway follows: its serving
+    /// replicas are routed to as they come and go, in addition to `replicas`.
+    #[serde(default)]
+    pub control_plane: Option<ControlPlaneConfig>,
+}
+
+/// Where the replica list comes from when it follows a control plane.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlPlaneConfig {
+    /// The control plane's base URL, `http://host:port`.
+    pub url: String,
+    /// A file holding a viewer token of the control plane.
+    pub token_file: String,
+    /// Seconds one watch request waits for a change before it is sent again.
+    #[serde(default = "default_watch_s")]
+    pub watch_s: u64,
+}
+
+fn default_watch_s() -> u64 {
+    20
 }
 
 /// A client address range and the location its users are at.
@@ -174,6 +196,10 @@ pub struct ReplicaConfig {
     /// Whether to scrape its `/metrics` for queue depth.
     #[serde(default)]
     pub metrics: bool,
+    /// Taking no new requests (requests in flight finish); the control plane sets it on a
+    /// replica it is retiring.
+    #[serde(default)]
+    pub draining: bool,
 }
 
 fn default_max_connections() -> usize {
@@ -283,6 +309,30 @@ impl Config {
         Ok(c)
     }
 
+    /// Read and validate a file, or (with no file) the defaults, with `control_plane` (from
+    /// the command line) in place of the file's: a gateway that follows a control plane
+    /// needs no file at all.
+    pub fn load_with(
+        path: Option<&Path>,
+        control_plane: Option<ControlPlaneConfig>,
+    ) -> Result<Config, InputError> {
+        let (mut c, text, file): (Config, String, String) = match path {
+            Some(p) => {
+                let (c, t) = read_file(p)?;
+                (c, t, p.display().to_string())
+            }
+            None => {
+                let c = from_str("(command line)", "{}", Format::Yaml)?;
+                (c, String::new(), "(command line)".into())
+            }
+        };
+        if control_plane.is_some() {
+            c.control_plane = control_plane;
+        }
+        c.validate(&file, &text)?;
+        Ok(c)
+    }
+
     /// Parse and validate text (named `file` in errors).
     pub fn parse(file: &str, text: &str, format: Format) -> Result<Config, InputError> {
         let c: Config = from_str(file, text, format)?;
@@ -304,12 +354,29 @@ impl Config {
                 reason,
             })
         };
-        if self.replicas.is_empty() {
+        if self.replicas.is_empty() && self.control_plane.is_none() {
             return err(
                 "replicas".into(),
                 "replicas",
-                "at least one replica is needed".into(),
+                "at least one replica is needed (or a control_plane to follow)".into(),
             );
+        }
+        if let Some(cp) = &self.control_plane {
+            if parse_base_url(&cp.url).is_none() {
+                return err(
+                    "control_plane.url".into(),
+                    &cp.url,
+                    format!("`{}` is not an http://host:port URL", cp.url),
+                );
+            }
+            if cp.watch_s == 0 || cp.watch_s > 50 {
+                return err(
+                    "control_plane.watch_s".into(),
+                    "watch_s",
+                    "must be between 1 and 50 seconds (the control plane ends a request at 60 s)"
+                        .into(),
+                );
+            }
         }
         if self.max_connections == 0 {
             return err(
@@ -475,6 +542,37 @@ mod tests {
         let e = Config::parse("g.yaml", &key, Format::Yaml).unwrap_err();
         assert_eq!(e.field.as_deref(), Some("keys[0]"));
         assert!(e.reason.contains("limit of 0"));
+    }
+
+    #[test]
+    fn a_gateway_following_a_control_plane_needs_no_replicas_but_a_valid_url() {
+        let e = Config::parse("g.yaml", "listen: 127.0.0.1:0\n", Format::Yaml).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("replicas"));
+        assert!(e.reason.contains("control_plane"), "{e}");
+        let cp =
+            "listen: 127.0.0.1:0\ncontrol_plane:\n  url: http://127.0.0.1:8470\n  token_file: t\n";
+        let c = Config::parse("g.yaml", cp, Format::Yaml).unwrap();
+        assert!(c.replicas.is_empty());
+        assert_eq!(c.control_plane.unwrap().watch_s, 20);
+        let bad = cp.replace("http://127.0.0.1:8470", "127.0.0.1:8470");
+        let e = Config::parse("g.yaml", &bad, Format::Yaml).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("control_plane.url"));
+        assert_eq!(e.line, Some(3));
+        let slow = format!("{cp}  watch_s: 90\n");
+        let e = Config::parse("g.yaml", &slow, Format::Yaml).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("control_plane.watch_s"));
+        // From the command line alone.
+        let c = Config::load_with(
+            None,
+            Some(ControlPlaneConfig {
+                url: "http://127.0.0.1:1".into(),
+                token_file: "t".into(),
+                watch_s: 20,
+            }),
+        )
+        .unwrap();
+        assert!(c.control_plane.is_some());
+        assert!(Config::load_with(None, None).is_err());
     }
 
     #[test]

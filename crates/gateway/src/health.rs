@@ -5,7 +5,7 @@
 //! expose Prometheus metrics report their queue depth, which routing adds to the gateway's own
 //! in-flight count.
 
-use crate::proxy::Gateway;
+use crate::proxy::{Gateway, Replica};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
@@ -26,10 +26,15 @@ pub const QUEUE_METRICS: [&str; 4] = [
 pub async fn run(gw: Arc<Gateway>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let every = Duration::from_millis(gw.cfg.health.interval_ms);
     loop {
-        let round: Vec<_> = (0..gw.replicas.len())
-            .map(|i| {
-                let gw = gw.clone();
-                tokio::spawn(async move { probe(&gw, i).await })
+        // The set as it is at the start of the round: a replica added since waits for the
+        // next round (it was advertised healthy), one removed gets one more probe at most.
+        let round: Vec<_> = gw
+            .replicas()
+            .replicas
+            .iter()
+            .map(|r| {
+                let (gw, r) = (gw.clone(), r.clone());
+                tokio::spawn(async move { probe(&gw, &r).await })
             })
             .collect();
         for p in round {
@@ -63,8 +68,7 @@ async fn get(gw: &Gateway, url: String) -> Result<(u16, Bytes), String> {
         .map_err(|_| "timeout".to_string())?
 }
 
-async fn probe(gw: &Gateway, i: usize) {
-    let r = &gw.replicas[i];
+async fn probe(gw: &Gateway, r: &Replica) {
     let ok = matches!(
         get(gw, format!("{}{}", r.base, gw.cfg.health.path)).await,
         Ok((200..=299, _))

@@ -9,11 +9,13 @@
 //!   arrive, retries before the first byte, ends cut streams with an error event.
 //! * [`upstream`]: the pooled HTTP/1.1 client to replicas, read by the request's own task.
 //! * [`health`]: active health checks and queue-depth scraping; passive ejection is in `proxy`.
+//! * [`follow`]: the replica set kept in step with a control plane's endpoint list.
 //! * [`metrics`]: the Prometheus exposition.
 //! * [`mock`]: the fault-injecting mock replica the tests and the benchmark use.
 //! * [`loadgen`]: the open-loop load generator of `stratus bench gateway`.
 
 pub mod config;
+pub mod follow;
 pub mod health;
 pub mod limit;
 pub mod listen;

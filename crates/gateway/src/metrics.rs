@@ -2,12 +2,12 @@
 //! model (what the ledger bills), latency histograms per model, and each replica's state.
 
 use crate::limit::Limit;
-use crate::proxy::{End, Replica};
+use crate::proxy::{End, Replica, ReplicaLabel};
 use crate::usage::Usage;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Histogram bucket bounds, milliseconds.
@@ -48,19 +48,23 @@ impl Hist {
     }
 }
 
-/// Counters keyed by indices into `keys` and `models` (no allocation per request).
+/// (key, model, replica, how it ended, status).
+type RequestKey = (u16, Arc<str>, Arc<ReplicaLabel>, &'static str, u16);
+
+/// Counters keyed by indices into `keys` and by shared names (no allocation per request;
+/// a replica's counters outlive its place in the replica set).
 #[derive(Debug, Default)]
 struct Inner {
     /// (key, model, replica, end, status) → requests.
-    requests: BTreeMap<(u16, u16, u16, &'static str, u16), u64>,
+    requests: BTreeMap<RequestKey, u64>,
     /// (key, model, kind) → tokens.
-    tokens: BTreeMap<(u16, u16, &'static str), u64>,
+    tokens: BTreeMap<(u16, Arc<str>, &'static str), u64>,
     /// (key, limit) → refusals.
     limited: BTreeMap<(u16, &'static str), u64>,
     /// Per model.
-    ttft: Vec<Hist>,
+    ttft: BTreeMap<Arc<str>, Hist>,
     /// Per model.
-    duration: Vec<Hist>,
+    duration: BTreeMap<Arc<str>, Hist>,
 }
 
 /// The gateway's metrics.
@@ -76,30 +80,29 @@ pub struct Metrics {
     pub usage_log_dropped: AtomicU64,
     /// Requests whose client went before the replica reported usage, charged an estimate.
     pub usage_estimated: AtomicU64,
+    /// Replica lists taken from the control plane.
+    pub control_plane_updates: AtomicU64,
+    /// Watch requests to the control plane that failed (the last list kept serving).
+    pub control_plane_errors: AtomicU64,
     inner: Mutex<Inner>,
     started: Instant,
     keys: Vec<String>,
-    models: Vec<String>,
 }
 
 impl Metrics {
-    /// Empty metrics for these key names and models (indices refer to them).
-    pub fn new(keys: Vec<String>, models: Vec<String>) -> Metrics {
-        let inner = Inner {
-            ttft: vec![Hist::default(); models.len()],
-            duration: vec![Hist::default(); models.len()],
-            ..Inner::default()
-        };
+    /// Empty metrics for these key names (indices refer to them).
+    pub fn new(keys: Vec<String>) -> Metrics {
         Metrics {
             ejections: AtomicU64::new(0),
             retries: AtomicU64::new(0),
             unroutable: AtomicU64::new(0),
             usage_log_dropped: AtomicU64::new(0),
             usage_estimated: AtomicU64::new(0),
-            inner: Mutex::new(inner),
+            control_plane_updates: AtomicU64::new(0),
+            control_plane_errors: AtomicU64::new(0),
+            inner: Mutex::new(Inner::default()),
             started: Instant::now(),
             keys,
-            models,
         }
     }
 
@@ -123,8 +126,8 @@ impl Metrics {
     pub fn request(
         &self,
         key: u16,
-        model: u16,
-        replica: u16,
+        model: &Arc<str>,
+        replica: &Arc<ReplicaLabel>,
         end: End,
         status: u16,
         usage: &Usage,
@@ -133,7 +136,7 @@ impl Metrics {
     ) {
         let mut m = self.inner.lock().expect("metrics lock");
         *m.requests
-            .entry((key, model, replica, end.name(), status))
+            .entry((key, model.clone(), replica.clone(), end.name(), status))
             .or_default() += 1;
         for (kind, n) in [
             ("prompt", usage.prompt),
@@ -141,11 +144,14 @@ impl Metrics {
             ("cached", usage.cached),
         ] {
             if n > 0 {
-                *m.tokens.entry((key, model, kind)).or_default() += n;
+                *m.tokens.entry((key, model.clone(), kind)).or_default() += n;
             }
         }
-        m.ttft[model as usize].observe(ttft);
-        m.duration[model as usize].observe(duration);
+        m.ttft.entry(model.clone()).or_default().observe(ttft);
+        m.duration
+            .entry(model.clone())
+            .or_default()
+            .observe(duration);
     }
 
     /// Tokens counted so far for (key name, model, kind), for tests and reports.
@@ -154,31 +160,31 @@ impl Metrics {
         m.tokens
             .iter()
             .filter(|((k, mo, ki), _)| {
-                self.keys[*k as usize] == key && self.models[*mo as usize] == model && *ki == kind
+                self.keys[*k as usize] == key && &**mo == model && *ki == kind
             })
             .map(|(_, v)| *v)
             .sum()
     }
 
-    /// Requests that ended on replica `replica` (any key, model, status).
-    pub fn requests_on(&self, replica: usize) -> u64 {
+    /// Requests that ended on the replica with id `replica` (any key, model, status).
+    pub fn requests_on(&self, replica: &str) -> u64 {
         let m = self.inner.lock().expect("metrics lock");
         m.requests
             .iter()
-            .filter(|((_, _, r, _, _), _)| *r as usize == replica)
+            .filter(|((_, _, r, _, _), _)| r.id == replica)
             .map(|(_, v)| *v)
             .sum()
     }
 
     /// The text exposition.
-    pub fn render(&self, replicas: &[Replica], now_ms: u64) -> String {
+    pub fn render(&self, replicas: &[Arc<Replica>], now_ms: u64) -> String {
         let mut out = String::new();
         let m = self.inner.lock().expect("metrics lock");
         let _ = writeln!(out, "# HELP stratus_gateway_requests_total Proxied requests by key, model, replica, how they ended and status.");
         let _ = writeln!(out, "# TYPE stratus_gateway_requests_total counter");
         for ((key, model, r, end, status), n) in &m.requests {
-            let rp = &replicas[*r as usize];
-            let (key, model) = (&self.keys[*key as usize], &self.models[*model as usize]);
+            let rp = r;
+            let key = &self.keys[*key as usize];
             let _ = writeln!(
                 out,
                 "stratus_gateway_requests_total{{key=\"{}\",model=\"{}\",replica=\"{}\",provider=\"{}\",region=\"{}\",end=\"{end}\",status=\"{status}\"}} {n}",
@@ -188,7 +194,7 @@ impl Metrics {
         let _ = writeln!(out, "# HELP stratus_gateway_tokens_total Tokens the replicas reported, by key, model and kind (prompt, completion, cached).");
         let _ = writeln!(out, "# TYPE stratus_gateway_tokens_total counter");
         for ((key, model, kind), n) in &m.tokens {
-            let (key, model) = (&self.keys[*key as usize], &self.models[*model as usize]);
+            let key = &self.keys[*key as usize];
             let _ = writeln!(
                 out,
                 "stratus_gateway_tokens_total{{key=\"{}\",model=\"{}\",kind=\"{kind}\"}} {n}",
@@ -208,7 +214,7 @@ impl Metrics {
         }
         let _ = writeln!(out, "# HELP stratus_gateway_ttft_seconds Time from the client's request to the first response bytes.");
         let _ = writeln!(out, "# TYPE stratus_gateway_ttft_seconds histogram");
-        for (model, h) in self.models.iter().zip(&m.ttft).filter(|(_, h)| h.count > 0) {
+        for (model, h) in m.ttft.iter().filter(|(_, h)| h.count > 0) {
             h.render(
                 &mut out,
                 "stratus_gateway_ttft_seconds",
@@ -220,12 +226,7 @@ impl Metrics {
             out,
             "# TYPE stratus_gateway_request_duration_seconds histogram"
         );
-        for (model, h) in self
-            .models
-            .iter()
-            .zip(&m.duration)
-            .filter(|(_, h)| h.count > 0)
-        {
+        for (model, h) in m.duration.iter().filter(|(_, h)| h.count > 0) {
             h.render(
                 &mut out,
                 "stratus_gateway_request_duration_seconds",
@@ -250,7 +251,12 @@ impl Metrics {
         for (name, kind, value) in per_replica {
             let _ = writeln!(out, "# TYPE {name} {kind}");
             for r in replicas {
-                let _ = writeln!(out, "{name}{{replica=\"{}\"}} {}", esc(&r.id), value(r));
+                let _ = writeln!(
+                    out,
+                    "{name}{{replica=\"{}\"}} {}",
+                    esc(&r.id),
+                    value(r.as_ref())
+                );
             }
         }
         let _ = writeln!(out, "# TYPE stratus_gateway_retries_total counter");
@@ -273,6 +279,14 @@ impl Metrics {
             (
                 "stratus_gateway_usage_estimated_total",
                 &self.usage_estimated,
+            ),
+            (
+                "stratus_gateway_control_plane_updates_total",
+                &self.control_plane_updates,
+            ),
+            (
+                "stratus_gateway_control_plane_errors_total",
+                &self.control_plane_errors,
             ),
         ] {
             let _ = writeln!(out, "# TYPE {name} counter");

@@ -7,7 +7,7 @@
 //! not started. Once bytes have gone out, the request cannot be replayed: a cut stream ends with
 //! an OpenAI-style `error` event and the replica is marked.
 
-use crate::config::{parse_base_url, Cidr, Config};
+use crate::config::{parse_base_url, Cidr, Config, ReplicaConfig};
 use crate::limit::{retry_after_header, Limit, Limiter};
 use crate::metrics::Metrics;
 use crate::route::{self, Candidate, Params, Ring};
@@ -27,7 +27,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use stratus_model::LatencyTable;
@@ -59,6 +59,10 @@ pub struct Replica {
     pub cost: f64,
     /// Whether `/metrics` is scraped.
     pub scrape: bool,
+    /// Its labels in the request metrics (kept by the counters after it leaves the set).
+    pub label: Arc<ReplicaLabel>,
+    /// Taking no new requests (the control plane is retiring it); requests in flight finish.
+    pub draining: AtomicBool,
     region_index: Option<usize>,
     /// Requests in flight through this gateway.
     pub in_flight: AtomicU32,
@@ -96,11 +100,96 @@ struct Ejection {
 impl Replica {
     /// Whether routing may pick it at `now_ms` (milliseconds since the gateway started).
     pub fn available(&self, now_ms: u64) -> bool {
-        self.healthy.load(Ordering::Relaxed) && !self.ejected(now_ms)
+        self.healthy.load(Ordering::Relaxed)
+            && !self.draining.load(Ordering::Relaxed)
+            && !self.ejected(now_ms)
     }
+
     /// Whether passive ejection holds it out at `now_ms`.
     pub fn ejected(&self, now_ms: u64) -> bool {
         self.ejected_until_ms.load(Ordering::Relaxed) > now_ms
+    }
+
+    fn new(r: &ReplicaConfig, latency: &LatencyTable) -> Option<Replica> {
+        let (authority, base) = parse_base_url(&r.url)?;
+        let provider = r.region.split(':').next().unwrap_or("").to_string();
+        Some(Replica {
+            id: r.id.clone(),
+            base,
+            label: Arc::new(ReplicaLabel {
+                id: r.id.clone(),
+                provider: provider.clone(),
+                region: r.region.clone(),
+            }),
+            region: r.region.clone(),
+            provider,
+            models: r.models.clone(),
+            cost: r.cost_per_hour,
+            scrape: r.metrics,
+            draining: AtomicBool::new(r.draining),
+            region_index: latency.index_of(&r.region),
+            in_flight: AtomicU32::new(0),
+            queue: AtomicU32::new(0),
+            healthy: AtomicBool::new(true),
+            probes: Mutex::new(Probes::default()),
+            eject: Mutex::new(Ejection::default()),
+            ejections: AtomicU64::new(0),
+            ejected_until_ms: AtomicU64::new(0),
+            failing: AtomicBool::new(false),
+            pool: crate::upstream::Pool::new(&authority),
+        })
+    }
+}
+
+/// A replica's identity in the request metrics.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ReplicaLabel {
+    /// Replica id.
+    pub id: String,
+    /// Provider.
+    pub provider: String,
+    /// Region id.
+    pub region: String,
+}
+
+/// The replicas requests are routed to, as one immutable snapshot: a request takes the
+/// snapshot once and keeps it (indices, the ring and the models agree with each other for
+/// its whole life), and a new set is swapped in whole, so a change never blocks or breaks
+/// the request path. A replica that stays from one set to the next is the same `Arc`, with
+/// its health, load, ejection state and connections.
+pub struct ReplicaSet {
+    /// The control plane's version of the list (0 for a static file).
+    pub version: u64,
+    /// The replicas (indices refer to this order).
+    pub replicas: Vec<Arc<Replica>>,
+    ring: Ring,
+    /// Every model some replica serves, sorted.
+    pub models: Vec<Arc<str>>,
+}
+
+impl ReplicaSet {
+    fn new(version: u64, replicas: Vec<Arc<Replica>>) -> ReplicaSet {
+        let ring = Ring::new(&replicas.iter().map(|r| r.id.as_str()).collect::<Vec<_>>());
+        let mut models: Vec<&str> = replicas
+            .iter()
+            .flat_map(|r| r.models.iter().map(String::as_str))
+            .collect();
+        models.sort_unstable();
+        models.dedup();
+        ReplicaSet {
+            version,
+            models: models.into_iter().map(Arc::from).collect(),
+            replicas,
+            ring,
+        }
+    }
+
+    /// The shared name of `model`, if some replica serves it.
+    fn model(&self, model: &str) -> Option<Arc<str>> {
+        self.models
+            .binary_search_by(|m| (**m).cmp(model))
+            .ok()
+            .map(|i| self.models[i].clone())
     }
 }
 
@@ -118,9 +207,8 @@ struct KeyState {
 /// The running gateway's shared state.
 pub struct Gateway {
     pub(crate) cfg: Config,
-    /// The replicas, in configuration order (the order indices refer to).
-    pub replicas: Vec<Replica>,
-    ring: Ring,
+    /// The replicas now (see [`ReplicaSet`]).
+    set: RwLock<Arc<ReplicaSet>>,
     latency: Arc<LatencyTable>,
     networks: Vec<(Cidr, String)>,
     /// Keys in configuration order; with none configured, one `anonymous` key for everyone.
@@ -131,8 +219,6 @@ pub struct Gateway {
     pub(crate) client: Client<HttpConnector, Full<Bytes>>,
     /// Counters and histograms behind `/metrics`.
     pub metrics: Metrics,
-    /// Every model some replica serves, sorted (metrics refer to them by index).
-    models: Vec<String>,
     usage_tx: Option<mpsc::Sender<String>>,
     epoch: Instant,
 }
@@ -169,30 +255,12 @@ impl Gateway {
     /// State for `cfg`; RTTs come from `fleet`'s latency table.
     pub fn new(cfg: Config, fleet: &stratus_model::Fleet) -> Arc<Gateway> {
         let latency = LatencyTable::cached(fleet);
-        let replicas: Vec<Replica> = cfg
+        let replicas: Vec<Arc<Replica>> = cfg
             .replicas
             .iter()
-            .map(|r| Replica {
-                id: r.id.clone(),
-                base: parse_base_url(&r.url).expect("validated").1,
-                region: r.region.clone(),
-                provider: r.region.split(':').next().unwrap_or("").to_string(),
-                models: r.models.clone(),
-                cost: r.cost_per_hour,
-                scrape: r.metrics,
-                region_index: latency.index_of(&r.region),
-                in_flight: AtomicU32::new(0),
-                queue: AtomicU32::new(0),
-                healthy: AtomicBool::new(true),
-                probes: Mutex::new(Probes::default()),
-                eject: Mutex::new(Ejection::default()),
-                ejections: AtomicU64::new(0),
-                ejected_until_ms: AtomicU64::new(0),
-                failing: AtomicBool::new(false),
-                pool: crate::upstream::Pool::new(&parse_base_url(&r.url).expect("validated").0),
-            })
+            .map(|r| Arc::new(Replica::new(r, &latency).expect("validated")))
             .collect();
-        let ring = Ring::new(&replicas.iter().map(|r| r.id.as_str()).collect::<Vec<_>>());
+        let set = RwLock::new(Arc::new(ReplicaSet::new(0, replicas)));
         let networks = cfg
             .client_networks
             .iter()
@@ -232,13 +300,6 @@ impl Gateway {
         if key_names.is_empty() {
             key_names.push("anonymous".into());
         }
-        let mut models: Vec<String> = cfg
-            .replicas
-            .iter()
-            .flat_map(|r| r.models.iter().cloned())
-            .collect();
-        models.sort();
-        models.dedup();
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
         http.set_connect_timeout(Some(Duration::from_secs(2)));
@@ -246,21 +307,52 @@ impl Gateway {
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(4096)
             .build(http);
-        let metrics = Metrics::new(key_names, models.clone());
+        let metrics = Metrics::new(key_names);
         Arc::new(Gateway {
             cfg,
-            replicas,
-            ring,
+            set,
             latency,
             networks,
             keys,
             key_index,
             client,
             metrics,
-            models,
             usage_tx: None,
             epoch: Instant::now(),
         })
+    }
+
+    /// The replica set now: a snapshot that stays valid however the set changes.
+    pub fn replicas(&self) -> Arc<ReplicaSet> {
+        self.set.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Swap in the replicas `list` (the control plane's version `version`): a replica whose
+    /// id and URL stay the same keeps its state; a new one starts healthy (the control plane
+    /// advertises a replica only once its health check passed) and is probed from then on;
+    /// one that is gone receives no new requests, and its requests in flight finish on the
+    /// snapshot they hold. Entries whose URL is not `http://host:port` are skipped.
+    pub fn set_replicas(&self, version: u64, list: &[ReplicaConfig]) {
+        let old = self.replicas();
+        let replicas: Vec<Arc<Replica>> = list
+            .iter()
+            .filter_map(|r| {
+                let base = parse_base_url(&r.url)?.1;
+                match old
+                    .replicas
+                    .iter()
+                    .find(|o| o.id == r.id && o.base == base && o.region == r.region)
+                {
+                    Some(o) => {
+                        o.draining.store(r.draining, Ordering::Relaxed);
+                        Some(o.clone())
+                    }
+                    None => Replica::new(r, &self.latency).map(Arc::new),
+                }
+            })
+            .collect();
+        *self.set.write().unwrap_or_else(|e| e.into_inner()) =
+            Arc::new(ReplicaSet::new(version, replicas));
     }
 
     /// Seconds since start: the limiters' clock.
@@ -290,8 +382,7 @@ impl Gateway {
     }
 
     /// Record a request's outcome on a replica for passive ejection.
-    fn outcome(&self, i: usize, ok: bool) {
-        let r = &self.replicas[i];
+    fn outcome(&self, r: &Replica, ok: bool) {
         if ok && !r.failing.load(Ordering::Relaxed) {
             return; // the common case: nothing to clear, no lock
         }
@@ -321,10 +412,16 @@ impl Gateway {
     }
 
     /// The eligible replicas for `model`, minus those `tried`, as routing candidates.
-    fn candidates(&self, model: &str, location: Option<&str>, tried: &[usize]) -> Vec<Candidate> {
+    fn candidates(
+        &self,
+        set: &ReplicaSet,
+        model: &str,
+        location: Option<&str>,
+        tried: &[usize],
+    ) -> Vec<Candidate> {
         let now = self.now_ms();
         let from = location.and_then(|l| self.latency.index_of(l));
-        self.replicas
+        set.replicas
             .iter()
             .enumerate()
             .filter(|(i, r)| {
@@ -357,7 +454,8 @@ impl Gateway {
             }
             (&Method::GET, "/v1/models") => self.models(&req),
             (&Method::GET, "/metrics") => {
-                let mut r = Response::new(full(self.metrics.render(&self.replicas, self.now_ms())));
+                let set = self.replicas();
+                let mut r = Response::new(full(self.metrics.render(&set.replicas, self.now_ms())));
                 r.headers_mut().insert(
                     CONTENT_TYPE,
                     HeaderValue::from_static("text/plain; version=0.0.4"),
@@ -408,10 +506,11 @@ impl Gateway {
             Ok(k) => k,
             Err(r) => return r,
         };
-        let mut names: Vec<&str> = self
-            .replicas
+        let set = self.replicas();
+        let mut names: Vec<&str> = set
+            .models
             .iter()
-            .flat_map(|r| r.models.iter().map(String::as_str))
+            .map(|m| &**m)
             .filter(|m| key.models.is_empty() || key.models.iter().any(|k| k == m))
             .collect();
         names.sort_unstable();
@@ -477,13 +576,15 @@ impl Gateway {
                 &format!("key `{}` may not use model `{}`", key.name, info.model),
             );
         }
-        if !self.replicas.iter().any(|r| r.models.contains(&info.model)) {
+        // One snapshot for the whole request: retries, the ring and the model agree.
+        let set = self.replicas();
+        let Some(model) = set.model(&info.model) else {
             return error(
                 StatusCode::NOT_FOUND,
                 "model_not_found",
                 &format!("no replica serves model `{}`", info.model),
             );
-        }
+        };
         let admitted = key
             .limiter
             .lock()
@@ -519,19 +620,19 @@ impl Gateway {
         let mut tried: Vec<usize> = Vec::new();
         let mut last_error = String::from("no healthy replica serves this model");
         for attempt in 0..=self.cfg.retries {
-            let cands = self.candidates(&info.model, location.as_deref(), &tried);
-            let Some(i) = route::choose(&params, &self.ring, &cands, info.prefix) else {
+            let cands = self.candidates(&set, &info.model, location.as_deref(), &tried);
+            let Some(i) = route::choose(&params, &set.ring, &cands, info.prefix) else {
                 break;
             };
             tried.push(i);
             if attempt > 0 {
                 self.metrics.retries.fetch_add(1, Ordering::Relaxed);
             }
-            let replica = &self.replicas[i];
+            let replica = &set.replicas[i];
             replica.in_flight.fetch_add(1, Ordering::Relaxed);
             let guard = InFlight {
                 gw: self.clone(),
-                index: i,
+                replica: replica.clone(),
             };
             // The request head, written by hand: the client's headers minus hop-by-hop ones
             // and its key.
@@ -594,7 +695,7 @@ impl Gateway {
                 Ok(Err(e)) => {
                     last_error = format!("replica {}: {e}", replica.id);
                     drop(guard);
-                    self.outcome(i, false);
+                    self.outcome(replica, false);
                     continue;
                 }
                 Err(_) => {
@@ -603,7 +704,7 @@ impl Gateway {
                         replica.id, self.cfg.first_byte_timeout_ms
                     );
                     drop(guard);
-                    self.outcome(i, false);
+                    self.outcome(replica, false);
                     continue;
                 }
             };
@@ -625,7 +726,7 @@ impl Gateway {
                     guard,
                     prompt_estimate,
                     key: key.index,
-                    model: self.models.binary_search(&info.model).expect("served") as u16,
+                    model: model.clone(),
                     start,
                     ttft,
                     status,
@@ -654,11 +755,10 @@ impl Gateway {
     /// A request finished (or was abandoned): account it everywhere. `usage` is what the
     /// replica reported, or (`Err`) an estimate.
     fn finish(&self, rec: &Record, usage: Result<Usage, Usage>, end: End) {
-        let i = rec.guard.index;
-        let replica = &self.replicas[i];
+        let replica = &rec.guard.replica;
         match end {
-            End::Complete => self.outcome(i, rec.status < 500),
-            End::Cut => self.outcome(i, false),
+            End::Complete => self.outcome(replica, rec.status < 500),
+            End::Cut => self.outcome(replica, false),
             End::ClientGone => {}
         }
         let estimated = usage.is_err();
@@ -675,7 +775,14 @@ impl Gateway {
         }
         let duration = rec.start.elapsed();
         self.metrics.request(
-            rec.key, rec.model, i as u16, end, rec.status, &u, rec.ttft, duration,
+            rec.key,
+            &rec.model,
+            &replica.label,
+            end,
+            rec.status,
+            &u,
+            rec.ttft,
+            duration,
         );
         if let Some(tx) = &self.usage_tx {
             let ts = SystemTime::now()
@@ -685,7 +792,7 @@ impl Gateway {
             let line = serde_json::json!({
                 "ts": ts,
                 "key": key.name,
-                "model": self.models[rec.model as usize],
+                "model": &*rec.model,
                 "replica": replica.id,
                 "provider": replica.provider,
                 "region": replica.region,
@@ -732,14 +839,12 @@ impl End {
 /// Decrements the replica's in-flight count however the request ends.
 struct InFlight {
     gw: Arc<Gateway>,
-    index: usize,
+    replica: Arc<Replica>,
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.gw.replicas[self.index]
-            .in_flight
-            .fetch_sub(1, Ordering::Relaxed);
+        self.replica.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -749,8 +854,8 @@ struct Record {
     prompt_estimate: u64,
     /// Index into `Gateway::keys`.
     key: u16,
-    /// Index into `Gateway::models`.
-    model: u16,
+    /// The model, as the replica set names it.
+    model: Arc<str>,
     start: Instant,
     ttft: Duration,
     status: u16,
@@ -810,7 +915,7 @@ impl HttpBody for ProxyBody {
             }
             Poll::Ready(Ok(Read::End(conn))) => {
                 if let (Some(c), Some(rec)) = (conn, this.record.as_ref()) {
-                    rec.guard.gw.replicas[rec.guard.index].pool.put(c);
+                    rec.guard.replica.pool.put(c);
                 }
                 this.end(End::Complete);
                 Poll::Ready(None)
@@ -819,7 +924,7 @@ impl HttpBody for ProxyBody {
                 let replica = this
                     .record
                     .as_ref()
-                    .map(|r| r.guard.gw.replicas[r.guard.index].id.clone())
+                    .map(|r| r.guard.replica.id.clone())
                     .unwrap_or_default();
                 this.end(End::Cut);
                 if this.sse {
@@ -916,6 +1021,13 @@ pub async fn start(cfg: Config, fleet: &stratus_model::Fleet) -> std::io::Result
         ),
         None => None,
     };
+    let follow = match &cfg.control_plane {
+        Some(cp) => Some((
+            cp.clone(),
+            crate::follow::read_token(&cp.token_file).map_err(std::io::Error::other)?,
+        )),
+        None => None,
+    };
     let mut gw = Gateway::new(cfg, fleet);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
@@ -928,6 +1040,14 @@ pub async fn start(cfg: Config, fleet: &stratus_model::Fleet) -> std::io::Result
         gw.clone(),
         stop_rx.clone(),
     )));
+    if let Some((cp, token)) = follow {
+        tasks.push(tokio::spawn(crate::follow::run(
+            gw.clone(),
+            cp,
+            token,
+            stop_rx.clone(),
+        )));
+    }
     let accept_gw = gw.clone();
     let mut stop = stop_rx;
     let acceptor = crate::listen::Acceptor::new(

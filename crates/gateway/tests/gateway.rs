@@ -433,7 +433,7 @@ async fn a_flapping_replica_is_ejected_and_comes_back() {
         let s = post(gw.addr, chat(&format!("p{i}"), false), &[]).await;
         assert_eq!(s.status, 200);
     }
-    assert_eq!(g.replicas[0].ejections.load(ord), 1);
+    assert_eq!(g.replicas().replicas[0].ejections.load(ord), 1);
     let sent_while_ejected = flaky.mock.requests.load(ord);
     for i in 0..10 {
         assert_eq!(
@@ -467,7 +467,7 @@ async fn a_flapping_replica_is_ejected_and_comes_back() {
         ..Faults::default()
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!g.replicas[0].healthy.load(ord));
+    assert!(!g.replicas().replicas[0].healthy.load(ord));
     let before = flaky.mock.requests.load(ord);
     for i in 0..5 {
         assert_eq!(
@@ -480,7 +480,7 @@ async fn a_flapping_replica_is_ejected_and_comes_back() {
     assert_eq!(flaky.mock.requests.load(ord), before);
     flaky.mock.set(Faults::default());
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(g.replicas[0].healthy.load(ord));
+    assert!(g.replicas().replicas[0].healthy.load(ord));
     let metrics = get(gw.addr, "/metrics").await;
     assert!(metrics.contains("stratus_gateway_replica_ejections_total{replica=\"r0\"} 1"));
     assert!(metrics.contains("stratus_gateway_replica_up{replica=\"r0\"} 1"));
@@ -743,4 +743,81 @@ async fn a_request_body_left_unfinished_is_answered_408() {
     assert_eq!(m.mock.requests.load(std::sync::atomic::Ordering::SeqCst), 0);
     gw.shutdown().await;
     m.kill();
+}
+
+fn replica_cfg(
+    id: &str,
+    url: &str,
+    region: &str,
+    draining: bool,
+) -> stratus_gateway::config::ReplicaConfig {
+    stratus_gateway::config::ReplicaConfig {
+        id: id.into(),
+        url: url.into(),
+        region: region.into(),
+        models: vec!["tiny".into()],
+        cost_per_hour: 1.0,
+        metrics: false,
+        draining,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swapping_the_replica_set_never_cuts_a_stream_and_draining_takes_no_new_requests() {
+    let slow = Faults {
+        ttft_ms: 20,
+        itl_ms: 60,
+        tokens: 8,
+        ..Faults::default()
+    };
+    let (a, b) = (replica(slow.clone(), 1).await, replica(slow, 2).await);
+    let gw = gateway(&[(a.url(), "aws:us-east-1")], "").await;
+    let g = gw.gateway.clone();
+    assert_eq!(g.replicas().version, 0);
+
+    // A stream starts on `r0`; the set is replaced by one without it while the stream runs.
+    let addr = gw.addr;
+    let stream = tokio::spawn(async move { post(addr, chat("long answer", true), &[]).await });
+    while a.mock.in_progress.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    g.set_replicas(1, &[replica_cfg("new", &b.url(), "aws:us-east-1", false)]);
+    assert_eq!(g.replicas().version, 1);
+    // New requests go to the new replica at once ...
+    let seen = post(gw.addr, chat("hi", false), &[]).await;
+    assert_eq!(seen.status, 200, "{}", seen.text());
+    assert_eq!(g.metrics.requests_on("new"), 1);
+    // ... while the stream on the removed one finishes whole.
+    let seen = stream.await.unwrap();
+    assert_eq!(seen.status, 200);
+    assert!(!seen.broken);
+    assert_eq!(seen.events().last().map(String::as_str), Some("[DONE]"));
+    assert_eq!(g.metrics.requests_on("r0"), 1);
+
+    // A draining replica keeps its state but takes no new requests; the same id coming back
+    // serving is the same replica (its counters go on).
+    g.set_replicas(
+        2,
+        &[
+            replica_cfg("new", &b.url(), "aws:us-east-1", true),
+            replica_cfg("r0", &a.url(), "aws:us-east-1", false),
+        ],
+    );
+    for _ in 0..5 {
+        assert_eq!(post(gw.addr, chat("hi", false), &[]).await.status, 200);
+    }
+    assert_eq!(g.metrics.requests_on("new"), 1, "draining took nothing");
+    assert_eq!(g.metrics.requests_on("r0"), 6);
+    // With every replica draining, requests are refused before any byte, and a model no
+    // replica serves any more is unknown.
+    g.set_replicas(3, &[replica_cfg("new", &b.url(), "aws:us-east-1", true)]);
+    assert_eq!(post(gw.addr, chat("hi", false), &[]).await.status, 503);
+    g.set_replicas(4, &[]);
+    assert_eq!(post(gw.addr, chat("hi", false), &[]).await.status, 404);
+    let metrics = get(gw.addr, "/metrics").await;
+    assert!(
+        metrics.contains("replica=\"r0\""),
+        "counters outlive the set: {metrics}"
+    );
+    gw.shutdown().await;
 }

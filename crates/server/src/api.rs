@@ -79,6 +79,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/tokens", post(create_token).get(list_tokens))
         .route("/v1/tokens/{id}", axum::routing::delete(revoke_token))
         .route("/v1/audit", get(audit_log))
+        .route("/v1/endpoints", get(all_endpoints))
+        .route("/v1/services/{name}/endpoints", get(service_endpoints))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(app.clone(), audit))
         .layer(axum::middleware::from_fn(deadline))
@@ -390,6 +392,97 @@ async fn list_workloads(
 fn path_name(name: &str) -> Result<(), ApiError> {
     stratus_model::name::check_workload_name(name)
         .map_err(|e| err(StatusCode::BAD_REQUEST, format!("path: {e}")))
+}
+
+/// Longest a watch (`?version=V&wait=S`) waits for a change: under the request deadline.
+pub const MAX_WATCH_S: u64 = 50;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Watch {
+    /// The version the caller has.
+    version: Option<u64>,
+    /// Seconds to wait for a version other than `version`.
+    wait: Option<u64>,
+}
+
+/// The endpoint list now, or (with `version` and `wait`) once its version differs from the
+/// caller's, or when the wait is over.
+async fn watch_endpoints(app: &App, q: &Watch) -> Arc<crate::endpoints::EndpointList> {
+    let mut rx = app.endpoints.subscribe();
+    if let (Some(v), Some(w)) = (q.version, q.wait) {
+        let wait = std::time::Duration::from_secs(w.min(MAX_WATCH_S));
+        let changed = async {
+            let _ = rx.wait_for(|l| l.version != v).await;
+        };
+        let _ = tokio::time::timeout(wait, changed).await;
+    }
+    let list = rx.borrow().clone();
+    list
+}
+
+fn watch_query(
+    q: Result<Query<Watch>, axum::extract::rejection::QueryRejection>,
+) -> Result<Watch, ApiError> {
+    q.map(|Query(w)| w).map_err(|e| {
+        err(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "query: {} (expected ?version=N&wait=SECONDS)",
+                e.body_text()
+            ),
+        )
+    })
+}
+
+/// Every inference endpoint (what a gateway follows).
+async fn all_endpoints(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    q: Result<Query<Watch>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    require(&app, &headers, Role::Viewer).await?;
+    let q = watch_query(q)?;
+    Ok(Json(json!(*watch_endpoints(&app, &q).await)))
+}
+
+/// One service's endpoints: its live replica set.
+async fn service_endpoints(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    q: Result<Query<Watch>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    require(&app, &headers, Role::Viewer).await?;
+    path_name(&name)?;
+    let q = watch_query(q)?;
+    match app.store.workload(&name).await? {
+        Some(w) if w.kind == "inference" => {}
+        Some(w) => {
+            return Err(err(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "`{name}` is a {} workload, not an inference service",
+                    w.kind
+                ),
+            ))
+        }
+        None => {
+            return Err(err(
+                StatusCode::NOT_FOUND,
+                format!("no workload named `{name}`"),
+            ))
+        }
+    }
+    let list = watch_endpoints(&app, &q).await;
+    let endpoints: Vec<&crate::endpoints::Endpoint> = list
+        .endpoints
+        .iter()
+        .filter(|e| e.service == name)
+        .collect();
+    Ok(Json(
+        json!({"service": name, "version": list.version, "endpoints": endpoints}),
+    ))
 }
 
 async fn get_workload(
@@ -923,7 +1016,9 @@ pub fn openapi_doc() -> Value {
             "/v1/tokens/{id}": {
                 "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
                 "delete": op("Revoke a token (409 for the last admin token)", "admin")},
-            "/v1/audit": {"get": op("Every write through the API: who, what, when (?since=ID&limit=)", "admin")}
+            "/v1/audit": {"get": op("Every write through the API: who, what, when (?since=ID&limit=)", "admin")},
+            "/v1/endpoints": {"get": op("Every inference service's endpoints (url, region, provider, accelerator, $/h, state starting|serving|draining) and the list's version; ?version=V&wait=S waits up to S s (at most 50) for another version", "viewer")},
+            "/v1/services/{name}/endpoints": {"get": op("One service's live replica set, as /v1/endpoints", "viewer")}
         }
     })
 }

@@ -16,6 +16,7 @@ pub mod api;
 pub mod auth;
 pub mod dashboard;
 pub mod dst;
+pub mod endpoints;
 pub mod store;
 pub mod ui;
 
@@ -40,8 +41,11 @@ pub enum DriverChoice {
     Local {
         /// State directory (instance records, pids, work directories).
         dir: std::path::PathBuf,
-        /// `sh -c` script of every instance.
+        /// `sh -c` script of every job instance.
         job: String,
+        /// `sh -c` template of inference replicas (see
+        /// [`LocalDriver::with_replica_command`]).
+        replica_command: Option<String>,
     },
     /// Slurm clusters, one per provider (provider name → `slurm.conf`), jobs working under
     /// `work` and running `job`.
@@ -219,6 +223,9 @@ pub struct App {
     /// Once set, nothing more is written to the database or sent to the driver by the
     /// reconcile loop: the point at which the deterministic simulation tests crash it.
     pub halt: Arc<AtomicBool>,
+    /// The inference endpoints gateways follow, replaced after a reconcile that changed them
+    /// (watchers wait on it).
+    pub endpoints: tokio::sync::watch::Sender<Arc<endpoints::EndpointList>>,
     /// How the controller is made, to rebuild it after a panic.
     recipe: ControlRecipe,
 }
@@ -379,8 +386,14 @@ pub async fn app(config: &Config, fleet: Fleet) -> Result<Arc<App>, ServeError> 
             d.retention_s = Some(SIM_RETENTION_S);
             Backend::Sim(d)
         }
-        DriverChoice::Local { dir, job } => Backend::Local(
-            LocalDriver::new(dir, job, &fleet).map_err(|e| ServeError::Driver(dir.clone(), e))?,
+        DriverChoice::Local {
+            dir,
+            job,
+            replica_command,
+        } => Backend::Local(
+            LocalDriver::new(dir, job, &fleet)
+                .map_err(|e| ServeError::Driver(dir.clone(), e))?
+                .with_replica_command(replica_command.clone()),
         ),
         DriverChoice::Slurm {
             clusters,
@@ -528,6 +541,10 @@ pub async fn app_with_control(
         changed: std::sync::atomic::AtomicBool::new(true),
         health: Mutex::new(LoopHealth::default()),
         halt,
+        endpoints: tokio::sync::watch::Sender::new(Arc::new(endpoints::EndpointList {
+            version: now_ms().max(0) as u64,
+            endpoints: Vec::new(),
+        })),
         recipe,
     }))
 }
@@ -876,6 +893,17 @@ pub async fn reconcile_at(
         c.meter
             .observe_partial(now, &obs.instances, |pool| !obs.unobserved(pool));
         let usage = c.meter.take_changed();
+        let endpoints = endpoints::compute(&c.controller, &workloads, &a.fleet);
+        a.endpoints.send_if_modified(|list| {
+            if list.endpoints == endpoints {
+                return false;
+            }
+            *list = Arc::new(endpoints::EndpointList {
+                version: list.version + 1,
+                endpoints,
+            });
+            true
+        });
         c.backend.reap(now);
         c.ticks += 1;
         c.invalid = invalid;

@@ -1,0 +1,373 @@
+//! The inference loop end to end, all real processes: `stratus serve` with the local driver
+//! launches mock replicas (`stratus mock-replica`) for a service in two regions, `stratus
+//! gateway --control-plane` follows the control plane's endpoint list, and a load generator
+//! sends requests through the gateway. One region's replica is then killed: requests keep
+//! succeeding on the other region, the controller launches a replacement, and the gateway
+//! routes to it. The test prints what it measured.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "inference-loop-test-admin";
+
+const SERVICE: &str = "inference:
+  - name: chat
+    model: tiny
+    replica:
+      A10G: {chips: 1, rps: 3}
+      L4: {chips: 1, rps: 3}
+    images: {cuda: \"registry.lab/serve-cuda:12.4\"}
+    demand:
+      - {from: \"aws:us-east-1\", rps: 6}
+      - {from: \"aws:us-west-2\", rps: 6}
+    latency_slo_ms: 80
+    min_regions: 2
+";
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into()
+}
+
+fn get_json(url: &str) -> Option<serde_json::Value> {
+    let mut r = agent()
+        .get(url)
+        .header("Authorization", &format!("Bearer {TOKEN}"))
+        .call()
+        .ok()?;
+    if r.status() != 200 {
+        return None;
+    }
+    serde_json::from_str(&r.body_mut().read_to_string().ok()?).ok()
+}
+
+/// Kills every process the test started (the servers, and the replicas' process groups
+/// found in the local driver's state directory), whatever the outcome.
+struct Cleanup {
+    children: Vec<Child>,
+    state: PathBuf,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for e in std::fs::read_dir(self.state.join("instances"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if e.path().extension().is_some_and(|x| x == "pid") {
+                if let Ok(pid) = std::fs::read_to_string(e.path()) {
+                    kill_group(pid.trim());
+                }
+            }
+        }
+    }
+}
+
+fn kill_group(pid: &str) {
+    let _ = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{pid}")])
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// The service's endpoints: (id, region, url, state).
+fn endpoints(port: u16) -> Vec<(String, String, String, String)> {
+    let Some(v) = get_json(&format!(
+        "http://127.0.0.1:{port}/v1/services/chat/endpoints"
+    )) else {
+        return Vec::new();
+    };
+    v["endpoints"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            let s = |k: &str| e[k].as_str().unwrap_or("").to_string();
+            (s("id"), s("region"), s("url"), s("state"))
+        })
+        .collect()
+}
+
+fn serving(port: u16) -> Vec<(String, String, String, String)> {
+    endpoints(port)
+        .into_iter()
+        .filter(|e| e.3 == "serving")
+        .collect()
+}
+
+/// Requests the gateway ended on each replica, from its metrics.
+fn routed(gateway: u16) -> std::collections::BTreeMap<String, u64> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(mut r) = agent()
+        .get(&format!("http://127.0.0.1:{gateway}/metrics"))
+        .call()
+    else {
+        return out;
+    };
+    let text = r.body_mut().read_to_string().unwrap_or_default();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("stratus_gateway_requests_total{") else {
+            continue;
+        };
+        let Some(i) = rest.find("replica=\"") else {
+            continue;
+        };
+        let id: String = rest[i + 9..].chars().take_while(|c| *c != '"').collect();
+        let n: u64 = line
+            .rsplit(' ')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        *out.entry(id).or_default() += n;
+    }
+    out
+}
+
+/// One request through the gateway: `Ok(true)` answered 200 with a whole body, `Ok(false)`
+/// cut after the answer started, `Err` failed before any byte.
+fn ask(gateway: u16) -> Result<bool, String> {
+    let body = r#"{"model":"tiny","messages":[{"role":"user","content":"hello"}]}"#;
+    let mut r = agent()
+        .post(&format!("http://127.0.0.1:{gateway}/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .header("x-user-region", "aws:us-east-1")
+        .send(body)
+        .map_err(|e| e.to_string())?;
+    if r.status() != 200 {
+        return Err(format!(
+            "{}: {}",
+            r.status(),
+            r.body_mut().read_to_string().unwrap_or_default()
+        ));
+    }
+    Ok(r.body_mut().read_to_string().is_ok())
+}
+
+fn wait_until<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(x) = f() {
+            return x;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn controller_launched_replicas_get_the_gateways_traffic_and_a_lost_region_is_replaced() {
+    let bin = env!("CARGO_BIN_EXE_stratus");
+    let dir = std::env::temp_dir().join(format!("stratus-loop-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let state = dir.join("state");
+    let mut cleanup = Cleanup {
+        children: Vec::new(),
+        state: state.clone(),
+    };
+    let (cp, gw) = (free_port(), free_port());
+    let replica_command = format!("exec '{bin}' mock-replica --listen 127.0.0.1:{{port}}");
+    cleanup.children.push(
+        Command::new(bin)
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{cp}"),
+                "--db",
+                &format!("sqlite://{}/s.db", dir.display()),
+                "--tick",
+                "0.1",
+                "--driver",
+                "local",
+                "--state-dir",
+                state.to_str().unwrap(),
+                "--replica-command",
+                &replica_command,
+            ])
+            .env("STRATUS_ADMIN_TOKEN", TOKEN)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until("the control plane", 60, || {
+        agent()
+            .get(&format!("http://127.0.0.1:{cp}/readyz"))
+            .call()
+            .ok()
+            .filter(|r| r.status() == 200)
+    });
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    cleanup.children.push(
+        Command::new(bin)
+            .args([
+                "gateway",
+                "--control-plane",
+                &format!("http://127.0.0.1:{cp}"),
+                "--token-file",
+                token_file.to_str().unwrap(),
+                "--listen",
+                &format!("127.0.0.1:{gw}"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // Before any service exists the gateway runs with an empty set and says so.
+    wait_until("the gateway", 60, || {
+        ask(gw).err().filter(|e| e.contains("model_not_found"))
+    });
+
+    let file = dir.join("chat.yaml");
+    std::fs::write(&file, SERVICE).unwrap();
+    let applied = Instant::now();
+    let out = Command::new(bin)
+        .args(["apply", "-f", file.to_str().unwrap()])
+        .env("STRATUS_SERVER", format!("http://127.0.0.1:{cp}"))
+        .env("STRATUS_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Two replicas, in two regions, launched by the controller and advertised once healthy.
+    let first = wait_until("two serving replicas", 60, || {
+        let s = serving(cp);
+        let regions: std::collections::BTreeSet<&str> = s.iter().map(|e| e.1.as_str()).collect();
+        (regions.len() >= 2).then(|| s.clone())
+    });
+    let serving_after = applied.elapsed();
+    for e in &first {
+        assert!(e.2.starts_with("http://127.0.0.1:"), "{e:?}");
+    }
+    // Traffic flows through the gateway to those replicas.
+    wait_until("a request through the gateway", 30, || ask(gw).ok());
+    let first_routed = applied.elapsed();
+    let mut ok = 0;
+    for _ in 0..40 {
+        assert_eq!(ask(gw), Ok(true));
+        ok += 1;
+    }
+    let by = routed(gw);
+    let ids: Vec<&String> = first.iter().map(|e| &e.0).collect();
+    assert!(
+        by.keys().all(|id| ids.contains(&id)),
+        "every request went to a controller-launched replica: {by:?} vs {ids:?}"
+    );
+    assert!(by.values().sum::<u64>() >= ok, "{by:?}");
+
+    // Load runs while one region's replica is killed.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (sent, failed, cut) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+    );
+    let load: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, sent, failed, cut) =
+                (stop.clone(), sent.clone(), failed.clone(), cut.clone());
+            std::thread::spawn(move || {
+                let mut errors = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    sent.fetch_add(1, Ordering::Relaxed);
+                    match ask(gw) {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            cut.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                            errors.push(e);
+                        }
+                    }
+                }
+                errors
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let victim = first[0].clone();
+    let port = victim.2.rsplit(':').next().unwrap().to_string();
+    let record = std::fs::read_dir(state.join("instances"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .find(|p| {
+            std::fs::read_to_string(p)
+                .unwrap_or_default()
+                .contains(&format!("\"port\":{port}"))
+        })
+        .expect("the victim's record");
+    let pid = std::fs::read_to_string(record.with_extension("pid")).unwrap();
+    let killed = Instant::now();
+    kill_group(pid.trim());
+
+    // The controller replaces it in the same region set, and the gateway routes to the new one.
+    let replacement = wait_until("a replacement replica", 60, || {
+        serving(cp).into_iter().find(|e| !ids.contains(&&e.0))
+    });
+    let replaced_after = killed.elapsed();
+    wait_until("traffic on the replacement", 30, || {
+        (routed(gw).get(&replacement.0).copied().unwrap_or(0) > 0).then_some(())
+    });
+    let rerouted_after = killed.elapsed();
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let errors: Vec<String> = load.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    let now = serving(cp);
+    let regions: std::collections::BTreeSet<&str> = now.iter().map(|e| e.1.as_str()).collect();
+    eprintln!(
+        "inference loop: 2 replicas serving {:.2} s after apply, first routed request at {:.2} s; \
+         replica in {} killed: replacement serving after {:.2} s, routed to after {:.2} s; \
+         {} requests during the loss, {} failed before a byte, {} cut",
+        serving_after.as_secs_f64(),
+        first_routed.as_secs_f64(),
+        victim.1,
+        replaced_after.as_secs_f64(),
+        rerouted_after.as_secs_f64(),
+        sent.load(Ordering::Relaxed),
+        failed.load(Ordering::Relaxed),
+        cut.load(Ordering::Relaxed),
+    );
+    assert!(
+        errors.is_empty(),
+        "requests failed before a byte: {errors:?}"
+    );
+    assert!(
+        regions.len() >= 2,
+        "the set converged to two regions: {now:?}"
+    );
+    assert!(
+        now.iter().all(|e| e.0 != victim.0),
+        "the killed replica is no longer advertised: {now:?}"
+    );
+    drop(cleanup);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,125 @@
+//! The inference endpoints the control plane advertises: every instance of an inference
+//! service that a driver gave an address, with where it runs, what it costs and whether it
+//! takes traffic. Gateways follow this list (`GET /v1/endpoints`, a long poll on its
+//! version), so the replicas the controller launches are the replicas users reach.
+//!
+//! Computed after every reconcile from the controller's last observation and what it owns:
+//! the API never calls a driver.
+
+use serde::Serialize;
+use stratus_control::{Controller, InstanceState, Phase, PoolCapacity, UnitKey};
+use stratus_model::{Fleet, WorkloadSet};
+
+/// Whether an endpoint takes traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EndpointState {
+    /// Launched, not yet answering its health check: not routed to.
+    Starting,
+    /// Running and healthy: routed to.
+    Serving,
+    /// On its way out (the controller stopped it, or no unit owns it any more): no new
+    /// requests; those in flight finish.
+    Draining,
+}
+
+/// One serving instance of an inference service.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Endpoint {
+    /// The instance's client token: unique, stable for its life.
+    pub id: String,
+    /// Service (workload) name.
+    pub service: String,
+    /// Model served.
+    pub model: String,
+    /// The planner's unit (`service@location[#shard]`).
+    pub unit: String,
+    /// Address (`http://host:port`; `sim://…` for simulated providers).
+    pub url: String,
+    /// Region id (`provider:region`).
+    pub region: String,
+    /// Provider.
+    pub provider: String,
+    /// Pool id.
+    pub pool: String,
+    /// Accelerator model.
+    pub accelerator: String,
+    /// How the nodes are bought.
+    pub category: stratus_plan::Category,
+    /// Nodes of the instance.
+    pub nodes: u32,
+    /// Replicas the instance carries.
+    pub replicas: u32,
+    /// What the instance costs, $/h (committed nodes at the contracted rate).
+    pub usd_per_hour: f64,
+    /// Whether it takes traffic.
+    pub state: EndpointState,
+}
+
+/// Every endpoint of every inference service, sorted by service then id.
+pub fn compute(controller: &Controller, workloads: &WorkloadSet, fleet: &Fleet) -> Vec<Endpoint> {
+    let mut out = Vec::new();
+    for i in controller.observed() {
+        let Some(url) = &i.endpoint else { continue };
+        let r = &i.request;
+        if !UnitKey::parse(&r.unit).is_ok_and(|u| u.is_replicas()) {
+            continue;
+        }
+        let Some(service) = workloads.inference.iter().find(|s| s.name == r.workload) else {
+            // A deleted service's instances are being stopped: no gateway should pick them.
+            continue;
+        };
+        let owned = controller.owned().find(|o| o.request.token == r.token);
+        let state = match (i.state, owned.map(|o| o.phase)) {
+            (InstanceState::Lost(_), _) => continue,
+            (InstanceState::Stopping { .. }, _)
+            | (_, Some(Phase::Stopping { .. }))
+            | (_, Some(Phase::WrittenOff))
+            | (_, None) => EndpointState::Draining,
+            (InstanceState::Pending { .. }, _) => EndpointState::Starting,
+            (InstanceState::Running, _) => EndpointState::Serving,
+        };
+        let pool = fleet.pools().find(|(_, _, p)| p.id == r.pool).map(|t| t.2);
+        let usd_per_hour = pool.map_or(0.0, |p| {
+            let split = PoolCapacity::of(r);
+            let committed = p
+                .committed
+                .as_ref()
+                .map_or(p.on_demand_per_node_hour.0, |c| c.rate_per_node_hour.0);
+            f64::from(split.committed) * committed
+                + f64::from(split.on_demand) * p.on_demand_per_node_hour.0
+                + f64::from(split.spot)
+                    * p.spot_per_node_hour
+                        .map_or(p.on_demand_per_node_hour.0, |s| s.0)
+        });
+        out.push(Endpoint {
+            id: r.token.clone(),
+            service: r.workload.clone(),
+            model: service.model.clone(),
+            unit: r.unit.clone(),
+            url: url.clone(),
+            region: r.region.clone(),
+            provider: r.region.split(':').next().unwrap_or("").to_string(),
+            pool: r.pool.clone(),
+            accelerator: pool.map_or(String::new(), |p| p.accelerator.name().to_string()),
+            category: r.category,
+            nodes: r.nodes,
+            replicas: r.replicas,
+            usd_per_hour,
+            state,
+        });
+    }
+    out.sort_by(|a, b| (&a.service, &a.id).cmp(&(&b.service, &b.id)));
+    out
+}
+
+/// The list gateways watch: a version that changes whenever the endpoints do, and the
+/// endpoints.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EndpointList {
+    /// Starts at the service's start time in milliseconds and grows by one per change, so
+    /// a restarted control plane never answers a gateway's old version with a new list.
+    pub version: u64,
+    /// Every endpoint of every service.
+    pub endpoints: Vec<Endpoint>,
+}
