@@ -53,6 +53,7 @@ pub fn run(listen: SocketAddr, outage_after_s: f64, outage_s: f64) -> Result<()>
             gateway_metrics: Some(format!("http://{gw_addr}/metrics")),
             reports: None,
             commitments: Some(("examples/commitments.yaml".into(), crate::ledger::DEFAULT_COMMITMENTS.into())),
+            autoscale: None,
         };
         let app = stratus_server::app(&config, fleet.clone()).await?;
         app.store.add_token(&auth::hash(&viewer), "demo-viewer", "viewer", now_ms()).await?;

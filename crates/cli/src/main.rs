@@ -51,6 +51,8 @@ struct Cli {
     cmd: Cmd,
 }
 
+// Parsed once per process: a large variant costs nothing worth boxing for.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Cmd {
     /// Plan a realistic workload set (frontier training, fine-tunes, world-wide inference) on
@@ -177,9 +179,23 @@ enum Cmd {
         #[arg(long)]
         fleet: Option<PathBuf>,
         /// A stratus gateway's metrics URL (`http://ADDR/metrics`) for the dashboard's
-        /// inference page.
+        /// inference page and traffic-driven sizing.
         #[arg(long)]
         gateway_metrics: Option<String>,
+        /// Size inference services from the requests the gateway sees per model and user
+        /// location (`--gateway-metrics`), not their declared demand (the prior until traffic
+        /// is seen).
+        #[arg(long, requires = "gateway_metrics")]
+        autoscale: bool,
+        /// Seconds: time constant of the request rate's moving average.
+        #[arg(long, default_value_t = 30.0)]
+        autoscale_window: f64,
+        /// Fraction of the replicas' rated throughput the measured rate may use.
+        #[arg(long, default_value_t = 0.7)]
+        target_utilization: f64,
+        /// Seconds a smaller size must hold before replicas are removed.
+        #[arg(long, default_value_t = 120.0)]
+        scale_down_after: f64,
         /// Directory of `stratus sim run` outputs for the dashboard's simulations page.
         #[arg(long)]
         reports: Option<PathBuf>,
@@ -723,6 +739,10 @@ fn run(cli: Cli) -> Result<()> {
             replica_command,
             fleet,
             gateway_metrics,
+            autoscale,
+            autoscale_window,
+            target_utilization,
+            scale_down_after,
             reports,
             commitments,
         } => {
@@ -829,6 +849,11 @@ fn run(cli: Cli) -> Result<()> {
                 commitments: commitments
                     .map(|f| stratus_model::parse::read_text(&f))
                     .transpose()?,
+                autoscale: autoscale.then_some(stratus_control::autoscale::AutoscaleConfig {
+                    window_s: autoscale_window,
+                    target_utilization,
+                    scale_down_after_s: scale_down_after,
+                }),
             };
             let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             rt.block_on(stratus_server::serve(config, fleet))?;

@@ -163,6 +163,26 @@ fn ask(gateway: u16) -> Result<bool, String> {
     Ok(r.body_mut().read_to_string().is_ok())
 }
 
+/// The pid (process group) of the local instance whose replicas include `url`.
+fn pid_serving(state: &std::path::Path, url: &str) -> String {
+    let port: u64 = url.rsplit(':').next().unwrap().parse().unwrap();
+    let record = std::fs::read_dir(state.join("instances"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .find(|p| {
+            let v: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(p).unwrap_or_default())
+                    .unwrap_or_default();
+            v["ports"]
+                .as_array()
+                .is_some_and(|ps| ps.iter().any(|x| x.as_u64() == Some(port)))
+        })
+        .expect("the record of the instance serving the url");
+    std::fs::read_to_string(record.with_extension("pid")).unwrap()
+}
+
 fn wait_until<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
@@ -313,19 +333,7 @@ fn controller_launched_replicas_get_the_gateways_traffic_and_a_lost_region_is_re
         .collect();
     std::thread::sleep(Duration::from_millis(300));
     let victim = first[0].clone();
-    let port = victim.2.rsplit(':').next().unwrap().to_string();
-    let record = std::fs::read_dir(state.join("instances"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .find(|p| {
-            std::fs::read_to_string(p)
-                .unwrap_or_default()
-                .contains(&format!("\"port\":{port}"))
-        })
-        .expect("the victim's record");
-    let pid = std::fs::read_to_string(record.with_extension("pid")).unwrap();
+    let pid = pid_serving(&state, &victim.2);
     let killed = Instant::now();
     kill_group(pid.trim());
 
@@ -368,6 +376,210 @@ fn controller_launched_replicas_get_the_gateways_traffic_and_a_lost_region_is_re
         now.iter().all(|e| e.0 != victim.0),
         "the killed replica is no longer advertised: {now:?}"
     );
+    drop(cleanup);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Starts the control plane (local driver, mock replicas, sizing from the gateway's traffic)
+/// and a gateway following it; returns (control plane port, gateway port).
+fn start_autoscaled(bin: &str, dir: &std::path::Path, cleanup: &mut Cleanup) -> (u16, u16) {
+    let (cp, gw) = (free_port(), free_port());
+    let replica_command = format!("exec '{bin}' mock-replica --listen 127.0.0.1:{{port}}");
+    cleanup.children.push(
+        Command::new(bin)
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{cp}"),
+                "--db",
+                &format!("sqlite://{}/s.db", dir.display()),
+                "--tick",
+                "0.2",
+                "--driver",
+                "local",
+                "--state-dir",
+                cleanup.state.to_str().unwrap(),
+                "--replica-command",
+                &replica_command,
+                "--gateway-metrics",
+                &format!("http://127.0.0.1:{gw}/metrics"),
+                "--autoscale",
+                "--autoscale-window",
+                "3",
+                "--target-utilization",
+                "0.5",
+                "--scale-down-after",
+                "4",
+            ])
+            .env("STRATUS_ADMIN_TOKEN", TOKEN)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until("the control plane", 60, || {
+        agent()
+            .get(&format!("http://127.0.0.1:{cp}/readyz"))
+            .call()
+            .ok()
+            .filter(|r| r.status() == 200)
+    });
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    cleanup.children.push(
+        Command::new(bin)
+            .args([
+                "gateway",
+                "--control-plane",
+                &format!("http://127.0.0.1:{cp}"),
+                "--token-file",
+                token_file.to_str().unwrap(),
+                "--listen",
+                &format!("127.0.0.1:{gw}"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    (cp, gw)
+}
+
+/// Replica processes of the newest serving instance of `unit`.
+fn replicas_of(cp: u16, unit: &str) -> usize {
+    let Some(v) = get_json(&format!("http://127.0.0.1:{cp}/v1/services/chat/endpoints")) else {
+        return 0;
+    };
+    let mut by: std::collections::BTreeMap<u64, usize> = std::collections::BTreeMap::new();
+    for e in v["endpoints"].as_array().into_iter().flatten() {
+        if e["unit"] != unit || e["state"] != "serving" {
+            continue;
+        }
+        let id = e["id"].as_str().unwrap_or("");
+        let seq: u64 = id
+            .rsplit('~')
+            .next()
+            .and_then(|s| s.split('/').next())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        *by.entry(seq).or_default() += 1;
+    }
+    by.into_iter().next_back().map_or(0, |(_, n)| n)
+}
+
+fn reconciles(cp: u16) -> u64 {
+    get_json(&format!("http://127.0.0.1:{cp}/v1/status"))
+        .and_then(|v| v["reconciles"].as_u64())
+        .unwrap_or(0)
+}
+
+/// Open-loop load from `aws:us-east-1` at `rate` requests per second until `stop`;
+/// returns the requests that failed before a byte.
+fn load(
+    gw: u16,
+    rate: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Vec<String>> {
+    std::thread::spawn(move || {
+        let mut errors = Vec::new();
+        let mut next = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            let r = rate.load(Ordering::Relaxed).max(1);
+            next += Duration::from_secs_f64(1.0 / r as f64);
+            if let Err(e) = ask(gw) {
+                errors.push(e);
+            }
+            if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
+        errors
+    })
+}
+
+#[test]
+fn the_gateways_traffic_sizes_the_replicas_up_at_once_and_down_after_the_cool_down() {
+    let bin = env!("CARGO_BIN_EXE_stratus");
+    let dir = std::env::temp_dir().join(format!("stratus-scale-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut cleanup = Cleanup {
+        children: Vec::new(),
+        state: dir.join("state"),
+    };
+    let (cp, gw) = start_autoscaled(bin, &dir, &mut cleanup);
+    // Declared: 2 rps per location at 2 rps per replica, so one replica each (the prior).
+    let service = SERVICE
+        .replace("{chips: 1, rps: 3}", "{chips: 1, rps: 2}")
+        .replace("rps: 6}", "rps: 2}");
+    let file = dir.join("chat.yaml");
+    std::fs::write(&file, service).unwrap();
+    let out = Command::new(bin)
+        .args(["apply", "-f", file.to_str().unwrap()])
+        .env("STRATUS_SERVER", format!("http://127.0.0.1:{cp}"))
+        .env("STRATUS_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let east = "chat@aws:us-east-1";
+    wait_until("the declared size", 60, || {
+        (replicas_of(cp, east) == 1).then_some(())
+    });
+    wait_until("traffic through the gateway", 60, || ask(gw).ok());
+
+    // 4 rps from the east at 50 % target utilisation of 2 rps replicas: 4 replicas (5 when
+    // the measured rate runs a little above 4: sizing rounds up).
+    let rate = Arc::new(AtomicU64::new(4));
+    let stop = Arc::new(AtomicBool::new(false));
+    let loader = load(gw, rate.clone(), stop.clone());
+    let t0 = Instant::now();
+    wait_until("4 replicas at 4 rps", 90, || {
+        (replicas_of(cp, east) >= 4).then_some(())
+    });
+    let sized_after = t0.elapsed();
+
+    // Doubled: 8 replicas, at once (no cool-down on the way up).
+    let (r0, t1) = (reconciles(cp), Instant::now());
+    rate.store(8, Ordering::Relaxed);
+    wait_until("8 replicas at 8 rps", 90, || {
+        (replicas_of(cp, east) >= 8).then_some(())
+    });
+    let (up_after, up_reconciles) = (t1.elapsed(), reconciles(cp) - r0);
+
+    // Halved: back to 4, but only after the 4 s cool-down.
+    let (r0, t2) = (reconciles(cp), Instant::now());
+    rate.store(4, Ordering::Relaxed);
+    let mut seen_eight_after_halving = false;
+    let after = wait_until("4 replicas again", 120, || {
+        let n = replicas_of(cp, east);
+        seen_eight_after_halving |= n >= 8;
+        (n <= 5).then_some(n)
+    });
+    let (down_after, down_reconciles) = (t2.elapsed(), reconciles(cp) - r0);
+    stop.store(true, Ordering::Relaxed);
+    let errors = loader.join().unwrap();
+    eprintln!(
+        "autoscaling: 4 rps sized to 4+ replicas after {:.1} s; doubled to 8 rps: 8+ replicas serving after \
+         {:.1} s ({up_reconciles} reconciles); halved: {after} replicas after {:.1} s ({down_reconciles} reconciles, \
+         cool-down 4 s); {} requests failed before a byte",
+        sized_after.as_secs_f64(),
+        up_after.as_secs_f64(),
+        down_after.as_secs_f64(),
+        errors.len()
+    );
+    assert!(
+        seen_eight_after_halving,
+        "the size held through the cool-down"
+    );
+    assert!(
+        down_after >= Duration::from_secs(4),
+        "scaled down before the cool-down: {down_after:?}"
+    );
+    assert!(errors.is_empty(), "{errors:?}");
     drop(cleanup);
     let _ = std::fs::remove_dir_all(&dir);
 }

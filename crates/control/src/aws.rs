@@ -388,7 +388,7 @@ impl Driver for AwsDriver {
                     state,
                     launched_at: launched,
                     since: launched,
-                    endpoint,
+                    endpoints: endpoint.into_iter().collect(),
                 });
             }
         }

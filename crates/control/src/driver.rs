@@ -88,11 +88,12 @@ pub struct Instance {
     pub launched_at: Time,
     /// When it last changed state.
     pub since: Time,
-    /// Where an inference instance serves requests (`http://host:port`; the simulated
-    /// providers give a synthetic `sim://` address), once the driver knows it. The gateway
-    /// routes to it through the control plane's endpoint list.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub endpoint: Option<String>,
+    /// Where an inference instance serves requests (`http://host:port`, one per replica
+    /// process where the driver runs them apart; the simulated providers give one synthetic
+    /// `sim://` address), once the driver knows them. Gateways route to them through the
+    /// control plane's endpoint list.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<String>,
 }
 
 /// Free capacity of one pool, nodes per bucket.

@@ -3,6 +3,7 @@
 //! drivers observe. Pure of clocks: time is passed in, so the simulator runs this exact code.
 #![warn(missing_docs)]
 
+pub mod autoscale;
 #[cfg(feature = "aws")]
 pub mod aws;
 pub mod controller;

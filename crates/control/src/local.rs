@@ -24,9 +24,10 @@ mv \"$STRATUS_WORKDIR/progress.tmp\" \"$STRATUS_WORKDIR/progress\"; sleep 1; don
 struct Record {
     request: LaunchRequest,
     launched_at: Time,
-    /// The port an inference replica was given (`{port}` in the replica command).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    port: Option<u16>,
+    /// The ports an inference instance's replica processes were given (`{port}` in the
+    /// replica command), one per replica.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    ports: Vec<u16>,
 }
 
 /// Local processes as a provider.
@@ -73,7 +74,10 @@ pub fn healthy(port: u16) -> bool {
     got == head.len() && head.starts_with(b"HTTP/1.") && head[9] == b'2'
 }
 
-/// A port free on 127.0.0.1 now and not given to another instance of this driver.
+/// Replica processes one local instance may run.
+pub const MAX_LOCAL_REPLICAS: u32 = 64;
+
+/// A port free on 127.0.0.1 now and not given to another replica of this driver.
 fn free_port(taken: &[u16]) -> std::io::Result<u16> {
     for _ in 0..64 {
         let port = std::net::TcpListener::bind(("127.0.0.1", 0))?
@@ -84,6 +88,11 @@ fn free_port(taken: &[u16]) -> std::io::Result<u16> {
         }
     }
     Err(std::io::Error::other("no free port on 127.0.0.1"))
+}
+
+/// `s` as one single-quoted shell word.
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
 }
 
 fn file_name(token: &str) -> String {
@@ -235,22 +244,54 @@ impl Driver for LocalDriver {
             });
         }
         let replica = crate::unit::UnitKey::parse(&req.unit).is_ok_and(|u| u.is_replicas());
-        let (job, port) = match (&self.replica_command, replica) {
+        let (job, ports) = match (&self.replica_command, replica) {
             (Some(template), true) => {
-                let taken: Vec<u16> = self.records().iter().filter_map(|r| r.port).collect();
-                let port = free_port(&taken).map_err(|e| DriverError::Refused {
-                    region: req.region.clone(),
-                    reason: format!("cannot allocate a port: {e}"),
-                })?;
-                (template.replace("{port}", &port.to_string()), Some(port))
+                let n = req.replicas.max(1);
+                if n > MAX_LOCAL_REPLICAS {
+                    return Err(DriverError::Refused {
+                        region: req.region.clone(),
+                        reason: format!(
+                            "{n} replicas: the local driver runs at most {MAX_LOCAL_REPLICAS} \
+                             replica processes per instance"
+                        ),
+                    });
+                }
+                let mut taken: Vec<u16> = self
+                    .records()
+                    .iter()
+                    .flat_map(|r| r.ports.iter().copied())
+                    .collect();
+                let mut ports = Vec::with_capacity(n as usize);
+                for _ in 0..n {
+                    let port = free_port(&taken).map_err(|e| DriverError::Refused {
+                        region: req.region.clone(),
+                        reason: format!("cannot allocate a port: {e}"),
+                    })?;
+                    taken.push(port);
+                    ports.push(port);
+                }
+                let command = |p: &u16| template.replace("{port}", &p.to_string());
+                // One process per replica, all in the instance's process group (stopping the
+                // instance ends them all); the group's leader waits for them.
+                let job = if ports.len() == 1 {
+                    command(&ports[0])
+                } else {
+                    let mut s: String = ports
+                        .iter()
+                        .map(|p| format!("STRATUS_PORT={p} sh -c {} & ", shell_quote(&command(p))))
+                        .collect();
+                    s.push_str("wait");
+                    s
+                };
+                (job, ports)
             }
-            _ => (self.job.clone(), None),
+            _ => (self.job.clone(), Vec::new()),
         };
         // The record first: from here on a retry with this token is a no-op.
         let rec = Record {
             request: req.clone(),
             launched_at: now,
-            port,
+            ports: ports.clone(),
         };
         self.write_record(&rec).map_err(|e| DriverError::Refused {
             region: req.region.clone(),
@@ -267,7 +308,7 @@ impl Driver for LocalDriver {
             .env("STRATUS_JOB", &job)
             .env(
                 "STRATUS_PORT",
-                port.map(|p| p.to_string()).unwrap_or_default(),
+                ports.first().map(|p| p.to_string()).unwrap_or_default(),
             )
             .env("STRATUS_TOKEN", &req.token)
             .env("STRATUS_UNIT", &req.unit)
@@ -312,8 +353,8 @@ impl Driver for LocalDriver {
         for r in self.records() {
             let token = r.request.token.clone();
             let state = match self.alive(&token) {
-                // A replica runs once it answers its health check; until then it starts.
-                Some(true) if r.port.is_some_and(|p| !healthy(p)) => InstanceState::Pending {
+                // Replicas run once every one answers its health check; until then they start.
+                Some(true) if r.ports.iter().any(|&p| !healthy(p)) => InstanceState::Pending {
                     ready_at: now.plus(1.0),
                 },
                 Some(true) => InstanceState::Running,
@@ -328,7 +369,11 @@ impl Driver for LocalDriver {
                 state,
                 launched_at: r.launched_at,
                 since: r.launched_at,
-                endpoint: r.port.map(|p| format!("http://127.0.0.1:{p}")),
+                endpoints: r
+                    .ports
+                    .iter()
+                    .map(|p| format!("http://127.0.0.1:{p}"))
+                    .collect(),
             });
         }
         Observation::complete(out)

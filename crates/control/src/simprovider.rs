@@ -322,9 +322,11 @@ impl Driver for SimProvider {
                 since: now,
                 // A synthetic address: the simulated providers serve nothing, but the
                 // control plane's endpoint list is the same for every driver.
-                endpoint: crate::unit::UnitKey::parse(&req.unit)
+                endpoints: crate::unit::UnitKey::parse(&req.unit)
                     .is_ok_and(|u| u.is_replicas())
-                    .then(|| format!("sim://{}/{}", req.region, req.token)),
+                    .then(|| format!("sim://{}/{}", req.region, req.token))
+                    .into_iter()
+                    .collect(),
             },
         );
         Ok(())

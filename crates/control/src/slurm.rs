@@ -362,7 +362,7 @@ impl Driver for SlurmDriver {
                         state,
                         launched_at: now,
                         since: now,
-                        endpoint: None,
+                        endpoints: Vec::new(),
                     });
                     continue;
                 }
@@ -391,7 +391,7 @@ impl Driver for SlurmDriver {
                     state,
                     launched_at: now,
                     since: now,
-                    endpoint: None,
+                    endpoints: Vec::new(),
                 });
             }
         }

@@ -61,6 +61,8 @@ struct Inner {
     tokens: BTreeMap<(u16, Arc<str>, &'static str), u64>,
     /// (key, limit) → refusals.
     limited: BTreeMap<(u16, &'static str), u64>,
+    /// model → user location → requests admitted (what the control plane sizes replicas by).
+    demand: BTreeMap<Arc<str>, BTreeMap<String, u64>>,
     /// Per model.
     ttft: BTreeMap<Arc<str>, Hist>,
     /// Per model.
@@ -119,6 +121,20 @@ impl Metrics {
             .limited
             .entry((key, l))
             .or_default() += 1;
+    }
+
+    /// A request for `model` from `location` (a region id of the fleet, or `unknown`) was
+    /// admitted: the demand the control plane sizes replicas by. Locations are only the
+    /// fleet's, so the series stay bounded whatever clients send.
+    pub fn demand(&self, model: &Arc<str>, location: &str) {
+        let mut m = self.inner.lock().expect("metrics lock");
+        let by = m.demand.entry(model.clone()).or_default();
+        match by.get_mut(location) {
+            Some(n) => *n += 1,
+            None => {
+                by.insert(location.to_string(), 1);
+            }
+        }
     }
 
     /// A proxied request ended.
@@ -211,6 +227,18 @@ impl Metrics {
                 "stratus_gateway_rate_limited_total{{key=\"{}\",limit=\"{limit}\"}} {n}",
                 esc(key)
             );
+        }
+        let _ = writeln!(out, "# HELP stratus_gateway_demand_total Requests admitted, by model and user location (a region id, or unknown).");
+        let _ = writeln!(out, "# TYPE stratus_gateway_demand_total counter");
+        for (model, by) in &m.demand {
+            for (location, n) in by {
+                let _ = writeln!(
+                    out,
+                    "stratus_gateway_demand_total{{model=\"{}\",location=\"{}\"}} {n}",
+                    esc(model),
+                    esc(location)
+                );
+            }
         }
         let _ = writeln!(out, "# HELP stratus_gateway_ttft_seconds Time from the client's request to the first response bytes.");
         let _ = writeln!(out, "# TYPE stratus_gateway_ttft_seconds histogram");

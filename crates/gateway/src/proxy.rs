@@ -607,6 +607,11 @@ impl Gateway {
             );
             return r;
         }
+        let located = location
+            .as_deref()
+            .filter(|l| self.latency.index_of(l).is_some())
+            .unwrap_or("unknown");
+        self.metrics.demand(&model, located);
         let prompt_estimate = info.prompt_tokens_estimate();
         let forward: Bytes = match info.forward {
             Some(v) => Bytes::from(v),

@@ -235,7 +235,7 @@ mod tests {
             state,
             launched_at: Time(launched),
             since: Time(launched),
-            endpoint: None,
+            endpoints: Vec::new(),
         }
     }
 

@@ -704,6 +704,34 @@ pub fn validate_workloads(
                 ));
             }
         }
+        for (v, field) in [
+            (s.min_replicas, "min_replicas"),
+            (s.max_replicas, "max_replicas"),
+        ] {
+            let Some(v) = v else { continue };
+            // A bound no fleet could hold is a typo, and sizing must never allocate by it.
+            let most = fleet_chips.max(1);
+            if v == 0 || u64::from(v) > most {
+                return Err(err(
+                    file,
+                    text,
+                    &s.name,
+                    format!("{at}.{field}"),
+                    format!("must be between 1 and {most} (the chips the fleet holds)"),
+                ));
+            }
+        }
+        if let (Some(lo), Some(hi)) = (s.min_replicas, s.max_replicas) {
+            if lo > hi {
+                return Err(err(
+                    file,
+                    text,
+                    &s.name,
+                    format!("{at}.max_replicas"),
+                    format!("{hi} is below min_replicas {lo}"),
+                ));
+            }
+        }
         for (a, r) in &s.replica {
             // Every location's replicas, at this accelerator's throughput, must fit the fleet.
             let replicas: f64 = s

@@ -144,6 +144,13 @@ pub struct Inference {
     /// Allowed jurisdictions (any of); empty = anywhere.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub residency: Vec<String>,
+    /// Fewest replicas per user location when the control plane sizes the service from the
+    /// traffic it sees (declared demand is sized as declared).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_replicas: Option<u32>,
+    /// Most replicas per user location when sized from traffic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_replicas: Option<u32>,
 }
 
 /// A deferrable batch job (evaluation sweeps, data processing, offline inference).

@@ -167,6 +167,8 @@ fn gen_workloads(r: &mut Rng, n: usize) -> WorkloadSet {
                     min_regions: 1,
                     spot: r.below(2) == 0,
                     residency: vec![],
+                    min_replicas: None,
+                    max_replicas: None,
                 });
             }
         }

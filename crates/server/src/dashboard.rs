@@ -327,6 +327,22 @@ pub fn summarise(text: &str, slo_ms: &BTreeMap<String, f64>) -> Value {
     json!({ "configured": true, "uptime_s": uptime, "services": services })
 }
 
+/// The text at `url` (a gateway's `/metrics`), within 3 s.
+pub(crate) async fn scrape(url: String) -> Result<String, String> {
+    tokio::task::spawn_blocking(move || -> Result<String, String> {
+        let agent = ureq::Agent::config_builder()
+            .timeout_global(Some(std::time::Duration::from_secs(3)))
+            .build()
+            .new_agent();
+        let mut r = agent.get(&url).call().map_err(|e| format!("{url}: {e}"))?;
+        r.body_mut()
+            .read_to_string()
+            .map_err(|e| format!("{url}: {e}"))
+    })
+    .await
+    .unwrap_or_else(|e| Err(format!("scrape task: {e}")))
+}
+
 /// `GET /v1/inference`: the gateway's metrics per service, with each service's SLO from its
 /// workload.
 pub async fn inference(
@@ -342,18 +358,7 @@ pub async fn inference(
         .into_iter()
         .map(|s| (s.model, s.latency_slo_ms.0))
         .collect();
-    let text = tokio::task::spawn_blocking(move || -> Result<String, String> {
-        let agent = ureq::Agent::config_builder()
-            .timeout_global(Some(std::time::Duration::from_secs(3)))
-            .build()
-            .new_agent();
-        let mut r = agent.get(&url).call().map_err(|e| format!("{url}: {e}"))?;
-        r.body_mut()
-            .read_to_string()
-            .map_err(|e| format!("{url}: {e}"))
-    })
-    .await
-    .expect("scrape task");
+    let text = scrape(url).await;
     Ok(Json(match text {
         Ok(t) => summarise(&t, &slo),
         Err(e) => {

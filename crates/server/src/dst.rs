@@ -382,6 +382,7 @@ pub fn run_seed(seed: u64, opts: &Options) -> Result<SeedStats, Failure> {
         gateway_metrics: None,
         reports: None,
         commitments: None,
+        autoscale: None,
     };
     let mut sim = SimProvider::new(&fleet, params.boot_s, params.stop_s);
     // Listed long after they end, so a run never outlives what it must account for.

@@ -26,7 +26,8 @@ pub enum EndpointState {
 /// One serving instance of an inference service.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Endpoint {
-    /// The instance's client token: unique, stable for its life.
+    /// The instance's client token (`token/i` for the i-th of an instance's replica
+    /// processes): unique, stable for its life.
     pub id: String,
     /// Service (workload) name.
     pub service: String,
@@ -60,7 +61,9 @@ pub struct Endpoint {
 pub fn compute(controller: &Controller, workloads: &WorkloadSet, fleet: &Fleet) -> Vec<Endpoint> {
     let mut out = Vec::new();
     for i in controller.observed() {
-        let Some(url) = &i.endpoint else { continue };
+        if i.endpoints.is_empty() {
+            continue;
+        }
         let r = &i.request;
         if !UnitKey::parse(&r.unit).is_ok_and(|u| u.is_replicas()) {
             continue;
@@ -92,24 +95,69 @@ pub fn compute(controller: &Controller, workloads: &WorkloadSet, fleet: &Fleet) 
                     * p.spot_per_node_hour
                         .map_or(p.on_demand_per_node_hour.0, |s| s.0)
         });
-        out.push(Endpoint {
-            id: r.token.clone(),
-            service: r.workload.clone(),
-            model: service.model.clone(),
-            unit: r.unit.clone(),
-            url: url.clone(),
-            region: r.region.clone(),
-            provider: r.region.split(':').next().unwrap_or("").to_string(),
-            pool: r.pool.clone(),
-            accelerator: pool.map_or(String::new(), |p| p.accelerator.name().to_string()),
-            category: r.category,
-            nodes: r.nodes,
-            replicas: r.replicas,
-            usd_per_hour,
-            state,
-        });
+        // One endpoint per address: an instance whose replicas are separate processes lists
+        // each (`token/i`), with its share of the replicas and the cost.
+        let n = i.endpoints.len();
+        for (k, url) in i.endpoints.iter().enumerate() {
+            out.push(Endpoint {
+                id: if n == 1 {
+                    r.token.clone()
+                } else {
+                    format!("{}/{k}", r.token)
+                },
+                service: r.workload.clone(),
+                model: service.model.clone(),
+                unit: r.unit.clone(),
+                url: url.clone(),
+                region: r.region.clone(),
+                provider: r.region.split(':').next().unwrap_or("").to_string(),
+                pool: r.pool.clone(),
+                accelerator: pool.map_or(String::new(), |p| p.accelerator.name().to_string()),
+                category: r.category,
+                nodes: r.nodes,
+                replicas: if n == 1 { r.replicas } else { 1 },
+                usd_per_hour: usd_per_hour / n as f64,
+                state,
+            });
+        }
     }
     out.sort_by(|a, b| (&a.service, &a.id).cmp(&(&b.service, &b.id)));
+    out
+}
+
+/// The cumulative `stratus_gateway_demand_total{model,location}` counters in a gateway's
+/// metrics text: what traffic-driven sizing is fed.
+pub fn demand_counts(text: &str) -> std::collections::BTreeMap<(String, String), u64> {
+    let mut out = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("stratus_gateway_demand_total{") else {
+            continue;
+        };
+        let Some((labels, value)) = rest.rsplit_once("} ") else {
+            continue;
+        };
+        let label = |name: &str| -> Option<String> {
+            let start = labels.find(&format!("{name}=\""))? + name.len() + 2;
+            let mut v = String::new();
+            let mut chars = labels[start..].chars();
+            while let Some(ch) = chars.next() {
+                match ch {
+                    '"' => return Some(v),
+                    '\\' => v.push(chars.next()?),
+                    _ => v.push(ch),
+                }
+            }
+            None
+        };
+        let (Some(model), Some(location), Ok(n)) = (
+            label("model"),
+            label("location"),
+            value.trim().parse::<u64>(),
+        ) else {
+            continue;
+        };
+        *out.entry((model, location)).or_default() += n;
+    }
     out
 }
 
@@ -122,4 +170,20 @@ pub struct EndpointList {
     pub version: u64,
     /// Every endpoint of every service.
     pub endpoints: Vec<Endpoint>,
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn demand_counters_are_read_from_a_gateways_metrics() {
+        let text = "# TYPE stratus_gateway_demand_total counter\n\
+            stratus_gateway_demand_total{model=\"tiny\",location=\"aws:us-east-1\"} 42\n\
+            stratus_gateway_demand_total{model=\"a\\\"b\",location=\"unknown\"} 7\n\
+            stratus_gateway_demand_total{model=\"x\"} 1\n\
+            stratus_gateway_requests_total{model=\"tiny\"} 5\n";
+        let c = super::demand_counts(text);
+        assert_eq!(c.len(), 2, "{c:?}");
+        assert_eq!(c[&("tiny".to_string(), "aws:us-east-1".to_string())], 42);
+        assert_eq!(c[&("a\"b".to_string(), "unknown".to_string())], 7);
+    }
 }

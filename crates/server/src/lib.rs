@@ -143,6 +143,9 @@ pub struct Config {
     pub reports: Option<std::path::PathBuf>,
     /// A commitments file (name, text) for the ledger; the fleet's reservations otherwise.
     pub commitments: Option<(String, String)>,
+    /// Size inference services from the traffic the gateway (`gateway_metrics`) reports
+    /// instead of their declared demand.
+    pub autoscale: Option<stratus_control::autoscale::AutoscaleConfig>,
 }
 
 /// Milliseconds since the Unix epoch: the service's clock (the controller's `Time` is
@@ -205,6 +208,8 @@ pub struct App {
     pub commitments: Vec<stratus_ledger::Commitment>,
     /// See [`Config::gateway_metrics`].
     pub gateway_metrics: Option<String>,
+    /// Traffic-driven sizing (with `gateway_metrics`); it outlives a rebuilt controller.
+    pub autoscaler: Option<Mutex<stratus_control::autoscale::Autoscaler>>,
     /// See [`Config::reports`].
     pub reports: Option<std::path::PathBuf>,
     /// The money page's projection of the current plan, keyed by (plan id, hour).
@@ -531,6 +536,10 @@ pub async fn app_with_control(
         store,
         commitments,
         gateway_metrics: config.gateway_metrics.clone(),
+        autoscaler: config
+            .autoscale
+            .filter(|_| config.gateway_metrics.is_some())
+            .map(|c| Mutex::new(stratus_control::autoscale::Autoscaler::new(c))),
         reports: config.reports.clone(),
         projection: Mutex::new(None),
         live: Mutex::new(None),
@@ -878,6 +887,15 @@ pub async fn reconcile_at(
 ) -> Result<Vec<stratus_control::Action>, ReconcileError> {
     let stored = app.store.workloads().await?;
     let (workloads, invalid) = api::checked_workloads(&stored, &app.fleet);
+    // The gateway's demand counters, when sizing follows traffic (a gateway that does not
+    // answer leaves the sizes as they are).
+    let demand = match (&app.autoscaler, &app.gateway_metrics) {
+        (Some(_), Some(url)) => dashboard::scrape(url.clone())
+            .await
+            .ok()
+            .map(|t| endpoints::demand_counts(&t)),
+        _ => None,
+    };
     let a = app.clone();
     let joined = tokio::task::spawn_blocking(move || {
         let mut guard = lock(&a.control);
@@ -888,6 +906,35 @@ pub async fn reconcile_at(
             c.controller.mark_dirty();
         }
         c.backend.advance(now);
+        let workloads = match &a.autoscaler {
+            Some(scaler) => {
+                let mut scaler = lock(scaler);
+                if let Some(d) = &demand {
+                    scaler.observe(now, d);
+                }
+                let lat = stratus_model::LatencyTable::cached(&a.fleet);
+                let nearest = |from: &str, declared: &[&str]| -> usize {
+                    let Some(f) = lat.index_of(from) else {
+                        return 0;
+                    };
+                    (0..declared.len())
+                        .min_by(|&i, &j| {
+                            let rtt = |k: usize| {
+                                lat.index_of(declared[k])
+                                    .map_or(f64::INFINITY, |d| lat.rtt(f, d).0)
+                            };
+                            rtt(i).total_cmp(&rtt(j)).then(i.cmp(&j))
+                        })
+                        .unwrap_or(0)
+                };
+                let (sized, changed) = scaler.size(now, &workloads, &nearest);
+                if changed {
+                    c.controller.mark_dirty();
+                }
+                sized
+            }
+            None => workloads,
+        };
         let actions = c.controller.tick(now, &workloads, c.backend.driver());
         let obs = c.controller.observation();
         c.meter

@@ -81,6 +81,7 @@ fn the_dashboard_works_in_chromium() {
             gateway_metrics: Some(format!("http://{}/metrics", gw.addr)),
             reports: Some(reports.clone()),
             commitments: None,
+            autoscale: None,
         };
         let app = stratus_server::app(&config, stratus_catalog::builtin().clone())
             .await

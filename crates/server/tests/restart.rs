@@ -23,6 +23,7 @@ fn config(db: &str) -> Config {
         gateway_metrics: None,
         reports: None,
         commitments: None,
+        autoscale: None,
     }
 }
 

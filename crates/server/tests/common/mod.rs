@@ -33,6 +33,7 @@ pub fn config(db: &str) -> Config {
         gateway_metrics: None,
         reports: None,
         commitments: None,
+        autoscale: None,
     }
 }
 
