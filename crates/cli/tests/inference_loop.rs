@@ -383,8 +383,40 @@ fn controller_launched_replicas_get_the_gateways_traffic_and_a_lost_region_is_re
 /// Starts the control plane (local driver, mock replicas, sizing from the gateway's traffic)
 /// and a gateway following it; returns (control plane port, gateway port).
 fn start_autoscaled(bin: &str, dir: &std::path::Path, cleanup: &mut Cleanup) -> (u16, u16) {
-    let (cp, gw) = (free_port(), free_port());
+    let gw = free_port();
     let replica_command = format!("exec '{bin}' mock-replica --listen 127.0.0.1:{{port}}");
+    let metrics = format!("http://127.0.0.1:{gw}/metrics");
+    start_pair(
+        bin,
+        dir,
+        cleanup,
+        &replica_command,
+        gw,
+        &[
+            "--gateway-metrics",
+            &metrics,
+            "--autoscale",
+            "--autoscale-window",
+            "3",
+            "--target-utilization",
+            "0.5",
+            "--scale-down-after",
+            "4",
+        ],
+    )
+}
+
+/// Starts the control plane (local driver running `replica_command`, `extra` flags) and a
+/// gateway on port `gw` following it; returns (control plane port, gateway port).
+fn start_pair(
+    bin: &str,
+    dir: &std::path::Path,
+    cleanup: &mut Cleanup,
+    replica_command: &str,
+    gw: u16,
+    extra: &[&str],
+) -> (u16, u16) {
+    let cp = free_port();
     cleanup.children.push(
         Command::new(bin)
             .args([
@@ -400,17 +432,9 @@ fn start_autoscaled(bin: &str, dir: &std::path::Path, cleanup: &mut Cleanup) -> 
                 "--state-dir",
                 cleanup.state.to_str().unwrap(),
                 "--replica-command",
-                &replica_command,
-                "--gateway-metrics",
-                &format!("http://127.0.0.1:{gw}/metrics"),
-                "--autoscale",
-                "--autoscale-window",
-                "3",
-                "--target-utilization",
-                "0.5",
-                "--scale-down-after",
-                "4",
+                replica_command,
             ])
+            .args(extra)
             .env("STRATUS_ADMIN_TOKEN", TOKEN)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -580,6 +604,89 @@ fn the_gateways_traffic_sizes_the_replicas_up_at_once_and_down_after_the_cool_do
         "scaled down before the cool-down: {down_after:?}"
     );
     assert!(errors.is_empty(), "{errors:?}");
+    drop(cleanup);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn llama_cpp_servers_launched_by_the_controller_serve_through_the_gateway_and_fail_over() {
+    let (Ok(llama), Ok(model)) = (
+        std::env::var("STRATUS_TEST_LLAMA_SERVER"),
+        std::env::var("STRATUS_TEST_LLAMA_MODEL"),
+    ) else {
+        eprintln!("STRATUS_TEST_LLAMA_SERVER / STRATUS_TEST_LLAMA_MODEL not set (.ci/llama.sh sets them): skipped");
+        return;
+    };
+    let bin = env!("CARGO_BIN_EXE_stratus");
+    let dir = std::env::temp_dir().join(format!("stratus-llama-loop-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut cleanup = Cleanup {
+        children: Vec::new(),
+        state: dir.join("state"),
+    };
+    let command = format!(
+        "exec '{llama}' -m '{model}' --host 127.0.0.1 --port {{port}} -c 1024 -np 1 -t 1 --seed 7"
+    );
+    let (cp, gw) = start_pair(bin, &dir, &mut cleanup, &command, free_port(), &[]);
+    // One replica per region: 2 rps at 3 rps per replica.
+    let file = dir.join("chat.yaml");
+    std::fs::write(&file, SERVICE.replace("rps: 6}", "rps: 2}")).unwrap();
+    let out = Command::new(bin)
+        .args(["apply", "-f", file.to_str().unwrap()])
+        .env("STRATUS_SERVER", format!("http://127.0.0.1:{cp}"))
+        .env("STRATUS_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let started = Instant::now();
+    // llama-server answers /health 503 while it loads the model: the controller advertises a
+    // replica only once it answers 200.
+    let first = wait_until("two llama.cpp replicas serving", 120, || {
+        let s = serving(cp);
+        let regions: std::collections::BTreeSet<&str> = s.iter().map(|e| e.1.as_str()).collect();
+        (regions.len() >= 2).then(|| s.clone())
+    });
+    let serving_after = started.elapsed();
+    wait_until("a completion through the gateway", 60, || ask(gw).ok());
+    for _ in 0..5 {
+        assert_eq!(ask(gw), Ok(true));
+    }
+    let by = routed(gw);
+    let ids: Vec<&String> = first.iter().map(|e| &e.0).collect();
+    assert!(by.keys().all(|id| ids.contains(&id)), "{by:?} vs {ids:?}");
+
+    // Kill the replica that served: requests keep succeeding, the controller starts another
+    // llama-server, and the gateway routes to it once it has loaded.
+    let victim = first
+        .iter()
+        .find(|e| by.get(&e.0).copied().unwrap_or(0) > 0)
+        .unwrap()
+        .clone();
+    let killed = Instant::now();
+    kill_group(pid_serving(&cleanup.state, &victim.2).trim());
+    let mut during = 0;
+    let replacement = wait_until("a replacement llama.cpp replica", 120, || {
+        assert_eq!(
+            ask(gw),
+            Ok(true),
+            "a request failed while a replica was lost"
+        );
+        during += 1;
+        serving(cp).into_iter().find(|e| !ids.contains(&&e.0))
+    });
+    let replaced_after = killed.elapsed();
+    eprintln!(
+        "llama.cpp loop: 2 llama-server replicas serving {:.2} s after apply; one killed: \
+         replacement serving after {:.2} s; {during} requests meanwhile, all answered",
+        serving_after.as_secs_f64(),
+        replaced_after.as_secs_f64()
+    );
+    assert_ne!(replacement.0, victim.0);
     drop(cleanup);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -28,6 +28,10 @@ struct Record {
     /// replica command), one per replica.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     ports: Vec<u16>,
+    /// Asked to stop: the replicas drain (listed as stopping, so gateways send them nothing
+    /// new) and are ended at this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    stop_at: Option<Time>,
 }
 
 /// Local processes as a provider.
@@ -37,6 +41,9 @@ pub struct LocalDriver {
     job: String,
     /// `sh -c` template for inference replicas (`{port}` is replaced by a free port).
     replica_command: Option<String>,
+    /// Seconds a stopped replica instance keeps running, taking no new requests, so the
+    /// requests in flight through gateways finish.
+    drain_s: f64,
     capacity: HashMap<String, PoolCapacity>,
     children: HashMap<String, Child>,
 }
@@ -73,6 +80,11 @@ pub fn healthy(port: u16) -> bool {
     }
     got == head.len() && head.starts_with(b"HTTP/1.") && head[9] == b'2'
 }
+
+/// Seconds a stopped replica instance drains by default: it is reported stopping (the control
+/// plane lists its endpoints as draining, gateways send it nothing new) while the requests in
+/// flight finish, then its processes are ended.
+pub const DEFAULT_DRAIN_S: f64 = 5.0;
 
 /// Replica processes one local instance may run.
 pub const MAX_LOCAL_REPLICAS: u32 = 64;
@@ -113,6 +125,7 @@ impl LocalDriver {
             dir: dir.to_path_buf(),
             job: job.to_string(),
             replica_command: None,
+            drain_s: DEFAULT_DRAIN_S,
             capacity,
             children: HashMap::new(),
         })
@@ -126,6 +139,20 @@ impl LocalDriver {
     pub fn with_replica_command(mut self, command: Option<String>) -> LocalDriver {
         self.replica_command = command;
         self
+    }
+
+    /// Seconds a stopped replica instance drains before its processes are ended (see
+    /// [`DEFAULT_DRAIN_S`]); jobs stop at once.
+    pub fn with_drain(mut self, seconds: f64) -> LocalDriver {
+        self.drain_s = seconds.max(0.0);
+        self
+    }
+
+    /// End a stopped instance's processes and forget it.
+    fn end(&mut self, token: &str) {
+        self.kill(token);
+        let _ = std::fs::remove_file(self.pid_path(token));
+        let _ = std::fs::remove_file(self.record_path(token));
     }
 
     fn record_path(&self, token: &str) -> PathBuf {
@@ -292,6 +319,7 @@ impl Driver for LocalDriver {
             request: req.clone(),
             launched_at: now,
             ports: ports.clone(),
+            stop_at: None,
         };
         self.write_record(&rec).map_err(|e| DriverError::Refused {
             region: req.region.clone(),
@@ -338,13 +366,30 @@ impl Driver for LocalDriver {
         }
     }
 
-    fn stop(&mut self, _now: Time, token: &str) -> Result<(), DriverError> {
-        if !self.record_path(token).exists() {
+    fn stop(&mut self, now: Time, token: &str) -> Result<(), DriverError> {
+        let Some(mut rec) = self
+            .records()
+            .into_iter()
+            .find(|r| r.request.token == token)
+        else {
+            if self.record_path(token).exists() {
+                // A record that does not parse: end whatever it started.
+                self.end(token);
+                return Ok(());
+            }
             return Err(DriverError::UnknownToken(token.to_string()));
+        };
+        if rec.ports.is_empty() || self.drain_s <= 0.0 {
+            self.end(token);
+            return Ok(());
         }
-        self.kill(token);
-        let _ = std::fs::remove_file(self.pid_path(token));
-        let _ = std::fs::remove_file(self.record_path(token));
+        if rec.stop_at.is_none() {
+            rec.stop_at = Some(now.plus(self.drain_s));
+            self.write_record(&rec).map_err(|e| DriverError::Refused {
+                region: rec.request.region.clone(),
+                reason: format!("local state directory: {e}"),
+            })?;
+        }
         Ok(())
     }
 
@@ -352,7 +397,16 @@ impl Driver for LocalDriver {
         let mut out = Vec::new();
         for r in self.records() {
             let token = r.request.token.clone();
+            if let Some(at) = r.stop_at {
+                if now.0 >= at.0 || self.alive(&token) != Some(true) {
+                    self.end(&token);
+                    continue;
+                }
+            }
             let state = match self.alive(&token) {
+                _ if r.stop_at.is_some() => InstanceState::Stopping {
+                    done_at: r.stop_at.unwrap_or(now),
+                },
                 // Replicas run once every one answers its health check; until then they start.
                 Some(true) if r.ports.iter().any(|&p| !healthy(p)) => InstanceState::Pending {
                     ready_at: now.plus(1.0),
