@@ -147,8 +147,8 @@ pub fn bench(path: Option<&Path>, data: Option<&Path>) -> Result<()> {
         "{:<22} {:>10} {:>10} {:>8} {:>9} {:>14} {:>12}",
         "policy (one core)", "events", "requests", "wall s", "control s", "events/s", "engine ev/s"
     );
-    for s in &ld.strategies {
-        let (m, c) = stratus_sim::engine::run_measured(&ld, s.clone());
+    for (s, sizing) in ld.strategies.iter().zip(&ld.sizings) {
+        let (m, c) = stratus_sim::engine::run_measured_sized(&ld, s.clone(), *sizing);
         let wall = c.wall.as_secs_f64();
         let engine = (c.wall - c.control).as_secs_f64().max(1e-9);
         println!(

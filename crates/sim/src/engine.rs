@@ -5,7 +5,7 @@
 //! inline, so a run costs a few hundred nanoseconds per request.
 
 use crate::metrics::{Conservation, Histogram, Hourly, PolicyMetrics, Totals};
-use crate::scenario::{Fault, JobSpec, Loaded};
+use crate::scenario::{Fault, JobSpec, Loaded, Sizing};
 use crate::trace::PROFILE_WINDOW_S;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
@@ -192,7 +192,17 @@ struct Service {
 /// Run `strategy` on the loaded scenario. `progress` is told the simulated share done each
 /// simulated hour.
 pub fn run(ld: &Loaded, strategy: Strategy, progress: &(dyn Fn(f64) + Sync)) -> PolicyMetrics {
-    let mut e = Engine::new(ld, strategy);
+    run_sized(ld, strategy, Sizing::Forecast, progress)
+}
+
+/// [`run`] with services sized as `sizing` says.
+pub fn run_sized(
+    ld: &Loaded,
+    strategy: Strategy,
+    sizing: Sizing,
+    progress: &(dyn Fn(f64) + Sync),
+) -> PolicyMetrics {
+    let mut e = Engine::new(ld, strategy, sizing);
     e.run(progress);
     e.finish()
 }
@@ -200,6 +210,11 @@ pub fn run(ld: &Loaded, strategy: Strategy, progress: &(dyn Fn(f64) + Sync)) -> 
 struct Engine<'a> {
     ld: &'a Loaded,
     policy_name: String,
+    sizing: Sizing,
+    /// Traffic-driven sizing's estimator, fed `requests_seen`.
+    autoscaler: stratus_control::autoscale::Autoscaler,
+    /// Per service and declared location: requests arrived (what a gateway would count).
+    requests_seen: Vec<Vec<u64>>,
     driver: SimProvider,
     ctl: Controller,
     lat: LatencyTable,
@@ -250,7 +265,7 @@ struct Engine<'a> {
 }
 
 impl<'a> Engine<'a> {
-    fn new(ld: &'a Loaded, strategy: Strategy) -> Engine<'a> {
+    fn new(ld: &'a Loaded, strategy: Strategy, sizing: Sizing) -> Engine<'a> {
         let sc = &ld.scenario;
         let fleet = &ld.fleet;
         let lat = LatencyTable::new(fleet);
@@ -288,7 +303,11 @@ impl<'a> Engine<'a> {
                 }
             }
         }
-        let policy_name = strategy.name();
+        let policy_name = match sizing {
+            Sizing::Forecast => strategy.name(),
+            Sizing::Declared => format!("{}-declared", strategy.name()),
+            Sizing::Traffic => format!("{}-traffic", strategy.name()),
+        };
         let ctl = Controller::new(fleet.clone(), strategy, sc.controller.clone());
         let driver = SimProvider::new(fleet, sc.provider.launch_s, sc.provider.stop_s);
         let horizon = sc.horizon_hours * 3600.0;
@@ -432,6 +451,14 @@ impl<'a> Engine<'a> {
         let mut e = Engine {
             ld,
             policy_name,
+            sizing,
+            autoscaler: stratus_control::autoscale::Autoscaler::new(sc.autoscale.config()),
+            requests_seen: ld
+                .services
+                .inference
+                .iter()
+                .map(|s| vec![0; s.demand.len()])
+                .collect(),
             driver,
             ctl,
             lat,
@@ -621,15 +648,36 @@ impl<'a> Engine<'a> {
             inference: self.ld.services.inference.clone(),
             ..Default::default()
         };
-        // Services on a rate profile are sized for the busiest window until the next
-        // reconcile has had time to act (tick + boot).
-        let ahead = self.now + self.ctl.config.tick_s + self.driver.launch_delay_s;
-        for (s, svc) in w.inference.iter_mut().zip(&self.services) {
-            if let Some(warp) = &svc.warp {
-                let m = warp.peak(self.now, ahead);
-                for d in &mut s.demand {
-                    d.rps.0 *= m;
+        match self.sizing {
+            // Services on a rate profile are sized for the busiest window until the next
+            // reconcile has had time to act (tick + boot).
+            Sizing::Forecast => {
+                let ahead = self.now + self.ctl.config.tick_s + self.driver.launch_delay_s;
+                for (s, svc) in w.inference.iter_mut().zip(&self.services) {
+                    if let Some(warp) = &svc.warp {
+                        let m = warp.peak(self.now, ahead);
+                        for d in &mut s.demand {
+                            d.rps.0 *= m;
+                        }
+                    }
                 }
+            }
+            Sizing::Declared => {}
+            // What a gateway in front of the replicas counted, per model and location, into
+            // the control plane's estimator.
+            Sizing::Traffic => {
+                let mut counts = BTreeMap::new();
+                for (s, seen) in w.inference.iter().zip(&self.requests_seen) {
+                    for (d, n) in s.demand.iter().zip(seen) {
+                        *counts.entry((s.model.clone(), d.from.clone())).or_insert(0) += *n;
+                    }
+                }
+                self.autoscaler.observe(Time(self.now), &counts);
+                let (sized, changed) = self.autoscaler.size(Time(self.now), &w, &|_, _| 0);
+                if changed {
+                    self.ctl.mark_dirty();
+                }
+                w.inference = sized.inference;
             }
         }
         for i in self.running_jobs.clone() {
@@ -1053,6 +1101,7 @@ impl<'a> Engine<'a> {
             .loc_cum
             .partition_point(|&c| c <= u)
             .min(s.loc_cum.len() - 1);
+        self.requests_seen[si][loc] += 1;
         let order = &s.order[loc];
         if order.is_empty() {
             *self.dropped.entry("no replica running".into()).or_default() += 1;
@@ -1188,8 +1237,17 @@ pub struct RunCost {
 
 /// Run one policy and measure it, for the benchmark.
 pub fn run_measured(ld: &Loaded, strategy: Strategy) -> (PolicyMetrics, RunCost) {
+    run_measured_sized(ld, strategy, Sizing::Forecast)
+}
+
+/// [`run_measured`] with services sized as `sizing` says.
+pub fn run_measured_sized(
+    ld: &Loaded,
+    strategy: Strategy,
+    sizing: Sizing,
+) -> (PolicyMetrics, RunCost) {
     let t = std::time::Instant::now();
-    let mut e = Engine::new(ld, strategy);
+    let mut e = Engine::new(ld, strategy, sizing);
     e.run(&|_| {});
     let (events, control) = (e.events, e.control_wall);
     let m = e.finish();

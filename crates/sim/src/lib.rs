@@ -41,7 +41,10 @@ pub fn simulate(ld: &Loaded, progress: &(dyn Fn(f64) + Sync)) -> Metrics {
                         if i >= ld.strategies.len() {
                             break;
                         }
-                        let m = engine::run(ld, ld.strategies[i].clone(), &|f| report(i, f));
+                        let m =
+                            engine::run_sized(ld, ld.strategies[i].clone(), ld.sizings[i], &|f| {
+                                report(i, f)
+                            });
                         out.push((i, m));
                     }
                     out

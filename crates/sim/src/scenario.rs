@@ -70,6 +70,9 @@ pub struct Scenario {
     /// The token-based serving model.
     #[serde(default)]
     pub serving: ServingModel,
+    /// Traffic-driven sizing (policy `stratus_traffic`).
+    #[serde(default)]
+    pub autoscale: AutoscaleModel,
 }
 
 fn builtin() -> String {
@@ -91,6 +94,70 @@ pub enum PolicyName {
     SingleProvider,
     /// Round-robin across providers.
     RoundRobin,
+    /// The stratus planner, services sized for their declared demand only (what a static
+    /// workload file gives, blind to the day/night shape).
+    StratusDeclared,
+    /// The stratus planner, services sized from the traffic they receive, by the control
+    /// plane's estimator (`stratus serve --autoscale`).
+    StratusTraffic,
+}
+
+/// How a policy sizes inference services.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sizing {
+    /// The declared mean times the rate profile's peak over the next tick and boot: the
+    /// day/night shape known in advance (the other policies' sizing).
+    Forecast,
+    /// The declared demand as written.
+    Declared,
+    /// The traffic seen so far, through [`stratus_control::autoscale::Autoscaler`].
+    Traffic,
+}
+
+/// Traffic-driven sizing's tunables in a scenario (`stratus_traffic`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutoscaleModel {
+    /// Time constant of the rate's moving average, seconds.
+    #[serde(default = "window_default")]
+    pub window_s: f64,
+    /// Fraction of the replicas' rated throughput the measured rate may use.
+    #[serde(default = "utilization_default")]
+    pub target_utilization: f64,
+    /// Seconds a smaller size must hold before replicas are removed.
+    #[serde(default = "scale_down_default")]
+    pub scale_down_after_s: f64,
+}
+
+fn window_default() -> f64 {
+    stratus_control::autoscale::AutoscaleConfig::default().window_s
+}
+fn utilization_default() -> f64 {
+    stratus_control::autoscale::AutoscaleConfig::default().target_utilization
+}
+fn scale_down_default() -> f64 {
+    stratus_control::autoscale::AutoscaleConfig::default().scale_down_after_s
+}
+
+impl Default for AutoscaleModel {
+    fn default() -> Self {
+        AutoscaleModel {
+            window_s: window_default(),
+            target_utilization: utilization_default(),
+            scale_down_after_s: scale_down_default(),
+        }
+    }
+}
+
+impl AutoscaleModel {
+    /// As the estimator takes it.
+    pub fn config(&self) -> stratus_control::autoscale::AutoscaleConfig {
+        stratus_control::autoscale::AutoscaleConfig {
+            window_s: self.window_s,
+            target_utilization: self.target_utilization,
+            scale_down_after_s: self.scale_down_after_s,
+        }
+    }
 }
 
 /// Trace inputs; file paths are relative to the data directory.
@@ -402,6 +469,8 @@ pub struct Loaded {
     pub carbon: BTreeMap<String, Vec<f64>>,
     /// Strategies in scenario order.
     pub strategies: Vec<Strategy>,
+    /// How each strategy sizes inference services (same order).
+    pub sizings: Vec<Sizing>,
     /// GPU pods skipped from job traces (no deletion time or no duration).
     pub skipped_pods: usize,
     /// Cluster nodes left out for lack of a model mapping.
@@ -770,12 +839,48 @@ pub fn resolve(
         .policies
         .iter()
         .map(|p| match p {
-            PolicyName::Stratus => Strategy::Stratus,
+            PolicyName::Stratus | PolicyName::StratusDeclared | PolicyName::StratusTraffic => {
+                Strategy::Stratus
+            }
             PolicyName::CheapestFirst => Strategy::CheapestFirst,
             PolicyName::SingleProvider => Strategy::SingleProvider(single.clone()),
             PolicyName::RoundRobin => Strategy::RoundRobin,
         })
         .collect();
+    let sizings = sc
+        .policies
+        .iter()
+        .map(|p| match p {
+            PolicyName::StratusDeclared => Sizing::Declared,
+            PolicyName::StratusTraffic => Sizing::Traffic,
+            _ => Sizing::Forecast,
+        })
+        .collect();
+    let a = sc.autoscale;
+    if !(a.window_s > 0.0 && a.window_s.is_finite()) {
+        return Err(bad(
+            file,
+            text,
+            "autoscale.window_s",
+            "must be a positive number of seconds",
+        ));
+    }
+    if !(a.target_utilization > 0.0 && a.target_utilization <= 1.0) {
+        return Err(bad(
+            file,
+            text,
+            "autoscale.target_utilization",
+            "must be in (0, 1]",
+        ));
+    }
+    if !(a.scale_down_after_s >= 0.0 && a.scale_down_after_s.is_finite()) {
+        return Err(bad(
+            file,
+            text,
+            "autoscale.scale_down_after_s",
+            "must be a non-negative number of seconds",
+        ));
+    }
     for (fi, f) in sc.faults.iter().enumerate() {
         check_fault(f, fi, &fleet).map_err(|r| bad(file, text, &format!("faults[{fi}]"), r))?;
     }
@@ -789,6 +894,7 @@ pub fn resolve(
         profiles,
         carbon,
         strategies,
+        sizings,
         skipped_pods,
         skipped_nodes,
     })

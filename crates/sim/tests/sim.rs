@@ -266,3 +266,55 @@ fn the_simulated_bill_is_valid_focus_and_matches_the_simulators_cost() {
         );
     }
 }
+
+#[test]
+fn traffic_sizing_follows_the_day_and_night_and_holds_the_slo_better_than_declared_demand() {
+    // The shipped sizing scenario, shortened to a day at a lower rate so the suite stays quick.
+    let text = std::fs::read_to_string(examples().join("sim-autoscale.yaml")).unwrap();
+    let mut sc = parse(&text);
+    sc.horizon_hours = 24.0;
+    sc.demand_scale = 0.005;
+    let ld = resolve(sc);
+    assert_eq!(
+        ld.sizings,
+        [
+            scenario::Sizing::Declared,
+            scenario::Sizing::Forecast,
+            scenario::Sizing::Traffic
+        ]
+    );
+    let m = stratus_sim::simulate(&ld, &|_| {});
+    let by = |name: &str| {
+        m.policies
+            .iter()
+            .find(|p| p.policy == name)
+            .unwrap_or_else(|| panic!("no policy {name}"))
+    };
+    let (declared, traffic) = (by("stratus-declared"), by("stratus-traffic"));
+    for p in [declared, traffic] {
+        assert!(p.conservation.holds(), "{}: {:?}", p.policy, p.conservation);
+        assert_eq!(p.totals.requests, declared.totals.requests, "same traffic");
+    }
+    // Sized from what it sees, the service is resized through the day; declared demand is
+    // never resized.
+    assert!(
+        traffic.totals.controller.launches > declared.totals.controller.launches,
+        "{} vs {}",
+        traffic.totals.controller.launches,
+        declared.totals.controller.launches
+    );
+    assert!(
+        traffic.totals.within_slo > declared.totals.within_slo,
+        "within SLO: traffic {} vs declared {}",
+        traffic.totals.within_slo,
+        declared.totals.within_slo
+    );
+    let e = load_err(
+        "badscale",
+        "name: x\nhorizon_hours: 5\nworkloads: none\nautoscale:\n  target_utilization: 1.5\n",
+    );
+    assert!(
+        e.contains("autoscale.target_utilization") && e.contains("badscale.yaml:5"),
+        "{e}"
+    );
+}
