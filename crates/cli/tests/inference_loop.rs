@@ -690,3 +690,63 @@ fn llama_cpp_servers_launched_by_the_controller_serve_through_the_gateway_and_fa
     drop(cleanup);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_served_demo_routes_its_traffic_to_the_replicas_the_controller_launched() {
+    use std::io::BufRead;
+    let bin = env!("CARGO_BIN_EXE_stratus");
+    let port = free_port();
+    let mut child = Command::new(bin)
+        .args(["demo", "--serve", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut viewer = String::new();
+    for line in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if let Some(rest) = line.trim().strip_prefix("viewer") {
+            viewer = rest.split_whitespace().next().unwrap_or("").to_string();
+            break;
+        }
+    }
+    assert!(viewer.starts_with("stx_"), "{viewer}");
+    let get = |path: &str| -> Option<serde_json::Value> {
+        let mut r = agent()
+            .get(&format!("http://127.0.0.1:{port}{path}"))
+            .header("Authorization", &format!("Bearer {viewer}"))
+            .call()
+            .ok()?;
+        serde_json::from_str(&r.body_mut().read_to_string().ok()?).ok()
+    };
+    // Every service's replicas are real (mock) servers the gateway can reach.
+    let served = wait_until("the demo's replicas", 120, || {
+        let v = get("/v1/endpoints")?;
+        let eps = v["endpoints"].as_array()?.clone();
+        let http = eps
+            .iter()
+            .filter(|e| {
+                e["state"] == "serving"
+                    && e["url"].as_str().is_some_and(|u| u.starts_with("http://"))
+            })
+            .count();
+        (http >= 10).then_some(http)
+    });
+    // The trickle of chats goes through the gateway to them, without errors.
+    let requests = wait_until("traffic through the demo's gateway", 120, || {
+        let v = get("/v1/inference")?;
+        let s = v["services"].as_array()?.first()?.clone();
+        let n = s["requests"].as_f64()?;
+        (n >= 5.0 && s["errors"].as_f64() == Some(0.0)).then_some(n)
+    });
+    eprintln!("demo --serve: {served} replicas serving, {requests} requests through the gateway");
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}

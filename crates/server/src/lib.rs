@@ -68,6 +68,10 @@ pub trait HostDriver: Send {
     fn driver(&mut self) -> &mut dyn Driver;
     /// Let time pass.
     fn advance(&mut self, _now: Time) {}
+    /// The simulated provider underneath, if any (outages are injected into it).
+    fn sim(&mut self) -> Option<&mut SimProvider> {
+        None
+    }
 }
 
 /// The driver the reconcile loop owns.
@@ -349,8 +353,10 @@ impl App {
     /// wake the reconcile loop; the tokens of the instances lost, or `None` when the service
     /// does not drive simulated providers.
     pub fn set_sim_region(&self, region: &str, down: bool) -> Option<Vec<String>> {
+        let now = Time(now_ms() as f64 / 1000.0);
         let lost = match &mut lock(&self.control).backend {
-            Backend::Sim(d) => d.set_region_down(Time(now_ms() as f64 / 1000.0), region, down),
+            Backend::Sim(d) => d.set_region_down(now, region, down),
+            Backend::Custom(d) => d.sim()?.set_region_down(now, region, down),
             _ => return None,
         };
         self.changed
