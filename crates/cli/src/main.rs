@@ -280,6 +280,10 @@ enum Cmd {
         /// Seed of the fault draws.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Completions served at once; more wait in a queue its `/metrics` reports (0: no
+        /// limit). With `--ttft-ms`, a replica of finite capacity.
+        #[arg(long, default_value_t = 0)]
+        slots: u32,
     },
     /// Spend as FOCUS 1.2 rows, commitments' burn-down and forecast, commitment-aware planning.
     Ledger {
@@ -895,6 +899,7 @@ fn run(cli: Cli) -> Result<()> {
             error_rate,
             disconnect_rate,
             seed,
+            slots,
         } => {
             let faults = stratus_gateway::mock::Faults {
                 ttft_ms,
@@ -902,6 +907,7 @@ fn run(cli: Cli) -> Result<()> {
                 tokens,
                 error_rate,
                 disconnect_rate,
+                slots,
                 ..Default::default()
             };
             gateway::mock(listen, &model, faults, seed)?;

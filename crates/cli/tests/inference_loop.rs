@@ -384,7 +384,10 @@ fn controller_launched_replicas_get_the_gateways_traffic_and_a_lost_region_is_re
 /// and a gateway following it; returns (control plane port, gateway port).
 fn start_autoscaled(bin: &str, dir: &std::path::Path, cleanup: &mut Cleanup) -> (u16, u16) {
     let gw = free_port();
-    let replica_command = format!("exec '{bin}' mock-replica --listen 127.0.0.1:{{port}}");
+    // Replicas of finite capacity: one completion at a time, 400 ms each (2.5 requests/s),
+    // rated 2 requests/s in the workload.
+    let replica_command =
+        format!("exec '{bin}' mock-replica --listen 127.0.0.1:{{port}} --ttft-ms 400 --slots 1");
     let metrics = format!("http://127.0.0.1:{gw}/metrics");
     start_pair(
         bin,
@@ -399,7 +402,7 @@ fn start_autoscaled(bin: &str, dir: &std::path::Path, cleanup: &mut Cleanup) -> 
             "--autoscale-window",
             "3",
             "--target-utilization",
-            "0.5",
+            "0.8",
             "--scale-down-after",
             "4",
         ],
@@ -497,28 +500,58 @@ fn reconciles(cp: u16) -> u64 {
         .unwrap_or(0)
 }
 
-/// Open-loop load from `aws:us-east-1` at `rate` requests per second until `stop`;
-/// returns the requests that failed before a byte.
+/// One request of the load: when it was sent (since the load began), its latency, and the
+/// error if it failed before a byte.
+type Sample = (Duration, Duration, Option<String>);
+
+/// Open-loop load from `aws:us-east-1` at `rate` requests per second until `stop`, one thread
+/// per request (a slow answer never delays the next send); returns every request's sample.
 fn load(
     gw: u16,
     rate: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<Vec<String>> {
+    start: Instant,
+) -> std::thread::JoinHandle<Vec<Sample>> {
     std::thread::spawn(move || {
-        let mut errors = Vec::new();
+        let (tx, rx) = std::sync::mpsc::channel::<Sample>();
         let mut next = Instant::now();
+        let mut senders = Vec::new();
         while !stop.load(Ordering::Relaxed) {
             let r = rate.load(Ordering::Relaxed).max(1);
             next += Duration::from_secs_f64(1.0 / r as f64);
-            if let Err(e) = ask(gw) {
-                errors.push(e);
-            }
+            let tx = tx.clone();
+            senders.push(std::thread::spawn(move || {
+                let sent = Instant::now();
+                let err = ask(gw).err();
+                let _ = tx.send((sent - start, sent.elapsed(), err));
+            }));
             if let Some(wait) = next.checked_duration_since(Instant::now()) {
                 std::thread::sleep(wait);
             }
         }
-        errors
+        drop(tx);
+        for s in senders {
+            let _ = s.join();
+        }
+        rx.into_iter().collect()
     })
+}
+
+/// p99 latency, ms, of the requests sent in [from, to).
+fn p99(samples: &[Sample], from: Duration, to: Duration) -> (f64, usize) {
+    let mut l: Vec<f64> = samples
+        .iter()
+        .filter(|s| s.0 >= from && s.0 < to)
+        .map(|s| s.1.as_secs_f64() * 1e3)
+        .collect();
+    l.sort_by(f64::total_cmp);
+    if l.is_empty() {
+        return (0.0, 0);
+    }
+    (
+        l[((l.len() as f64 * 0.99).ceil() as usize).clamp(1, l.len()) - 1],
+        l.len(),
+    )
 }
 
 #[test]
@@ -555,55 +588,73 @@ fn the_gateways_traffic_sizes_the_replicas_up_at_once_and_down_after_the_cool_do
     });
     wait_until("traffic through the gateway", 60, || ask(gw).ok());
 
-    // 4 rps from the east at 50 % target utilisation of 2 rps replicas: 4 replicas (5 when
+    // 4 rps from the east at 80 % target utilisation of 2 rps replicas: 3 replicas (4 when
     // the measured rate runs a little above 4: sizing rounds up).
+    let start = Instant::now();
     let rate = Arc::new(AtomicU64::new(4));
     let stop = Arc::new(AtomicBool::new(false));
-    let loader = load(gw, rate.clone(), stop.clone());
-    let t0 = Instant::now();
-    wait_until("4 replicas at 4 rps", 90, || {
-        (replicas_of(cp, east) >= 4).then_some(())
+    let loader = load(gw, rate.clone(), stop.clone(), start);
+    wait_until("3 replicas at 4 rps", 90, || {
+        (replicas_of(cp, east) >= 3).then_some(())
     });
-    let sized_after = t0.elapsed();
+    let sized_after = start.elapsed();
+    // Settle, then the steady state's latency.
+    std::thread::sleep(Duration::from_secs(3));
+    let steady = (start.elapsed(), start.elapsed() + Duration::from_secs(3));
+    std::thread::sleep(Duration::from_secs(3));
 
-    // Doubled: 8 replicas, at once (no cool-down on the way up).
-    let (r0, t1) = (reconciles(cp), Instant::now());
-    rate.store(8, Ordering::Relaxed);
-    wait_until("8 replicas at 8 rps", 90, || {
-        (replicas_of(cp, east) >= 8).then_some(())
+    // 2.5 times the load, beyond what 3 replicas serve (7.5 rps): queues build until 7
+    // replicas serve, at once (no cool-down on the way up).
+    let (r0, t1) = (reconciles(cp), start.elapsed());
+    rate.store(10, Ordering::Relaxed);
+    wait_until("7 replicas at 10 rps", 90, || {
+        (replicas_of(cp, east) >= 7).then_some(())
     });
-    let (up_after, up_reconciles) = (t1.elapsed(), reconciles(cp) - r0);
+    let (t_up, up_reconciles) = (start.elapsed(), reconciles(cp) - r0);
+    // The queues drain; then the latency at 10 rps on the larger set.
+    std::thread::sleep(Duration::from_secs(3));
+    let recovered = (start.elapsed(), start.elapsed() + Duration::from_secs(3));
+    std::thread::sleep(Duration::from_secs(3));
 
-    // Halved: back to 4, but only after the 4 s cool-down.
+    // Back to 4 rps: the set shrinks, but only after the 4 s cool-down.
     let (r0, t2) = (reconciles(cp), Instant::now());
     rate.store(4, Ordering::Relaxed);
-    let mut seen_eight_after_halving = false;
-    let after = wait_until("4 replicas again", 120, || {
+    let mut held = false;
+    let after = wait_until("fewer replicas again", 120, || {
         let n = replicas_of(cp, east);
-        seen_eight_after_halving |= n >= 8;
-        (n <= 5).then_some(n)
+        held |= n >= 7;
+        (n <= 4).then_some(n)
     });
     let (down_after, down_reconciles) = (t2.elapsed(), reconciles(cp) - r0);
     stop.store(true, Ordering::Relaxed);
-    let errors = loader.join().unwrap();
+    let samples = loader.join().unwrap();
+    let errors: Vec<&String> = samples.iter().filter_map(|s| s.2.as_ref()).collect();
+    let (p_steady, n_steady) = p99(&samples, steady.0, steady.1);
+    let (p_over, n_over) = p99(&samples, t1, t_up);
+    let (p_rec, n_rec) = p99(&samples, recovered.0, recovered.1);
     eprintln!(
-        "autoscaling: 4 rps sized to 4+ replicas after {:.1} s; doubled to 8 rps: 8+ replicas serving after \
-         {:.1} s ({up_reconciles} reconciles); halved: {after} replicas after {:.1} s ({down_reconciles} reconciles, \
-         cool-down 4 s); {} requests failed before a byte",
+        "autoscaling (replicas of 2.5 rps capacity, rated 2): 4 rps sized to 3+ replicas {:.1} s after \
+         traffic began, p99 {p_steady:.0} ms ({n_steady} requests); 10 rps: 7+ replicas serving after \
+         {:.1} s ({up_reconciles} reconciles), p99 while they started {p_over:.0} ms ({n_over}), p99 after \
+         {p_rec:.0} ms ({n_rec}); back to 4 rps: {after} replicas after {:.1} s ({down_reconciles} \
+         reconciles, cool-down 4 s); {} of {} requests failed before a byte",
         sized_after.as_secs_f64(),
-        up_after.as_secs_f64(),
+        (t_up - t1).as_secs_f64(),
         down_after.as_secs_f64(),
-        errors.len()
+        errors.len(),
+        samples.len()
     );
-    assert!(
-        seen_eight_after_halving,
-        "the size held through the cool-down"
-    );
+    assert!(held, "the size held through the cool-down");
     assert!(
         down_after >= Duration::from_secs(4),
         "scaled down before the cool-down: {down_after:?}"
     );
     assert!(errors.is_empty(), "{errors:?}");
+    // A 400 ms service: at most one request waiting ahead, whatever the load, once sized.
+    assert!(
+        n_rec > 0 && p_rec < 1000.0,
+        "p99 after scaling up: {p_rec} ms"
+    );
     drop(cleanup);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -46,6 +46,9 @@ pub struct Faults {
     pub healthy: bool,
     /// Queue depth reported in `/metrics` (requests waiting, not those being served).
     pub extra_queue: u32,
+    /// Completions served at once (continuous-batching slots); more wait in a queue, which
+    /// `/metrics` reports. 0: no limit.
+    pub slots: u32,
 }
 
 impl Default for Faults {
@@ -58,6 +61,7 @@ impl Default for Faults {
             disconnect_rate: 0.0,
             healthy: true,
             extra_queue: 0,
+            slots: 0,
         }
     }
 }
@@ -75,7 +79,47 @@ pub struct Mock {
     pub requests: AtomicU64,
     /// Requests in progress.
     pub in_progress: AtomicU64,
+    /// Completions holding a slot, and those waiting for one.
+    busy: Mutex<(u32, u32)>,
+    freed: tokio::sync::Notify,
     prefixes: Mutex<HashSet<u64>>,
+}
+
+/// A held slot, given back when the answer ends or is dropped.
+struct Slot(Arc<Mock>);
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.busy.lock().expect("slot lock").0 -= 1;
+        self.0.freed.notify_one();
+    }
+}
+
+impl Mock {
+    /// Wait for one of `slots` slots (none with 0).
+    async fn slot(self: &Arc<Self>, slots: u32) -> Option<Slot> {
+        if slots == 0 {
+            return None;
+        }
+        let mut queued = false;
+        loop {
+            {
+                let mut b = self.busy.lock().expect("slot lock");
+                if b.0 < slots {
+                    b.0 += 1;
+                    if queued {
+                        b.1 -= 1;
+                    }
+                    return Some(Slot(self.clone()));
+                }
+                if !queued {
+                    b.1 += 1;
+                    queued = true;
+                }
+            }
+            // A release while no one waits leaves a permit, so no wake-up is missed.
+            self.freed.notified().await;
+        }
+    }
 }
 
 /// Prefixes the mock's cache holds before it is cleared (bounded memory).
@@ -166,6 +210,8 @@ pub async fn start(
         draws: AtomicU64::new(0),
         requests: AtomicU64::new(0),
         in_progress: AtomicU64::new(0),
+        busy: Mutex::new((0, 0)),
+        freed: tokio::sync::Notify::new(),
         prefixes: Mutex::new(HashSet::new()),
     });
     let m = mock.clone();
@@ -210,7 +256,7 @@ async fn handle(m: Arc<Mock>, req: Request<Incoming>) -> Response<Body> {
             // Like vLLM's `num_requests_waiting`, the queue excludes requests being served.
             Response::new(full(format!(
                 "# TYPE stratus_mock_queue_depth gauge\nstratus_mock_queue_depth {}\n# TYPE stratus_mock_running gauge\nstratus_mock_running {}\n# TYPE stratus_mock_requests_total counter\nstratus_mock_requests_total {}\n",
-                f.extra_queue,
+                f.extra_queue + m.busy.lock().expect("slot lock").1,
                 m.in_progress.load(Ordering::Relaxed),
                 m.requests.load(Ordering::Relaxed)
             )))
@@ -256,6 +302,7 @@ async fn complete(m: Arc<Mock>, chat: bool, body: &[u8]) -> Response<Body> {
     m.in_progress.fetch_add(1, Ordering::Relaxed);
     let progress = Progress(m.clone());
     let f = m.get();
+    let slot = m.slot(f.slots).await;
     let Ok(v) = serde_json::from_slice::<Value>(body) else {
         return json_response(
             StatusCode::BAD_REQUEST,
@@ -323,6 +370,7 @@ async fn complete(m: Arc<Mock>, chat: bool, body: &[u8]) -> Response<Body> {
         } else {
             json!({"index": 0, "text": text, "finish_reason": "length"})
         };
+        drop(slot);
         drop(progress);
         return json_response(
             StatusCode::OK,
@@ -333,6 +381,7 @@ async fn complete(m: Arc<Mock>, chat: bool, body: &[u8]) -> Response<Body> {
     let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, BoxError>>(16);
     tokio::spawn(async move {
         let _progress = progress;
+        let _slot = slot;
         let chunk_object = if chat {
             "chat.completion.chunk"
         } else {
