@@ -222,3 +222,39 @@ fn the_scanner_sees_what_it_must() {
     let found = uses("control", &["Instant"], &[]);
     assert!(found.iter().any(|f| f.contains("slurm.rs")), "{found:?}");
 }
+
+#[test]
+fn the_gateways_replica_state_depends_on_no_other_part_of_the_request_path() {
+    // `replica` is what `proxy`, `health`, `metrics` and `follow` share; none of them is
+    // imported by another's state, so the request path has no import loop.
+    let dir = crates().join("gateway/src");
+    let mut found = Vec::new();
+    for (file, banned) in [
+        (
+            "replica.rs",
+            &[
+                "crate::proxy",
+                "crate::health",
+                "crate::metrics",
+                "crate::follow",
+            ][..],
+        ),
+        (
+            "metrics.rs",
+            &["crate::health", "crate::follow", "proxy::Replica"][..],
+        ),
+        (
+            "health.rs",
+            &["crate::metrics", "crate::follow", "proxy::Replica"][..],
+        ),
+    ] {
+        for (n, line) in code(&dir.join(file)) {
+            for b in banned {
+                if line.contains(b) {
+                    found.push(format!("gateway/src/{file}:{n}: {b}"));
+                }
+            }
+        }
+    }
+    assert!(found.is_empty(), "{}", found.join("\n"));
+}

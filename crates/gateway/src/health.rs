@@ -5,7 +5,8 @@
 //! expose Prometheus metrics report their queue depth, which routing adds to the gateway's own
 //! in-flight count.
 
-use crate::proxy::{Gateway, Replica};
+use crate::proxy::Gateway;
+use crate::replica::Replica;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::Request;

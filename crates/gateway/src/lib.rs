@@ -7,6 +7,7 @@
 //! * [`usage`]: what is read from requests (model, prefix) and responses (token usage).
 //! * [`proxy`]: the hyper server and the request path: streams answers through as they
 //!   arrive, retries before the first byte, ends cut streams with an error event.
+//! * [`replica`]: each replica's state and the replica set, an immutable snapshot swapped whole.
 //! * [`upstream`]: the pooled HTTP/1.1 client to replicas, read by the request's own task.
 //! * [`health`]: active health checks and queue-depth scraping; passive ejection is in `proxy`.
 //! * [`follow`]: the replica set kept in step with a control plane's endpoint list.
@@ -23,6 +24,7 @@ pub mod loadgen;
 pub mod metrics;
 pub mod mock;
 pub mod proxy;
+pub mod replica;
 pub mod route;
 pub mod upstream;
 pub mod usage;

@@ -2,7 +2,8 @@
 //! model (what the ledger bills), latency histograms per model, and each replica's state.
 
 use crate::limit::Limit;
-use crate::proxy::{End, Replica, ReplicaLabel};
+use crate::proxy::End;
+use crate::replica::{Replica, ReplicaLabel};
 use crate::usage::Usage;
 use std::collections::BTreeMap;
 use std::fmt::Write;

@@ -10,7 +10,8 @@
 use crate::config::{parse_base_url, Cidr, Config, ReplicaConfig};
 use crate::limit::{retry_after_header, Limit, Limiter};
 use crate::metrics::Metrics;
-use crate::route::{self, Candidate, Params, Ring};
+pub use crate::replica::{Replica, ReplicaLabel, ReplicaSet};
+use crate::route::{self, Candidate, Params};
 use crate::upstream::Read;
 use crate::usage::{self, Scanner, Usage};
 use bytes::Bytes;
@@ -26,7 +27,7 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -41,157 +42,6 @@ pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 
 /// Largest request body accepted (prompts are text; 16 MiB is generous).
 const MAX_REQUEST_BYTES: usize = 16 << 20;
-
-/// One replica and what the gateway knows of it right now.
-#[derive(Debug)]
-pub struct Replica {
-    /// From the configuration.
-    pub id: String,
-    /// `http://host:port`.
-    pub base: String,
-    /// Region id.
-    pub region: String,
-    /// Provider (the part of the region id before `:`).
-    pub provider: String,
-    /// Models served.
-    pub models: Vec<String>,
-    /// $/h.
-    pub cost: f64,
-    /// Whether `/metrics` is scraped.
-    pub scrape: bool,
-    /// Its labels in the request metrics (kept by the counters after it leaves the set).
-    pub label: Arc<ReplicaLabel>,
-    /// Taking no new requests (the control plane is retiring it); requests in flight finish.
-    pub draining: AtomicBool,
-    region_index: Option<usize>,
-    /// Requests in flight through this gateway.
-    pub in_flight: AtomicU32,
-    /// Queue depth the replica last reported.
-    pub queue: AtomicU32,
-    /// Active health state.
-    pub healthy: AtomicBool,
-    pub(crate) probes: Mutex<Probes>,
-    eject: Mutex<Ejection>,
-    /// Milliseconds since the gateway's start until which the replica is ejected (0: never),
-    /// read without a lock on every routing decision.
-    ejected_until_ms: AtomicU64,
-    /// Whether `eject` holds failures or a streak (a success then takes the lock to clear it).
-    failing: AtomicBool,
-    /// Keep-alive connections to it.
-    pool: crate::upstream::Pool,
-    /// Times this replica was ejected.
-    pub ejections: AtomicU64,
-}
-
-/// Consecutive probe results.
-#[derive(Debug, Default)]
-pub(crate) struct Probes {
-    pub(crate) good: u32,
-    pub(crate) bad: u32,
-}
-
-#[derive(Debug, Default)]
-struct Ejection {
-    failures: u32,
-    /// Ejections without a success in between: each doubles the next one.
-    streak: u32,
-}
-
-impl Replica {
-    /// Whether routing may pick it at `now_ms` (milliseconds since the gateway started).
-    pub fn available(&self, now_ms: u64) -> bool {
-        self.healthy.load(Ordering::Relaxed)
-            && !self.draining.load(Ordering::Relaxed)
-            && !self.ejected(now_ms)
-    }
-
-    /// Whether passive ejection holds it out at `now_ms`.
-    pub fn ejected(&self, now_ms: u64) -> bool {
-        self.ejected_until_ms.load(Ordering::Relaxed) > now_ms
-    }
-
-    fn new(r: &ReplicaConfig, latency: &LatencyTable) -> Option<Replica> {
-        let (authority, base) = parse_base_url(&r.url)?;
-        let provider = r.region.split(':').next().unwrap_or("").to_string();
-        Some(Replica {
-            id: r.id.clone(),
-            base,
-            label: Arc::new(ReplicaLabel {
-                id: r.id.clone(),
-                provider: provider.clone(),
-                region: r.region.clone(),
-            }),
-            region: r.region.clone(),
-            provider,
-            models: r.models.clone(),
-            cost: r.cost_per_hour,
-            scrape: r.metrics,
-            draining: AtomicBool::new(r.draining),
-            region_index: latency.index_of(&r.region),
-            in_flight: AtomicU32::new(0),
-            queue: AtomicU32::new(0),
-            healthy: AtomicBool::new(true),
-            probes: Mutex::new(Probes::default()),
-            eject: Mutex::new(Ejection::default()),
-            ejections: AtomicU64::new(0),
-            ejected_until_ms: AtomicU64::new(0),
-            failing: AtomicBool::new(false),
-            pool: crate::upstream::Pool::new(&authority),
-        })
-    }
-}
-
-/// A replica's identity in the request metrics.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct ReplicaLabel {
-    /// Replica id.
-    pub id: String,
-    /// Provider.
-    pub provider: String,
-    /// Region id.
-    pub region: String,
-}
-
-/// The replicas requests are routed to, as one immutable snapshot: a request takes the
-/// snapshot once and keeps it (indices, the ring and the models agree with each other for
-/// its whole life), and a new set is swapped in whole, so a change never blocks or breaks
-/// the request path. A replica that stays from one set to the next is the same `Arc`, with
-/// its health, load, ejection state and connections.
-pub struct ReplicaSet {
-    /// The control plane's version of the list (0 for a static file).
-    pub version: u64,
-    /// The replicas (indices refer to this order).
-    pub replicas: Vec<Arc<Replica>>,
-    ring: Ring,
-    /// Every model some replica serves, sorted.
-    pub models: Vec<Arc<str>>,
-}
-
-impl ReplicaSet {
-    fn new(version: u64, replicas: Vec<Arc<Replica>>) -> ReplicaSet {
-        let ring = Ring::new(&replicas.iter().map(|r| r.id.as_str()).collect::<Vec<_>>());
-        let mut models: Vec<&str> = replicas
-            .iter()
-            .flat_map(|r| r.models.iter().map(String::as_str))
-            .collect();
-        models.sort_unstable();
-        models.dedup();
-        ReplicaSet {
-            version,
-            models: models.into_iter().map(Arc::from).collect(),
-            replicas,
-            ring,
-        }
-    }
-
-    /// The shared name of `model`, if some replica serves it.
-    fn model(&self, model: &str) -> Option<Arc<str>> {
-        self.models
-            .binary_search_by(|m| (**m).cmp(model))
-            .ok()
-            .map(|i| self.models[i].clone())
-    }
-}
 
 /// A key's identity and limits.
 struct KeyState {
