@@ -15,8 +15,8 @@ use std::time::Duration;
 use stratus_control::{
     Driver, DriverError, InstanceState, LaunchRequest, Observation, PoolCapacity, SimProvider, Time,
 };
-use stratus_gateway::mock::{self, Faults, MockServer};
 use stratus_server::{auth, now_ms, reconcile_loop, Backend, Config, DriverChoice, HostDriver};
+use stratus_testkit::mock::{self, Faults, MockServer};
 
 /// The simulated providers, with a mock replica serving for each running inference instance
 /// (its endpoint replaces the synthetic address), started and killed as instances come and go.

@@ -7,8 +7,8 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use stratus_gateway::loadgen::{self, Report, Target};
 use stratus_model::Fleet;
+use stratus_testkit::loadgen::{self, Report, Target};
 
 /// Run the gateway until interrupted.
 pub fn run(cfg: stratus_gateway::Config, fleet: &Fleet, threads: Option<usize>) -> Result<()> {
@@ -46,12 +46,12 @@ pub fn run(cfg: stratus_gateway::Config, fleet: &Fleet, threads: Option<usize>) 
 pub fn mock(
     listen: SocketAddr,
     model: &str,
-    faults: stratus_gateway::mock::Faults,
+    faults: stratus_testkit::mock::Faults,
     seed: u64,
 ) -> Result<()> {
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     rt.block_on(async {
-        let m = stratus_gateway::mock::start(listen, model, faults, seed)
+        let m = stratus_testkit::mock::start(listen, model, faults, seed)
             .await
             .with_context(|| format!("listening on {listen}"))?;
         // A closed standard output must not end a server.

@@ -901,7 +901,7 @@ fn run(cli: Cli) -> Result<()> {
             seed,
             slots,
         } => {
-            let faults = stratus_gateway::mock::Faults {
+            let faults = stratus_testkit::mock::Faults {
                 ttft_ms,
                 itl_ms,
                 tokens,

@@ -214,6 +214,12 @@ fn data_flows_one_way() {
         .filter(|d| d.starts_with("stratus-"))
         .collect();
     assert_eq!(gw, ["stratus-model", "stratus-catalog"]);
+    // The test kit sits on the gateway; only tests, the demo and the benchmark use it.
+    let kit: Vec<String> = deps("testkit")
+        .into_iter()
+        .filter(|d| d.starts_with("stratus-"))
+        .collect();
+    assert_eq!(kit, ["stratus-model", "stratus-gateway"]);
 }
 
 #[test]

@@ -12,17 +12,13 @@
 //! * [`health`]: active health checks and queue-depth scraping; passive ejection is in `proxy`.
 //! * [`follow`]: the replica set kept in step with a control plane's endpoint list.
 //! * [`metrics`]: the Prometheus exposition.
-//! * [`mock`]: the fault-injecting mock replica the tests and the benchmark use.
-//! * [`loadgen`]: the open-loop load generator of `stratus bench gateway`.
 
 pub mod config;
 pub mod follow;
 pub mod health;
 pub mod limit;
 pub mod listen;
-pub mod loadgen;
 pub mod metrics;
-pub mod mock;
 pub mod proxy;
 pub mod replica;
 pub mod route;

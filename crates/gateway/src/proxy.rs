@@ -811,7 +811,7 @@ impl Drop for ProxyBody {
 /// Serve one accepted connection with hyper's HTTP/1 server, `handle` answering each request
 /// (the gateway's and the mock replica's connections alike). A request's head must arrive
 /// within `header_timeout`.
-pub(crate) async fn serve_connection<F, Fut>(
+pub async fn serve_connection<F, Fut>(
     stream: tokio::net::TcpStream,
     header_timeout: Duration,
     handle: F,
@@ -832,12 +832,12 @@ pub(crate) async fn serve_connection<F, Fut>(
 }
 
 /// A whole body from bytes.
-pub(crate) fn full(s: impl Into<Bytes>) -> Body {
+pub fn full(s: impl Into<Bytes>) -> Body {
     UnsyncBoxBody::new(Full::new(s.into()).map_err(|never| match never {}))
 }
 
 /// A JSON response.
-pub(crate) fn json_response(status: StatusCode, v: &serde_json::Value) -> Response<Body> {
+pub fn json_response(status: StatusCode, v: &serde_json::Value) -> Response<Body> {
     let mut r = Response::new(full(v.to_string()));
     *r.status_mut() = status;
     r.headers_mut()

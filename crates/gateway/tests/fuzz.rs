@@ -9,9 +9,9 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use stratus_gateway::mock::{self, Faults};
 use stratus_gateway::Config;
 use stratus_model::Format;
+use stratus_testkit::mock::{self, Faults};
 
 #[derive(Debug, Clone, Copy)]
 struct Req {

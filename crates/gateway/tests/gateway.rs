@@ -9,9 +9,9 @@ use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use stratus_gateway::mock::{self, Faults, MockServer};
 use stratus_gateway::{Config, Running};
 use stratus_model::Format;
+use stratus_testkit::mock::{self, Faults, MockServer};
 
 /// A response as the client saw it: status, headers, and body chunks with arrival times.
 struct Seen {

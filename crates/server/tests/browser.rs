@@ -66,7 +66,7 @@ fn the_dashboard_works_in_chromium() {
     let (base, gateway) = rt.block_on(async {
         // Two mock replicas of the `chat` model behind a stratus gateway.
         let (gw, replicas) =
-            stratus_gateway::mock::behind_gateway("chat", stratus_catalog::builtin())
+            stratus_testkit::mock::behind_gateway("chat", stratus_catalog::builtin())
                 .await
                 .unwrap();
         std::mem::forget(replicas);

@@ -26,7 +26,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
-use crate::proxy::{full, json_response, serve_connection, Body, BoxError};
+use stratus_gateway::proxy::{full, json_response, serve_connection, Body, BoxError};
 
 /// Behaviour; every field can change while the replica runs.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -174,7 +174,7 @@ impl MockServer {
 pub async fn behind_gateway(
     model: &str,
     fleet: &stratus_model::Fleet,
-) -> std::io::Result<(crate::Running, [MockServer; 2])> {
+) -> std::io::Result<(stratus_gateway::Running, [MockServer; 2])> {
     let faults = Faults {
         ttft_ms: 20,
         itl_ms: 2,
@@ -189,9 +189,10 @@ pub async fn behind_gateway(
         east.url(),
         west.url()
     );
-    let cfg = crate::Config::parse("gateway.yaml", &yaml, stratus_model::parse::Format::Yaml)
-        .map_err(std::io::Error::other)?;
-    Ok((crate::start(cfg, fleet).await?, [east, west]))
+    let cfg =
+        stratus_gateway::Config::parse("gateway.yaml", &yaml, stratus_model::parse::Format::Yaml)
+            .map_err(std::io::Error::other)?;
+    Ok((stratus_gateway::start(cfg, fleet).await?, [east, west]))
 }
 
 /// Start a mock replica on `addr` (port 0 for any).
@@ -217,7 +218,10 @@ pub async fn start(
     let m = mock.clone();
     // Connections are tracked in a JoinSet owned by the accept task, so aborting that task
     // (a "kill") drops every connection at once.
-    let acceptor = crate::listen::Acceptor::new(listener, crate::listen::ConnLimits::default());
+    let acceptor = stratus_gateway::listen::Acceptor::new(
+        listener,
+        stratus_gateway::listen::ConnLimits::default(),
+    );
     let task = tokio::spawn(async move {
         let mut conns = tokio::task::JoinSet::new();
         let header_timeout = acceptor.limits.header_timeout;
@@ -334,7 +338,7 @@ async fn complete(m: Arc<Mock>, chat: bool, body: &[u8]) -> Response<Body> {
         while !prompt.is_char_boundary(end) {
             end -= 1;
         }
-        let key = crate::route::hash_bytes(&prompt.as_bytes()[..end]);
+        let key = stratus_gateway::route::hash_bytes(&prompt.as_bytes()[..end]);
         let mut cache = m.prefixes.lock().expect("prefix lock");
         if cache.contains(&key) {
             prompt_tokens
