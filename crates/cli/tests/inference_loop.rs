@@ -376,6 +376,33 @@ fn controller_launched_replicas_get_the_gateways_traffic_and_a_lost_region_is_re
         now.iter().all(|e| e.0 != victim.0),
         "the killed replica is no longer advertised: {now:?}"
     );
+
+    // The control plane goes away: the gateway keeps serving its last list (the replicas
+    // are still up), and says it cannot reach the control plane.
+    let mut cp_process = cleanup.children.remove(0);
+    let _ = cp_process.kill();
+    let _ = cp_process.wait();
+    for _ in 0..20 {
+        assert_eq!(ask(gw), Ok(true), "served from the cached list");
+    }
+    let cp_errors = wait_until("the gateway to notice", 30, || {
+        let mut r = agent()
+            .get(&format!("http://127.0.0.1:{gw}/metrics"))
+            .call()
+            .ok()?;
+        let text = r.body_mut().read_to_string().ok()?;
+        let n: u64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("stratus_gateway_control_plane_errors_total "))?
+            .trim()
+            .parse()
+            .ok()?;
+        (n > 0).then_some(n)
+    });
+    for _ in 0..20 {
+        assert_eq!(ask(gw), Ok(true), "still served from the cached list");
+    }
+    eprintln!("control plane down: 40 requests served from the gateway's cached list ({cp_errors} failed watches)");
     drop(cleanup);
     let _ = std::fs::remove_dir_all(&dir);
 }
