@@ -183,6 +183,21 @@ fn pid_serving(state: &std::path::Path, url: &str) -> String {
     std::fs::read_to_string(record.with_extension("pid")).unwrap()
 }
 
+/// `stratus apply -f file` against the control plane on `cp`.
+fn apply(bin: &str, cp: u16, file: &std::path::Path) {
+    let out = Command::new(bin)
+        .args(["apply", "-f", file.to_str().unwrap()])
+        .env("STRATUS_SERVER", format!("http://127.0.0.1:{cp}"))
+        .env("STRATUS_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn wait_until<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
@@ -205,55 +220,15 @@ fn controller_launched_replicas_get_the_gateways_traffic_and_a_lost_region_is_re
         children: Vec::new(),
         state: state.clone(),
     };
-    let (cp, gw) = (free_port(), free_port());
     let replica_command = format!("exec '{bin}' mock-replica --listen 127.0.0.1:{{port}}");
-    cleanup.children.push(
-        Command::new(bin)
-            .args([
-                "serve",
-                "--listen",
-                &format!("127.0.0.1:{cp}"),
-                "--db",
-                &format!("sqlite://{}/s.db", dir.display()),
-                "--tick",
-                "0.1",
-                "--driver",
-                "local",
-                "--state-dir",
-                state.to_str().unwrap(),
-                "--replica-command",
-                &replica_command,
-            ])
-            .env("STRATUS_ADMIN_TOKEN", TOKEN)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_until("the control plane", 60, || {
-        agent()
-            .get(&format!("http://127.0.0.1:{cp}/readyz"))
-            .call()
-            .ok()
-            .filter(|r| r.status() == 200)
-    });
-    let token_file = dir.join("token");
-    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
-    cleanup.children.push(
-        Command::new(bin)
-            .args([
-                "gateway",
-                "--control-plane",
-                &format!("http://127.0.0.1:{cp}"),
-                "--token-file",
-                token_file.to_str().unwrap(),
-                "--listen",
-                &format!("127.0.0.1:{gw}"),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let (cp, gw) = start_pair(
+        bin,
+        &dir,
+        &mut cleanup,
+        &replica_command,
+        free_port(),
+        "0.1",
+        &[],
     );
     // Before any service exists the gateway runs with an empty set and says so.
     wait_until("the gateway", 60, || {
@@ -263,17 +238,7 @@ fn controller_launched_replicas_get_the_gateways_traffic_and_a_lost_region_is_re
     let file = dir.join("chat.yaml");
     std::fs::write(&file, SERVICE).unwrap();
     let applied = Instant::now();
-    let out = Command::new(bin)
-        .args(["apply", "-f", file.to_str().unwrap()])
-        .env("STRATUS_SERVER", format!("http://127.0.0.1:{cp}"))
-        .env("STRATUS_TOKEN", TOKEN)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    apply(bin, cp, &file);
 
     // Two replicas, in two regions, launched by the controller and advertised once healthy.
     let first = wait_until("two serving replicas", 60, || {
@@ -422,6 +387,7 @@ fn start_autoscaled(bin: &str, dir: &std::path::Path, cleanup: &mut Cleanup) -> 
         cleanup,
         &replica_command,
         gw,
+        "0.2",
         &[
             "--gateway-metrics",
             &metrics,
@@ -444,6 +410,7 @@ fn start_pair(
     cleanup: &mut Cleanup,
     replica_command: &str,
     gw: u16,
+    tick: &str,
     extra: &[&str],
 ) -> (u16, u16) {
     let cp = free_port();
@@ -456,7 +423,7 @@ fn start_pair(
                 "--db",
                 &format!("sqlite://{}/s.db", dir.display()),
                 "--tick",
-                "0.2",
+                tick,
                 "--driver",
                 "local",
                 "--state-dir",
@@ -598,17 +565,7 @@ fn the_gateways_traffic_sizes_the_replicas_up_at_once_and_down_after_the_cool_do
         .replace("rps: 6}", "rps: 2}");
     let file = dir.join("chat.yaml");
     std::fs::write(&file, service).unwrap();
-    let out = Command::new(bin)
-        .args(["apply", "-f", file.to_str().unwrap()])
-        .env("STRATUS_SERVER", format!("http://127.0.0.1:{cp}"))
-        .env("STRATUS_TOKEN", TOKEN)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    apply(bin, cp, &file);
     let east = "chat@aws:us-east-1";
     wait_until("the declared size", 60, || {
         (replicas_of(cp, east) == 1).then_some(())
@@ -706,21 +663,11 @@ fn llama_cpp_servers_launched_by_the_controller_serve_through_the_gateway_and_fa
     let command = format!(
         "exec '{llama}' -m '{model}' --host 127.0.0.1 --port {{port}} -c 1024 -np 1 -t 1 --seed 7"
     );
-    let (cp, gw) = start_pair(bin, &dir, &mut cleanup, &command, free_port(), &[]);
+    let (cp, gw) = start_pair(bin, &dir, &mut cleanup, &command, free_port(), "0.2", &[]);
     // One replica per region: 2 rps at 3 rps per replica.
     let file = dir.join("chat.yaml");
     std::fs::write(&file, SERVICE.replace("rps: 6}", "rps: 2}")).unwrap();
-    let out = Command::new(bin)
-        .args(["apply", "-f", file.to_str().unwrap()])
-        .env("STRATUS_SERVER", format!("http://127.0.0.1:{cp}"))
-        .env("STRATUS_TOKEN", TOKEN)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    apply(bin, cp, &file);
     let started = Instant::now();
     // llama-server answers /health 503 while it loads the model: the controller advertises a
     // replica only once it answers 200.
