@@ -57,6 +57,10 @@ pub struct Config {
     /// request at a time per connection, so this also bounds requests in flight).
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Requests admitted and not yet answered in full, at most; more are answered 503 with
+    /// `Retry-After` before their body is read (default: `max_connections`).
+    #[serde(default)]
+    pub max_in_flight: Option<usize>,
     /// Milliseconds a client has to send a request's head, and again its body.
     #[serde(default = "default_header_timeout")]
     pub header_timeout_ms: u64,
@@ -377,6 +381,13 @@ impl Config {
                         .into(),
                 );
             }
+        }
+        if self.max_in_flight == Some(0) {
+            return err(
+                "max_in_flight".into(),
+                "max_in_flight",
+                "must be at least 1".into(),
+            );
         }
         if self.max_connections == 0 {
             return err(

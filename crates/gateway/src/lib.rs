@@ -1,6 +1,8 @@
 //! `stratus gateway`: the inference gateway users reach the lab's models through.
 //!
 //! * [`config`]: the configuration file, validated whole before anything starts.
+//! * [`layer`]: the request path's layers (auth → admit → route → forward → account) and
+//!   why each refuses a request.
 //! * [`route`]: the pure routing decision (nearest, least loaded, prefix affinity with bounded
 //!   load, cost), tested without sockets.
 //! * [`limit`]: per-key request and token buckets, time passed in.
@@ -16,6 +18,7 @@
 pub mod config;
 pub mod follow;
 pub mod health;
+pub mod layer;
 pub mod limit;
 pub mod listen;
 pub mod metrics;

@@ -62,6 +62,8 @@ struct Inner {
     tokens: BTreeMap<(u16, Arc<str>, &'static str), u64>,
     /// (key, limit) → refusals.
     limited: BTreeMap<(u16, &'static str), u64>,
+    /// (layer, reason) → requests the gateway answered itself.
+    refused: BTreeMap<(&'static str, &'static str), u64>,
     /// model → user location → requests admitted (what the control plane sizes replicas by).
     demand: BTreeMap<Arc<str>, BTreeMap<String, u64>>,
     /// Per model.
@@ -122,6 +124,27 @@ impl Metrics {
             .limited
             .entry((key, l))
             .or_default() += 1;
+    }
+
+    /// A request refused by `layer` for `reason` (see [`crate::layer::Refused`]).
+    pub fn refused(&self, layer: &'static str, reason: &'static str) {
+        *self
+            .inner
+            .lock()
+            .expect("metrics lock")
+            .refused
+            .entry((layer, reason))
+            .or_default() += 1;
+    }
+
+    /// Requests refused by `layer` for `reason` so far.
+    pub fn refusals(&self, layer: &str, reason: &str) -> u64 {
+        let m = self.inner.lock().expect("metrics lock");
+        m.refused
+            .iter()
+            .filter(|((l, r), _)| *l == layer && *r == reason)
+            .map(|(_, n)| *n)
+            .sum()
     }
 
     /// A request for `model` from `location` (a region id of the fleet, or `unknown`) was
@@ -227,6 +250,14 @@ impl Metrics {
                 out,
                 "stratus_gateway_rate_limited_total{{key=\"{}\",limit=\"{limit}\"}} {n}",
                 esc(key)
+            );
+        }
+        let _ = writeln!(out, "# HELP stratus_gateway_refused_total Requests the gateway answered itself, by the layer that refused them and why.");
+        let _ = writeln!(out, "# TYPE stratus_gateway_refused_total counter");
+        for ((layer, reason), n) in &m.refused {
+            let _ = writeln!(
+                out,
+                "stratus_gateway_refused_total{{layer=\"{layer}\",reason=\"{reason}\"}} {n}"
             );
         }
         let _ = writeln!(out, "# HELP stratus_gateway_demand_total Requests admitted, by model and user location (a region id, or unknown).");

@@ -8,7 +8,8 @@
 //! an OpenAI-style `error` event and the replica is marked.
 
 use crate::config::{parse_base_url, Cidr, Config, ReplicaConfig};
-use crate::limit::{retry_after_header, Limit, Limiter};
+use crate::layer::{AdmitError, AuthError, Refused, RouteError};
+use crate::limit::{retry_after_header, Limiter};
 use crate::metrics::Metrics;
 pub use crate::replica::{Replica, ReplicaLabel, ReplicaSet};
 use crate::route::{self, Candidate, Params};
@@ -69,6 +70,8 @@ pub struct Gateway {
     pub(crate) client: Client<HttpConnector, Full<Bytes>>,
     /// Counters and histograms behind `/metrics`.
     pub metrics: Metrics,
+    /// Requests admitted and not yet answered in full (bounded by `max_in_flight`).
+    pub in_flight: std::sync::atomic::AtomicUsize,
     usage_tx: Option<mpsc::Sender<String>>,
     epoch: Instant,
 }
@@ -167,6 +170,7 @@ impl Gateway {
             key_index,
             client,
             metrics,
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
             usage_tx: None,
             epoch: Instant::now(),
         })
@@ -321,8 +325,8 @@ impl Gateway {
         }
     }
 
-    #[allow(clippy::result_large_err)] // the error is the response itself, built once per refusal
-    fn authenticate(&self, req: &Request<Incoming>) -> Result<&KeyState, Response<Body>> {
+    /// The auth layer: whose key.
+    fn authenticate(&self, req: &Request<Incoming>) -> Result<&KeyState, AuthError> {
         if self.key_index.is_empty() {
             return Ok(&self.keys[0]);
         }
@@ -333,28 +337,18 @@ impl Gateway {
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim);
         let Some(key) = key else {
-            return Err(error(
-                StatusCode::UNAUTHORIZED,
-                "invalid_api_key",
-                "missing `Authorization: Bearer <key>`",
-            ));
+            return Err(AuthError::Missing);
         };
         self.key_index
             .get(&sha256_hex(key))
             .map(|&i| &self.keys[i])
-            .ok_or_else(|| {
-                error(
-                    StatusCode::UNAUTHORIZED,
-                    "invalid_api_key",
-                    "unknown API key",
-                )
-            })
+            .ok_or(AuthError::Unknown)
     }
 
     fn models(&self, req: &Request<Incoming>) -> Response<Body> {
         let key = match self.authenticate(req) {
             Ok(k) => k,
-            Err(r) => return r,
+            Err(e) => return self.refuse(e.into()),
         };
         let set = self.replicas();
         let mut names: Vec<&str> = set
@@ -375,12 +369,40 @@ impl Gateway {
         )
     }
 
+    /// A request the gateway answers itself: counted by layer and reason, then answered.
+    fn refuse(&self, r: Refused) -> Response<Body> {
+        self.metrics.refused(r.layer(), r.reason());
+        if let Refused::Route(_) = r {
+            self.metrics.unroutable.fetch_add(1, Ordering::Relaxed);
+        }
+        r.response()
+    }
+
     async fn proxy(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let start = Instant::now();
         let key = match self.authenticate(&req) {
             Ok(k) => k,
-            Err(r) => return r,
+            Err(e) => return self.refuse(e.into()),
         };
+        let admitted = match self.admit(key, req, peer).await {
+            Ok(a) => a,
+            Err(e) => return self.refuse(e.into()),
+        };
+        match self.clone().route(key, admitted, start).await {
+            Ok(r) => r,
+            Err(e) => self.refuse(e.into()),
+        }
+    }
+
+    /// The admit layer: a readable, well-formed request for a model the key may use and some
+    /// replica serves, within the key's limits and the bound on requests in flight.
+    async fn admit(
+        self: &Arc<Self>,
+        key: &KeyState,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Result<Admitted, AdmitError> {
+        let slot = Admission::take(self)?;
         let location = self.location(&req, peer.ip());
         let path_q = req
             .uri()
@@ -397,43 +419,20 @@ impl Gateway {
         .await;
         let bytes = match read {
             Ok(Ok(b)) => b.to_bytes(),
-            Ok(Err(e)) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_request_error",
-                    &format!("cannot read the request body: {e}"),
-                )
-            }
-            Err(_) => {
-                return error(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "invalid_request_error",
-                    &format!(
-                        "the request body did not arrive within {} ms",
-                        self.cfg.header_timeout_ms
-                    ),
-                )
-            }
+            Ok(Err(e)) => return Err(AdmitError::BodyUnreadable(e.to_string())),
+            Err(_) => return Err(AdmitError::BodyTimeout(self.cfg.header_timeout_ms)),
         };
-        let info = match usage::inspect(&bytes, self.cfg.prefix_bytes) {
-            Ok(i) => i,
-            Err(why) => return error(StatusCode::BAD_REQUEST, "invalid_request_error", &why),
-        };
+        let info = usage::inspect(&bytes, self.cfg.prefix_bytes).map_err(AdmitError::Invalid)?;
         if !key.models.is_empty() && !key.models.contains(&info.model) {
-            return error(
-                StatusCode::FORBIDDEN,
-                "model_not_allowed",
-                &format!("key `{}` may not use model `{}`", key.name, info.model),
-            );
+            return Err(AdmitError::ModelNotAllowed {
+                key: key.name.clone(),
+                model: info.model,
+            });
         }
         // One snapshot for the whole request: retries, the ring and the model agree.
         let set = self.replicas();
         let Some(model) = set.model(&info.model) else {
-            return error(
-                StatusCode::NOT_FOUND,
-                "model_not_found",
-                &format!("no replica serves model `{}`", info.model),
-            );
+            return Err(AdmitError::ModelNotFound(info.model));
         };
         let admitted = key
             .limiter
@@ -441,21 +440,12 @@ impl Gateway {
             .expect("limiter lock")
             .admit(self.clock());
         if let Err(refusal) = admitted {
-            let which = match refusal.limit {
-                Limit::Requests => "requests per minute",
-                Limit::Tokens => "tokens per minute",
-            };
             self.metrics.limited(key.index, refusal.limit);
-            let mut r = error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limit_exceeded",
-                &format!("key `{}` is over its {which} limit", key.name),
-            );
-            r.headers_mut().insert(
-                hyper::header::RETRY_AFTER,
-                HeaderValue::from(retry_after_header(&refusal)),
-            );
-            return r;
+            return Err(AdmitError::RateLimited {
+                key: key.name.clone(),
+                limit: refusal.limit,
+                retry_after_s: retry_after_header(&refusal),
+            });
         }
         let located = location
             .as_deref()
@@ -467,6 +457,39 @@ impl Gateway {
             Some(v) => Bytes::from(v),
             None => bytes,
         };
+        Ok(Admitted {
+            slot,
+            set,
+            model,
+            prefix: info.prefix,
+            location,
+            path_q,
+            headers: parts.headers,
+            forward,
+            prompt_estimate,
+        })
+    }
+
+    /// The route layer: the policy picks a replica; one that fails before the first byte is
+    /// marked and another is tried (the state machine: choose → send → first byte, or the
+    /// next attempt). The first bytes hand the request to forwarding and accounting.
+    async fn route(
+        self: Arc<Self>,
+        key: &KeyState,
+        a: Admitted,
+        start: Instant,
+    ) -> Result<Response<Body>, RouteError> {
+        let Admitted {
+            slot,
+            set,
+            model,
+            prefix,
+            location,
+            path_q,
+            headers: client_headers,
+            forward,
+            prompt_estimate,
+        } = a;
         let params = Params {
             policy: self.cfg.policy,
             near_slack_ms: self.cfg.near_slack_ms,
@@ -475,8 +498,8 @@ impl Gateway {
         let mut tried: Vec<usize> = Vec::new();
         let mut last_error = String::from("no healthy replica serves this model");
         for attempt in 0..=self.cfg.retries {
-            let cands = self.candidates(&set, &info.model, location.as_deref(), &tried);
-            let Some(i) = route::choose(&params, &set.ring, &cands, info.prefix) else {
+            let cands = self.candidates(&set, &model, location.as_deref(), &tried);
+            let Some(i) = route::choose(&params, &set.ring, &cands, prefix) else {
                 break;
             };
             tried.push(i);
@@ -499,7 +522,7 @@ impl Gateway {
             head.extend_from_slice(b"\r\ncontent-length: ");
             head.extend_from_slice(forward.len().to_string().as_bytes());
             head.extend_from_slice(b"\r\n");
-            for (name, value) in parts.headers.iter() {
+            for (name, value) in client_headers.iter() {
                 if matches!(
                     name.as_str(),
                     "host"
@@ -579,6 +602,7 @@ impl Gateway {
                 sse,
                 record: Some(Record {
                     guard,
+                    _slot: slot,
                     prompt_estimate,
                     key: key.index,
                     model: model.clone(),
@@ -593,18 +617,13 @@ impl Gateway {
             let mut out = Response::new(UnsyncBoxBody::new(body));
             *out.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
             *out.headers_mut() = headers;
-            return out;
+            return Ok(out);
         }
-        self.metrics.unroutable.fetch_add(1, Ordering::Relaxed);
-        error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no_replica_available",
-            &format!(
-                "model `{}`: {last_error} (tried {} replicas)",
-                info.model,
-                tried.len()
-            ),
-        )
+        Err(RouteError {
+            model: model.to_string(),
+            last_error,
+            tried: tried.len(),
+        })
     }
 
     /// A request finished (or was abandoned): account it everywhere. `usage` is what the
@@ -703,8 +722,45 @@ impl Drop for InFlight {
     }
 }
 
+/// What admit hands to route: the request, read and checked, and its place in the bound on
+/// requests in flight.
+struct Admitted {
+    slot: Admission,
+    set: Arc<ReplicaSet>,
+    model: Arc<str>,
+    prefix: Option<u64>,
+    location: Option<String>,
+    path_q: hyper::http::uri::PathAndQuery,
+    headers: hyper::HeaderMap,
+    forward: Bytes,
+    prompt_estimate: u64,
+}
+
+/// One of the gateway's `max_in_flight` places, held from admission until the answer ends
+/// (its body included) or is abandoned.
+struct Admission(Arc<Gateway>);
+
+impl Admission {
+    fn take(gw: &Arc<Gateway>) -> Result<Admission, AdmitError> {
+        let bound = gw.cfg.max_in_flight.unwrap_or(gw.cfg.max_connections);
+        let was = gw.in_flight.fetch_add(1, Ordering::AcqRel);
+        let slot = Admission(gw.clone());
+        if was >= bound {
+            return Err(AdmitError::Busy(bound));
+        }
+        Ok(slot)
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 struct Record {
     guard: InFlight,
+    _slot: Admission,
     /// Prompt tokens estimated from the request's text.
     prompt_estimate: u64,
     /// Index into `Gateway::keys`.

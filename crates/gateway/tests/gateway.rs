@@ -821,3 +821,42 @@ async fn swapping_the_replica_set_never_cuts_a_stream_and_draining_takes_no_new_
     );
     gw.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_its_bound_of_requests_in_flight_the_gateway_answers_503_before_reading_the_body() {
+    let m = replica(
+        Faults {
+            ttft_ms: 300,
+            itl_ms: 50,
+            tokens: 4,
+            ..Faults::default()
+        },
+        1,
+    )
+    .await;
+    let gw = gateway(&[(m.url(), "aws:us-east-1")], "max_in_flight: 1\n").await;
+    let g = gw.gateway.clone();
+    let addr = gw.addr;
+    // One request holds the only place until its stream has ended.
+    let first = tokio::spawn(async move { post(addr, chat("long", true), &[]).await });
+    while m.mock.in_progress.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let refused = post(gw.addr, chat("hi", false), &[]).await;
+    assert_eq!(refused.status, 503);
+    assert_eq!(refused.json()["error"]["code"], "overloaded");
+    assert!(refused.headers.contains_key("retry-after"));
+    assert_eq!(g.metrics.refusals("admit", "busy"), 1);
+    let first = first.await.unwrap();
+    assert_eq!(first.status, 200);
+    assert_eq!(first.events().last().map(String::as_str), Some("[DONE]"));
+    // The place is free again once the answer has ended.
+    assert_eq!(post(gw.addr, chat("hi", false), &[]).await.status, 200);
+    assert_eq!(g.in_flight.load(std::sync::atomic::Ordering::SeqCst), 0);
+    let metrics = get(gw.addr, "/metrics").await;
+    assert!(
+        metrics.contains("stratus_gateway_refused_total{layer=\"admit\",reason=\"busy\"} 1"),
+        "{metrics}"
+    );
+    gw.shutdown().await;
+}
