@@ -497,15 +497,20 @@ impl Gateway {
         };
         let mut tried: Vec<usize> = Vec::new();
         let mut last_error = String::from("no healthy replica serves this model");
-        for attempt in 0..=self.cfg.retries {
+        // Failures after the request reached a replica (a timeout, a 5xx, a cut) use up the
+        // `retries` budget; a refused connection does not, since nothing was sent and trying
+        // the next replica costs nothing: when a whole region dies at once, a request tries
+        // every replica it has before giving up.
+        let mut sent_failures = 0;
+        while sent_failures <= self.cfg.retries {
             let cands = self.candidates(&set, &model, location.as_deref(), &tried);
             let Some(i) = route::choose(&params, &set.ring, &cands, prefix) else {
                 break;
             };
-            tried.push(i);
-            if attempt > 0 {
+            if !tried.is_empty() {
                 self.metrics.retries.fetch_add(1, Ordering::Relaxed);
             }
+            tried.push(i);
             let replica = &set.replicas[i];
             replica.in_flight.fetch_add(1, Ordering::Relaxed);
             let guard = InFlight {
@@ -546,13 +551,14 @@ impl Gateway {
             head.extend_from_slice(b"\r\n");
             let deadline = Duration::from_millis(self.cfg.first_byte_timeout_ms);
             let first = tokio::time::timeout(deadline, async {
-                let mut resp = replica
-                    .pool
-                    .send(&head, &forward)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let mut resp = replica.pool.send(&head, &forward).await.map_err(|e| {
+                    (
+                        e.to_string(),
+                        e.kind() == std::io::ErrorKind::ConnectionRefused,
+                    )
+                })?;
                 if resp.status >= 500 || resp.status == 429 {
-                    return Err(format!("replica answered {}", resp.status));
+                    return Err((format!("replica answered {}", resp.status), false));
                 }
                 // Wait for the first body bytes: until they reach the client, the request can
                 // still go elsewhere. One read brings everything the replica sent together.
@@ -564,19 +570,23 @@ impl Gateway {
                         }
                         Ok((resp, Bytes::new(), true))
                     }
-                    Err(e) => Err(format!("cut before the first byte: {e}")),
+                    Err(e) => Err((format!("cut before the first byte: {e}"), false)),
                 }
             })
             .await;
             let (mut resp, first, ended) = match first {
                 Ok(Ok(x)) => x,
-                Ok(Err(e)) => {
+                Ok(Err((e, unsent))) => {
                     last_error = format!("replica {}: {e}", replica.id);
                     drop(guard);
                     self.outcome(replica, false);
+                    if !unsent {
+                        sent_failures += 1;
+                    }
                     continue;
                 }
                 Err(_) => {
+                    sent_failures += 1;
                     last_error = format!(
                         "replica {}: no first byte within {} ms",
                         replica.id, self.cfg.first_byte_timeout_ms

@@ -860,3 +860,36 @@ async fn past_its_bound_of_requests_in_flight_the_gateway_answers_503_before_rea
     );
     gw.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_connections_do_not_use_up_the_retries_so_a_dead_region_never_fails_a_request() {
+    // Two replicas whose processes are gone (their ports refuse) ahead of a live one, and no
+    // retries: a request still reaches the live one, since nothing was sent to the dead.
+    let (dead1, dead2, live) = (
+        replica(Faults::default(), 1).await,
+        replica(Faults::default(), 2).await,
+        replica(Faults::default(), 3).await,
+    );
+    let (u1, u2) = (dead1.url(), dead2.url());
+    dead1.kill();
+    dead2.kill();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Health probes far apart, so only the request path sees the dead ones.
+    let mut y = String::from(
+        "listen: 127.0.0.1:0\npolicy: cheapest\nretries: 0\nhealth:\n  interval_ms: 600000\nreplicas:\n",
+    );
+    for (i, url) in [u1, u2, live.url()].iter().enumerate() {
+        y.push_str(&format!(
+            "  - id: r{i}\n    url: {url}\n    region: aws:us-east-1\n    models: [tiny]\n    cost_per_hour: {}\n",
+            10 + i
+        ));
+    }
+    let cfg = Config::parse("test-gateway.yaml", &y, Format::Yaml).unwrap();
+    let gw = stratus_gateway::start(cfg, stratus_catalog::builtin())
+        .await
+        .unwrap();
+    let seen = post(gw.addr, chat("hi", false), &[]).await;
+    assert_eq!(seen.status, 200, "{}", seen.text());
+    assert_eq!(gw.gateway.metrics.requests_on("r2"), 1);
+    gw.shutdown().await;
+}
