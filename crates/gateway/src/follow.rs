@@ -7,9 +7,6 @@
 
 use crate::config::{parse_base_url, ControlPlaneConfig, ReplicaConfig};
 use crate::proxy::Gateway;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::Request;
 use serde::Deserialize;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -85,32 +82,20 @@ async fn fetch(
     version: u64,
     wait_s: u64,
 ) -> Result<EndpointList, String> {
-    let req = Request::get(format!(
-        "{base}/v1/endpoints?version={version}&wait={wait_s}"
-    ))
-    .header(hyper::header::AUTHORIZATION, format!("Bearer {token}"))
-    .body(Full::new(Bytes::new()))
-    .map_err(|e| e.to_string())?;
-    let work = async {
-        let resp = gw.client.request(req).await.map_err(|e| e.to_string())?;
-        let status = resp.status();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
-        if !status.is_success() {
-            return Err(format!(
-                "{status}: {}",
-                String::from_utf8_lossy(&body[..body.len().min(200)])
-            ));
-        }
-        serde_json::from_slice::<EndpointList>(&body).map_err(|e| format!("bad answer: {e}"))
-    };
-    tokio::time::timeout(Duration::from_secs(wait_s + 10), work)
-        .await
-        .map_err(|_| "no answer".to_string())?
+    let (status, body) = crate::health::get_within(
+        gw,
+        format!("{base}/v1/endpoints?version={version}&wait={wait_s}"),
+        Some(token),
+        Duration::from_secs(wait_s + 10),
+    )
+    .await?;
+    if !(200..300).contains(&status) {
+        return Err(format!(
+            "{status}: {}",
+            String::from_utf8_lossy(&body[..body.len().min(200)])
+        ));
+    }
+    serde_json::from_slice::<EndpointList>(&body).map_err(|e| format!("bad answer: {e}"))
 }
 
 /// Follow the control plane until `stop` turns true.

@@ -48,16 +48,29 @@ pub async fn run(gw: Arc<Gateway>, mut stop: tokio::sync::watch::Receiver<bool>)
     }
 }
 
-async fn get(gw: &Gateway, url: String) -> Result<(u16, Bytes), String> {
-    let req = Request::get(url)
+/// Largest body read from a replica's probe or metrics, or from the control plane: a peer
+/// that sends without end costs a bounded buffer, never the gateway's memory.
+pub const MAX_SIDE_BODY: usize = 8 << 20;
+
+/// GET `url` (with `bearer` as its token), status and body, within `timeout`: the gateway's
+/// side requests (probes, scrapes, the control plane's watch), never the request path.
+pub(crate) async fn get_within(
+    gw: &Gateway,
+    url: String,
+    bearer: Option<&str>,
+    timeout: Duration,
+) -> Result<(u16, Bytes), String> {
+    let mut req = Request::get(url);
+    if let Some(t) = bearer {
+        req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    let req = req
         .body(Full::new(Bytes::new()))
         .map_err(|e| e.to_string())?;
-    let timeout = Duration::from_millis(gw.cfg.health.timeout_ms);
     let work = async {
         let resp = gw.client.request(req).await.map_err(|e| e.to_string())?;
         let status = resp.status().as_u16();
-        let body = resp
-            .into_body()
+        let body = http_body_util::Limited::new(resp.into_body(), MAX_SIDE_BODY)
             .collect()
             .await
             .map_err(|e| e.to_string())?
@@ -67,6 +80,16 @@ async fn get(gw: &Gateway, url: String) -> Result<(u16, Bytes), String> {
     tokio::time::timeout(timeout, work)
         .await
         .map_err(|_| "timeout".to_string())?
+}
+
+async fn get(gw: &Gateway, url: String) -> Result<(u16, Bytes), String> {
+    get_within(
+        gw,
+        url,
+        None,
+        Duration::from_millis(gw.cfg.health.timeout_ms),
+    )
+    .await
 }
 
 async fn probe(gw: &Gateway, r: &Replica) {

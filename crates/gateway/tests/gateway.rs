@@ -893,3 +893,67 @@ async fn refused_connections_do_not_use_up_the_retries_so_a_dead_region_never_fa
     assert_eq!(gw.gateway.metrics.requests_on("r2"), 1);
     gw.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_control_plane_that_answers_without_end_costs_a_bounded_buffer_and_nothing_else() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A hostile or broken control plane: every watch gets a chunked body that never ends.
+    let cp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let cp_addr = cp.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = cp.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+                    .await;
+                let chunk = [b'x'; 65536];
+                loop {
+                    let mut c = format!("{:x}\r\n", chunk.len()).into_bytes();
+                    c.extend_from_slice(&chunk);
+                    c.extend_from_slice(b"\r\n");
+                    if s.write_all(&c).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let dir = std::env::temp_dir().join(format!("stratus-gw-hostile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("token"), "viewer-token\n").unwrap();
+    let m = replica(Faults::default(), 1).await;
+    let extra = format!(
+        "control_plane:\n  url: http://{cp_addr}\n  token_file: {}\n  watch_s: 1\n",
+        dir.join("token").display()
+    );
+    let gw = gateway(&[(m.url(), "aws:us-east-1")], &extra).await;
+    // The watch fails as soon as the body passes the bound, not when its 11 s deadline runs
+    // out with the body in memory, and is retried; the static replica serves.
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while gw
+        .gateway
+        .metrics
+        .control_plane_errors
+        .load(std::sync::atomic::Ordering::Relaxed)
+        < 2
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the watch never gave up on the body"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(post(gw.addr, chat("hi", false), &[]).await.status, 200);
+    assert_eq!(
+        gw.gateway.replicas().version,
+        0,
+        "no list was taken from the junk"
+    );
+    gw.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
