@@ -32,6 +32,10 @@ struct Record {
     /// new) and are ended at this time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     stop_at: Option<Time>,
+    /// Every replica answered its health check once: from then on it is running, and its
+    /// health is the gateways' to watch (the reconcile loop does not probe it again).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    ready: bool,
 }
 
 /// Local processes as a provider.
@@ -320,6 +324,7 @@ impl Driver for LocalDriver {
             launched_at: now,
             ports: ports.clone(),
             stop_at: None,
+            ready: ports.is_empty(),
         };
         self.write_record(&rec).map_err(|e| DriverError::Refused {
             region: req.region.clone(),
@@ -408,9 +413,19 @@ impl Driver for LocalDriver {
                     done_at: r.stop_at.unwrap_or(now),
                 },
                 // Replicas run once every one answers its health check; until then they start.
-                Some(true) if r.ports.iter().any(|&p| !healthy(p)) => InstanceState::Pending {
-                    ready_at: now.plus(1.0),
-                },
+                Some(true) if !r.ready => {
+                    if r.ports.iter().all(|&p| healthy(p)) {
+                        let mut rec = r.clone();
+                        rec.ready = true;
+                        // Unwritten, it is probed again at the next observation: no harm.
+                        let _ = self.write_record(&rec);
+                        InstanceState::Running
+                    } else {
+                        InstanceState::Pending {
+                            ready_at: now.plus(1.0),
+                        }
+                    }
+                }
                 Some(true) => InstanceState::Running,
                 // Started less than 10 s ago and no pid yet: still starting.
                 None if now.0 - r.launched_at.0 < 10.0 => InstanceState::Pending {

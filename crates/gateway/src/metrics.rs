@@ -79,8 +79,6 @@ pub struct Metrics {
     pub ejections: AtomicU64,
     /// Requests sent to a second (or later) replica.
     pub retries: AtomicU64,
-    /// Requests no replica could take (503).
-    pub unroutable: AtomicU64,
     /// Usage records dropped because the usage log's writer fell behind.
     pub usage_log_dropped: AtomicU64,
     /// Requests whose client went before the replica reported usage, charged an estimate.
@@ -100,7 +98,6 @@ impl Metrics {
         Metrics {
             ejections: AtomicU64::new(0),
             retries: AtomicU64::new(0),
-            unroutable: AtomicU64::new(0),
             usage_log_dropped: AtomicU64::new(0),
             usage_estimated: AtomicU64::new(0),
             control_plane_updates: AtomicU64::new(0),
@@ -329,7 +326,7 @@ impl Metrics {
         let _ = writeln!(
             out,
             "stratus_gateway_unroutable_total {}",
-            self.unroutable.load(Ordering::Relaxed)
+            self.refusals("route", "no_replica")
         );
         for (name, v) in [
             (

@@ -372,9 +372,6 @@ impl Gateway {
     /// A request the gateway answers itself: counted by layer and reason, then answered.
     fn refuse(&self, r: Refused) -> Response<Body> {
         self.metrics.refused(r.layer(), r.reason());
-        if let Refused::Route(_) = r {
-            self.metrics.unroutable.fetch_add(1, Ordering::Relaxed);
-        }
         r.response()
     }
 

@@ -7,6 +7,7 @@
 //! the API never calls a driver.
 
 use serde::Serialize;
+use std::collections::HashMap;
 use stratus_control::{Controller, InstanceState, Phase, PoolCapacity, UnitKey};
 use stratus_model::{Fleet, WorkloadSet};
 
@@ -59,6 +60,17 @@ pub struct Endpoint {
 
 /// Every endpoint of every inference service, sorted by service then id.
 pub fn compute(controller: &Controller, workloads: &WorkloadSet, fleet: &Fleet) -> Vec<Endpoint> {
+    // Looked up once per reconcile, not once per instance.
+    let services: HashMap<&str, &str> = workloads
+        .inference
+        .iter()
+        .map(|s| (s.name.as_str(), s.model.as_str()))
+        .collect();
+    let phases: HashMap<&str, Phase> = controller
+        .owned()
+        .map(|o| (o.request.token.as_str(), o.phase))
+        .collect();
+    let mut pools: HashMap<&str, &stratus_model::Pool> = HashMap::new();
     let mut out = Vec::new();
     for i in controller.observed() {
         if i.endpoints.is_empty() {
@@ -68,12 +80,11 @@ pub fn compute(controller: &Controller, workloads: &WorkloadSet, fleet: &Fleet) 
         if !UnitKey::parse(&r.unit).is_ok_and(|u| u.is_replicas()) {
             continue;
         }
-        let Some(service) = workloads.inference.iter().find(|s| s.name == r.workload) else {
+        let Some(&model) = services.get(r.workload.as_str()) else {
             // A deleted service's instances are being stopped: no gateway should pick them.
             continue;
         };
-        let owned = controller.owned().find(|o| o.request.token == r.token);
-        let state = match (i.state, owned.map(|o| o.phase)) {
+        let state = match (i.state, phases.get(r.token.as_str()).copied()) {
             (InstanceState::Lost(_), _) => continue,
             (InstanceState::Stopping { .. }, _)
             | (_, Some(Phase::Stopping { .. }))
@@ -82,7 +93,10 @@ pub fn compute(controller: &Controller, workloads: &WorkloadSet, fleet: &Fleet) 
             (InstanceState::Pending { .. }, _) => EndpointState::Starting,
             (InstanceState::Running, _) => EndpointState::Serving,
         };
-        let pool = fleet.pools().find(|(_, _, p)| p.id == r.pool).map(|t| t.2);
+        if pools.is_empty() {
+            pools = fleet.pools().map(|(_, _, p)| (p.id.as_str(), p)).collect();
+        }
+        let pool = pools.get(r.pool.as_str()).copied();
         let usd_per_hour = pool.map_or(0.0, |p| {
             let split = PoolCapacity::of(r);
             let committed = p
@@ -106,7 +120,7 @@ pub fn compute(controller: &Controller, workloads: &WorkloadSet, fleet: &Fleet) 
                     format!("{}/{k}", r.token)
                 },
                 service: r.workload.clone(),
-                model: service.model.clone(),
+                model: model.to_string(),
                 unit: r.unit.clone(),
                 url: url.clone(),
                 region: r.region.clone(),
