@@ -146,7 +146,13 @@ fn routed(gateway: u16) -> std::collections::BTreeMap<String, u64> {
 /// One request through the gateway: `Ok(true)` answered 200 with a whole body, `Ok(false)`
 /// cut after the answer started, `Err` failed before any byte.
 fn ask(gateway: u16) -> Result<bool, String> {
-    let body = r#"{"model":"tiny","messages":[{"role":"user","content":"hello"}]}"#;
+    // Distinct prompts, as users send: identical ones would all share one prefix, which the
+    // gateway's prefix affinity keeps on one replica (for its KV cache) until it is loaded.
+    static N: AtomicU64 = AtomicU64::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let body = format!(
+        r#"{{"model":"tiny","messages":[{{"role":"user","content":"question {n}: hello"}}]}}"#
+    );
     let mut r = agent()
         .post(&format!("http://127.0.0.1:{gateway}/v1/chat/completions"))
         .header("content-type", "application/json")
