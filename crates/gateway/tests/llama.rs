@@ -150,13 +150,12 @@ async fn the_gateway_streams_reuses_prefixes_and_fails_over_on_llama_cpp() {
     };
 
     // 1. Streaming passes through: many events, the usage the gateway asked for, [DONE].
-    let (status, text, frames) = request(
-        gw.addr,
-        "POST",
-        "/v1/chat/completions",
-        Some(ask("Which pool?", true)),
-    )
-    .await;
+    // A long answer (EOS ignored): the tiny model writes a dozen tokens in about a millisecond,
+    // which a reader can take in one read however the gateway forwards them.
+    let mut long = ask("Which pool?", true);
+    long["max_tokens"] = json!(256);
+    long["ignore_eos"] = json!(true);
+    let (status, text, frames) = request(gw.addr, "POST", "/v1/chat/completions", Some(long)).await;
     assert_eq!(status, 200, "{text}");
     let ev = events(&text);
     assert_eq!(ev.last().map(String::as_str), Some("[DONE]"), "{text}");
@@ -164,10 +163,11 @@ async fn the_gateway_streams_reuses_prefixes_and_fails_over_on_llama_cpp() {
         .iter()
         .map(|e| serde_json::from_str(e).unwrap())
         .collect();
-    assert!(chunks.len() >= 3, "{} events", chunks.len());
+    assert!(chunks.len() >= 100, "{} events", chunks.len());
     assert!(
         frames >= 2,
-        "the stream arrived in pieces, not as one buffered body"
+        "{} events arrived in one piece: the gateway buffered the stream",
+        chunks.len()
     );
     let usage = chunks.iter().rev().find_map(|c| c.get("usage")).unwrap();
     assert!(usage["completion_tokens"].as_u64().unwrap() >= 1);
