@@ -378,20 +378,26 @@ fn controller_launched_replicas_get_the_gateways_traffic_and_a_lost_region_is_re
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Starts the control plane (local driver, mock replicas, sizing from the gateway's traffic)
-/// and a gateway following it; returns (control plane port, gateway port).
-fn start_autoscaled(bin: &str, dir: &std::path::Path, cleanup: &mut Cleanup) -> (u16, u16) {
+/// The mocked service's latency objective, p99 of a whole request: its own 400 ms, at most one
+/// request ahead of it on its replica (bounded-load routing lets a replica hold two while the
+/// mean is low), and 200 ms for the machine.
+const SLO_MS: f64 = 1000.0;
+
+/// Starts the control plane (local driver running `replica_command`, sizing from the
+/// gateway's traffic) and a gateway following it; returns (control plane port, gateway port).
+fn start_autoscaled(
+    bin: &str,
+    dir: &std::path::Path,
+    cleanup: &mut Cleanup,
+    replica_command: &str,
+) -> (u16, u16) {
     let gw = free_port();
-    // Replicas of finite capacity: one completion at a time, 400 ms each (2.5 requests/s),
-    // rated 2 requests/s in the workload.
-    let replica_command =
-        format!("exec '{bin}' mock-replica --listen 127.0.0.1:{{port}} --ttft-ms 400 --slots 1");
     let metrics = format!("http://127.0.0.1:{gw}/metrics");
     start_pair(
         bin,
         dir,
         cleanup,
-        &replica_command,
+        replica_command,
         gw,
         "0.2",
         &[
@@ -564,7 +570,11 @@ fn the_gateways_traffic_sizes_the_replicas_up_at_once_and_down_after_the_cool_do
         children: Vec::new(),
         state: dir.join("state"),
     };
-    let (cp, gw) = start_autoscaled(bin, &dir, &mut cleanup);
+    // Replicas of finite capacity: one completion at a time, 400 ms each (2.5 requests/s),
+    // rated 2 requests/s in the workload.
+    let command =
+        format!("exec '{bin}' mock-replica --listen 127.0.0.1:{{port}} --ttft-ms 400 --slots 1");
+    let (cp, gw) = start_autoscaled(bin, &dir, &mut cleanup, &command);
     // Declared: 2 rps per location at 2 rps per replica, so one replica each (the prior).
     let service = SERVICE
         .replace("{chips: 1, rps: 3}", "{chips: 1, rps: 2}")
@@ -604,7 +614,16 @@ fn the_gateways_traffic_sizes_the_replicas_up_at_once_and_down_after_the_cool_do
     // The queues drain; then the latency at 10 rps on the larger set.
     std::thread::sleep(Duration::from_secs(3));
     let recovered = (start.elapsed(), start.elapsed() + Duration::from_secs(3));
+    let before = routed(gw);
     std::thread::sleep(Duration::from_secs(3));
+    let spread: Vec<u64> = routed(gw)
+        .iter()
+        .map(|(k, v)| v - before.get(k).copied().unwrap_or(0))
+        .filter(|&n| n > 0)
+        .collect();
+    // The window's last requests end before the kill below (they take 0.4 s and more), so
+    // its p99 measures the larger set, not the failover.
+    std::thread::sleep(Duration::from_secs(2));
 
     // One region's replicas killed under load: requests fail over before their first byte,
     // and the controller replaces the set.
@@ -653,15 +672,25 @@ fn the_gateways_traffic_sizes_the_replicas_up_at_once_and_down_after_the_cool_do
     let (p_steady, n_steady) = p99(&samples, steady.0, steady.1);
     let (p_over, n_over) = p99(&samples, t1, t_up);
     let (p_rec, n_rec) = p99(&samples, recovered.0, recovered.1);
+    let killed_at = killed - start;
+    let cut = samples
+        .iter()
+        .filter(|s| s.0 >= recovered.0 && s.0 < recovered.1 && s.0 + s.1 > killed_at)
+        .count();
+    let slo = |p: f64| if p <= SLO_MS { "met" } else { "missed" };
     eprintln!(
-        "autoscaling (replicas of 2.5 rps capacity, rated 2): 4 rps sized to 3+ replicas {:.1} s after \
-         traffic began, p99 {p_steady:.0} ms ({n_steady} requests); 10 rps: 7+ replicas serving after \
-         {:.1} s ({up_reconciles} reconciles), p99 while they started {p_over:.0} ms ({n_over}), p99 after \
-         {p_rec:.0} ms ({n_rec}); back to 4 rps: {after} replicas after {:.1} s ({down_reconciles} \
-         reconciles, cool-down 4 s); east's replicas killed at 10 rps: replaced after {:.2} s; {} of {} requests \
-         failed before a byte",
+        "autoscaling (replicas of 2.5 rps capacity, rated 2; SLO p99 {SLO_MS} ms): 4 rps sized to 3+ \
+         replicas {:.1} s after traffic began, p99 {p_steady:.0} ms ({n_steady} requests, SLO {}); \
+         10 rps: 7+ replicas serving after {:.1} s ({up_reconciles} reconciles), p99 while they \
+         started {p_over:.0} ms ({n_over}, SLO {}), p99 after {p_rec:.0} ms ({n_rec}, SLO {}; \
+         requests per serving replica {spread:?}; {cut} of them ended after the kill); back to 4 rps: \
+         {after} replicas after {:.1} s ({down_reconciles} reconciles, cool-down 4 s); east's replicas \
+         killed at 10 rps: replaced after {:.2} s; {} of {} requests failed before a byte",
         sized_after.as_secs_f64(),
+        slo(p_steady),
         (t_up - t1).as_secs_f64(),
+        slo(p_over),
+        slo(p_rec),
         down_after.as_secs_f64(),
         replaced_after.as_secs_f64(),
         errors.len(),
@@ -749,6 +778,95 @@ fn llama_cpp_servers_launched_by_the_controller_serve_through_the_gateway_and_fa
         replaced_after.as_secs_f64()
     );
     assert_ne!(replacement.0, victim.0);
+    drop(cleanup);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn llama_cpp_replicas_scale_with_the_gateways_traffic() {
+    let (Ok(llama), Ok(model)) = (
+        std::env::var("STRATUS_TEST_LLAMA_SERVER"),
+        std::env::var("STRATUS_TEST_LLAMA_MODEL"),
+    ) else {
+        eprintln!("STRATUS_TEST_LLAMA_SERVER / STRATUS_TEST_LLAMA_MODEL not set (.ci/llama.sh sets them): skipped");
+        return;
+    };
+    let bin = env!("CARGO_BIN_EXE_stratus");
+    let dir = std::env::temp_dir().join(format!("stratus-llama-scale-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut cleanup = Cleanup {
+        children: Vec::new(),
+        state: dir.join("state"),
+    };
+    let command = format!(
+        "exec '{llama}' -m '{model}' --host 127.0.0.1 --port {{port}} -c 1024 -np 1 -t 1 --seed 7"
+    );
+    let (cp, gw) = start_autoscaled(bin, &dir, &mut cleanup, &command);
+    // Declared: 2 rps per location at 3 rps per replica, one replica each.
+    let file = dir.join("chat.yaml");
+    std::fs::write(&file, SERVICE.replace("rps: 6}", "rps: 2}")).unwrap();
+    apply(bin, cp, &file);
+    let east = "chat@aws:us-east-1";
+    wait_until("one llama.cpp replica in the east", 120, || {
+        (replicas_of(cp, east) == 1).then_some(())
+    });
+    wait_until("a completion through the gateway", 60, || ask(gw).ok());
+
+    // 8 rps from the east at 80 % of 3 rps replicas: 4 replicas (sizing rounds up), each a
+    // llama-server the controller starts and the gateway routes to once it has loaded.
+    let start = Instant::now();
+    let rate = Arc::new(AtomicU64::new(8));
+    let stop = Arc::new(AtomicBool::new(false));
+    let loader = load(gw, rate.clone(), stop.clone(), start);
+    let r0 = reconciles(cp);
+    wait_until("4 llama.cpp replicas at 8 rps", 120, || {
+        (replicas_of(cp, east) >= 4).then_some(())
+    });
+    let (up_after, up_reconciles) = (start.elapsed(), reconciles(cp) - r0);
+    let before = routed(gw);
+    let ids: Vec<String> = serving(cp)
+        .into_iter()
+        .filter(|e| e.0.contains(east))
+        .map(|e| e.0)
+        .collect();
+    let window = start.elapsed();
+    std::thread::sleep(Duration::from_secs(3));
+    let took: Vec<u64> = ids
+        .iter()
+        .map(|id| routed(gw).get(id).copied().unwrap_or(0) - before.get(id).copied().unwrap_or(0))
+        .collect();
+    let window_end = start.elapsed();
+
+    // Back to 1 rps: one replica again, after the cool-down.
+    let t2 = Instant::now();
+    rate.store(1, Ordering::Relaxed);
+    let down = wait_until("one llama.cpp replica again", 120, || {
+        let n = replicas_of(cp, east);
+        (n <= 1).then_some(n)
+    });
+    let down_after = t2.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let samples = loader.join().unwrap();
+    let errors: Vec<&String> = samples.iter().filter_map(|s| s.2.as_ref()).collect();
+    let (p, n) = p99(&samples, window, window_end);
+    eprintln!(
+        "llama.cpp autoscaling: 8 rps → {} east llama-server replicas serving after {:.1} s \
+         ({up_reconciles} reconciles); requests each took in the next 3 s {took:?}, p99 {p:.0} ms \
+         ({n}); 1 rps → {down} replica after {:.1} s; {} of {} requests failed",
+        ids.len(),
+        up_after.as_secs_f64(),
+        down_after.as_secs_f64(),
+        errors.len(),
+        samples.len()
+    );
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(ids.len() >= 4, "{ids:?}");
+    assert!(
+        took.iter().filter(|&&t| t > 0).count() >= 3,
+        "the new replicas took the load: {took:?}"
+    );
+    assert!(down_after >= Duration::from_secs(4), "{down_after:?}");
     drop(cleanup);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -8,8 +8,13 @@
 //! target utilisation, in whole replicas of the service's slowest replica shape, clamped to
 //! `min_replicas`/`max_replicas`. Scaling up takes effect at once; scaling down only after the
 //! lower size has held for `scale_down_after_s` (hysteresis and a cool-down, so a dip does not
-//! stop replicas that the next burst needs). A service no traffic has been seen for keeps its
-//! declared demand: that is the prior.
+//! stop replicas that the next burst needs).
+//!
+//! The declared demand is the prior. A service no traffic has been seen for keeps it; once a
+//! gateway reports its model, the average starts from it (read as the capacity wanted: a rate
+//! of declared × target utilisation, so the first observation changes no size) and forgets it
+//! with the same time constant as it learns the traffic. A burst in the first short interval
+//! therefore moves the estimate by its share of the window, not as if it were the steady rate.
 //!
 //! Pure and deterministic (time is passed in): the service's loop feeds it the gateway's
 //! counters, and the simulator can feed it its request traces.
@@ -45,8 +50,9 @@ impl Default for AutoscaleConfig {
 struct Series {
     last_count: u64,
     last_t: f64,
-    /// Requests per second, smoothed; `None` until two observations.
-    rate: Option<f64>,
+    /// Requests per second, smoothed from 0 at the first observation (the prior is added
+    /// per service location in [`Autoscaler::size`]: the average is linear in its start).
+    rate: f64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -55,6 +61,8 @@ struct Applied {
     replicas: u32,
     /// Since when a smaller size has been asked for.
     lower_since: Option<f64>,
+    /// The estimated rate it was last sized at, requests per second.
+    rate: f64,
 }
 
 /// The estimator and the sizes it applied, per service and location.
@@ -63,6 +71,8 @@ pub struct Autoscaler {
     cfg: AutoscaleConfig,
     /// (model, location) → rate.
     series: BTreeMap<(String, String), Series>,
+    /// Model → when a gateway first reported it (the prior's weight decays from then).
+    since: BTreeMap<String, f64>,
     /// (service, location) → applied size.
     applied: BTreeMap<(String, String), Applied>,
 }
@@ -74,7 +84,8 @@ pub struct Sized {
     pub service: String,
     /// Declared user location.
     pub location: String,
-    /// Smoothed requests per second seen from there.
+    /// Estimated requests per second from there (the traffic's average, with what is left
+    /// of the declared prior).
     pub rate_rps: f64,
     /// Replicas (of the slowest shape) it is sized for.
     pub replicas: u32,
@@ -95,10 +106,11 @@ impl Autoscaler {
     /// that went down (the gateway restarted) starts again from zero.
     pub fn observe(&mut self, now: Time, counts: &BTreeMap<(String, String), u64>) {
         for (key, &count) in counts {
+            self.since.entry(key.0.clone()).or_insert(now.0);
             let s = self.series.entry(key.clone()).or_insert(Series {
                 last_count: count,
                 last_t: now.0,
-                rate: None,
+                rate: 0.0,
             });
             let dt = now.0 - s.last_t;
             if dt <= 0.0 {
@@ -111,20 +123,18 @@ impl Autoscaler {
             };
             let instant = delta as f64 / dt;
             let alpha = 1.0 - (-dt / self.cfg.window_s.max(1e-9)).exp();
-            s.rate = Some(match s.rate {
-                Some(r) => r + alpha * (instant - r),
-                None => instant,
-            });
+            s.rate += alpha * (instant - s.rate);
             s.last_count = count;
             s.last_t = now.0;
         }
     }
 
-    /// The smoothed rate of (model, location), once known.
+    /// The traffic's smoothed rate from (model, location), without the prior; `None` before
+    /// a gateway reported the pair.
     pub fn rate(&self, model: &str, location: &str) -> Option<f64> {
         self.series
             .get(&(model.to_string(), location.to_string()))
-            .and_then(|s| s.rate)
+            .map(|s| s.rate)
     }
 
     /// `workloads` with each service's demand sized from its traffic, and whether any size
@@ -140,22 +150,22 @@ impl Autoscaler {
         let mut out = workloads.clone();
         let mut changed = false;
         for s in &mut out.inference {
+            let Some(&since) = self.since.get(&s.model) else {
+                continue;
+            };
             let declared: Vec<&str> = s.demand.iter().map(|d| d.from.as_str()).collect();
-            let mut rates = vec![0.0; declared.len()];
-            let mut seen = false;
+            let util = self.cfg.target_utilization.clamp(0.05, 1.0);
+            let prior = (-(now.0 - since).max(0.0) / self.cfg.window_s.max(1e-9)).exp();
+            let mut rates: Vec<f64> = s.demand.iter().map(|d| d.rps.0 * util * prior).collect();
             for ((model, from), series) in &self.series {
-                let (true, Some(r)) = (*model == s.model, series.rate) else {
+                if *model != s.model || declared.is_empty() {
                     continue;
-                };
-                seen = true;
+                }
                 let i = declared
                     .iter()
                     .position(|d| d == from)
                     .unwrap_or_else(|| nearest(from, &declared).min(declared.len() - 1));
-                rates[i] += r;
-            }
-            if !seen {
-                continue;
+                rates[i] += series.rate;
             }
             let slowest = s
                 .replica
@@ -168,7 +178,7 @@ impl Autoscaler {
             }
             let mut demand = Vec::with_capacity(declared.len());
             for (d, rate) in s.demand.iter().zip(&rates) {
-                let want = rate / self.cfg.target_utilization.clamp(0.05, 1.0);
+                let want = rate / util;
                 // A rate that converges on a boundary from above must not hold one more
                 // replica for ever.
                 let mut n = (want / slowest - 1e-6).ceil().max(1.0).min(u32::MAX as f64) as u32;
@@ -182,8 +192,10 @@ impl Autoscaler {
                     Applied {
                         replicas: n,
                         lower_since: None,
+                        rate: *rate,
                     }
                 });
+                a.rate = *rate;
                 if n > a.replicas {
                     a.replicas = n;
                     a.lower_since = None;
@@ -236,7 +248,7 @@ impl Autoscaler {
                 out.push(Sized {
                     service: s.name.clone(),
                     location: d.from.clone(),
-                    rate_rps: self.rate(&s.model, &d.from).unwrap_or(0.0),
+                    rate_rps: a.rate,
                     replicas: a.replicas,
                     demand_rps: f64::from(a.replicas) * slowest,
                 });
@@ -300,6 +312,58 @@ mod tests {
     }
 
     #[test]
+    fn a_burst_in_the_first_interval_moves_the_estimate_by_its_share_of_the_window() {
+        // Declared 4 rps in the west at 2 rps per replica; a 30 s window.
+        let w = service(None, None);
+        let mut a = Autoscaler::new(AutoscaleConfig {
+            window_s: 30.0,
+            target_utilization: 0.5,
+            scale_down_after_s: 60.0,
+        });
+        a.observe(Time(0.0), &counts(0, 0));
+        // 10 requests within the first 0.2 s from the west: 50 rps for an instant.
+        a.observe(Time(0.2), &counts(0, 10));
+        let (out, _) = a.size(Time(0.2), &w, &first);
+        // Prior 4 rps (a rate of 2 at 50 %) ≈ 1.99 plus 50 rps × (1 − e^(−0.2/30)) ≈ 0.33: 3
+        // replicas (declared: 2), not the 50 that 50 rps would size.
+        assert_eq!(replicas(&out, 2.0)[1], 3);
+        let sized = a.sized(&w);
+        let kept = (-0.2f64 / 30.0).exp();
+        assert!((sized[1].rate_rps - (2.0 * kept + 50.0 * (1.0 - kept))).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_prior_fades_into_the_traffic_with_the_window() {
+        // Declared 100 rps in the east; the traffic is 10 rps. After one window the estimate
+        // is a third prior, two thirds traffic; after ten, the traffic's.
+        let w = service(None, None);
+        let mut a = Autoscaler::new(AutoscaleConfig {
+            window_s: 10.0,
+            target_utilization: 1.0,
+            scale_down_after_s: 0.0,
+        });
+        let mut at = |t: u64| {
+            for s in 0..=t {
+                a.observe(Time(s as f64), &counts(10 * s, 0));
+            }
+            a.size(Time(t as f64), &w, &first);
+            a.sized(&w)[0].rate_rps
+        };
+        let e = (-1.0f64).exp();
+        assert!((at(10) - (100.0 * e + 10.0 * (1.0 - e))).abs() < 1e-6);
+        let mut a2 = Autoscaler::new(AutoscaleConfig {
+            window_s: 10.0,
+            target_utilization: 1.0,
+            scale_down_after_s: 0.0,
+        });
+        for s in 0..=100u64 {
+            a2.observe(Time(s as f64), &counts(10 * s, 0));
+        }
+        a2.size(Time(100.0), &w, &first);
+        assert!((a2.sized(&w)[0].rate_rps - 10.0).abs() < 0.01);
+    }
+
+    #[test]
     fn a_steady_rate_sizes_replicas_with_headroom_and_doubling_scales_up_at_once() {
         let w = service(None, None);
         let cfg = AutoscaleConfig {
@@ -308,27 +372,28 @@ mod tests {
             scale_down_after_s: 60.0,
         };
         let mut a = Autoscaler::new(cfg);
-        // 10 rps from the east, 1 rps from the west, for a minute.
-        for t in 0..=60 {
+        // 10 rps from the east, 1 rps from the west, for 20 time constants (the declared
+        // prior, 100 rps, is forgotten).
+        for t in 0..=200 {
             a.observe(Time(t as f64), &counts(10 * t, t));
         }
-        let (out, changed) = a.size(Time(60.0), &w, &first);
+        let (out, changed) = a.size(Time(200.0), &w, &first);
         assert!(changed);
         // 10 rps at 50 % of 2 rps per replica: 10 replicas; 1 rps: 1.
         assert_eq!(replicas(&out, 2.0), [10, 1]);
-        assert!((a.rate("m", "aws:us-east-1").unwrap() - 10.0).abs() < 1e-9);
+        assert!((a.rate("m", "aws:us-east-1").unwrap() - 10.0).abs() < 1e-6);
         // Doubled: sized up within a few time constants, without waiting for a cool-down.
-        let mut n = 600;
-        let mut t = 60;
+        let mut n = 2000;
+        let mut t = 200;
         let up = loop {
             t += 1;
             n += 20;
             a.observe(Time(t as f64), &counts(n, t));
             let (out, _) = a.size(Time(t as f64), &w, &first);
             if replicas(&out, 2.0)[0] >= 19 {
-                break t - 60;
+                break t - 200;
             }
-            assert!(t < 200, "never scaled up");
+            assert!(t < 400, "never scaled up");
         };
         assert!(up <= 40, "scaled up after {up} s");
     }
@@ -343,27 +408,30 @@ mod tests {
         };
         let mut a = Autoscaler::new(cfg);
         let mut n = 0;
-        for t in 0..=60 {
+        // 20 rps from the start: the declared 100 rps fades in a few windows, and the size
+        // comes down to 10 in cool-down steps; from `o` on it holds.
+        let o = 150;
+        for t in 0..=o {
             n += 20;
             a.observe(Time(t as f64), &counts(n, 0));
             a.size(Time(t as f64), &w, &first);
         }
-        assert_eq!(replicas(&a.size(Time(60.0), &w, &first).0, 2.0)[0], 10);
+        assert_eq!(replicas(&a.size(Time(o as f64), &w, &first).0, 2.0)[0], 10);
         // A 10-second dip to 4 rps: nothing is removed.
-        for t in 61..=70 {
+        for t in o + 1..=o + 10 {
             n += 4;
             a.observe(Time(t as f64), &counts(n, 0));
             let (out, _) = a.size(Time(t as f64), &w, &first);
             assert_eq!(replicas(&out, 2.0)[0], 10, "at {t}");
         }
-        for t in 71..=80 {
+        for t in o + 11..=o + 20 {
             n += 20;
             a.observe(Time(t as f64), &counts(n, 0));
             a.size(Time(t as f64), &w, &first);
         }
         // Halved for good: removed only once the smaller size held for 30 s.
         let mut down_at = None;
-        for t in 81..=200 {
+        for t in o + 21..=o + 140 {
             n += 10;
             a.observe(Time(t as f64), &counts(n, 0));
             let (out, _) = a.size(Time(t as f64), &w, &first);
@@ -372,8 +440,11 @@ mod tests {
             }
         }
         let down_at = down_at.expect("scaled down");
-        assert!(down_at >= 81 + 30, "scaled down at {down_at}");
-        assert_eq!(replicas(&a.size(Time(200.0), &w, &first).0, 2.0)[0], 5);
+        assert!(down_at >= o + 21 + 30, "scaled down at {down_at}");
+        assert_eq!(
+            replicas(&a.size(Time((o + 140) as f64), &w, &first).0, 2.0)[0],
+            5
+        );
     }
 
     #[test]
