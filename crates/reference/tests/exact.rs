@@ -3,7 +3,8 @@
 //! rules' objective, and `bound ≤ optimum ≤ stratus` wherever HiGHS proves the optimum.
 //!
 //! Needs the HiGHS binary (`STRATUS_HIGHS`, `highs` on the PATH, or `pip install highsbox`);
-//! `.ci/run` installs it. `STRATUS_REFERENCE_SETS` sets how many sets run (default 220).
+//! `.ci/run` installs it. `STRATUS_REFERENCE_SETS` sets how many sets run (default 220);
+//! `STRATUS_REFERENCE_SEEDS=72,27` replays those seeds only.
 
 use std::path::{Path, PathBuf};
 use stratus_catalog::contended::{contended, Contention};
@@ -173,7 +174,6 @@ fn stratus_lies_between_its_bound_and_the_exact_optimum() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(220);
-    // `STRATUS_REFERENCE_SEEDS=72,135` replays those seeds only.
     let seeds: Vec<u64> = match std::env::var("STRATUS_REFERENCE_SEEDS") {
         Ok(list) => list
             .split(',')
