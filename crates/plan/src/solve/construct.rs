@@ -117,12 +117,22 @@ pub(crate) fn place_group(
             choice[u] = Some(c);
         }
     }
+    // The rule the programme leaves out (regions beyond providers) is met now, while the
+    // room for it is still free, not after other units have taken it.
+    repair_group(p, g, choice, res);
 }
 
 /// Make every redundancy group satisfied: add the cheapest moves that bring in a new
 /// provider or region; if impossible, unplace the group (reason: redundancy).
 pub fn repair_groups(p: &Problem, choice: &mut Choice, res: &mut Residual) {
     for g in 0..p.groups.len() {
+        repair_group(p, g, choice, res);
+    }
+}
+
+/// `repair_groups` for group `g` alone.
+fn repair_group(p: &Problem, g: usize, choice: &mut Choice, res: &mut Residual) {
+    {
         let mut guard = 0;
         while !group_ok(p, g, choice) && guard < 64 {
             guard += 1;

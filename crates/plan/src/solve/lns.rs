@@ -13,7 +13,7 @@
 
 use super::construct::{fill, repair_groups};
 use super::milp::reoptimize;
-use super::{group_ok, objective, Choice, Classes, Residual};
+use super::{group_ok, objective, occupants, Choice, Classes, Residual};
 use crate::problem::Problem;
 
 /// Options of the target whose offers make its neighbourhood.
@@ -46,19 +46,43 @@ fn unit_cost(p: &Problem, u: usize, c: Option<usize>) -> f64 {
     }
 }
 
-/// Units placed on each offer (a blend counts on both of its offers).
-fn occupants(p: &Problem, choice: &Choice) -> Vec<Vec<usize>> {
-    let mut at = vec![Vec::new(); p.offers.len()];
-    for (u, c) in choice.iter().enumerate() {
-        if let Some(c) = c {
-            let cand = &p.units[u].cands[*c];
-            at[cand.offer as usize].push(u);
-            if cand.nodes2 > 0 {
-                at[cand.offer2 as usize].push(u);
-            }
-        }
+/// The options of `u` a neighbourhood or an eviction is built around: below `limit` (the
+/// options cheaper than where it is), at most `TARGET_OPTIONS`. For a unit left out, half are
+/// its cheapest and half those nearest to fitting now (fewest nodes short, relative to what
+/// they need, then cheapest): when leaving it out costs far more than any option, the option
+/// that is easiest to clear matters, not the one a few dollars cheaper.
+fn target_options(
+    p: &Problem,
+    res: &Residual,
+    u: usize,
+    limit: usize,
+    left_out: bool,
+) -> Vec<usize> {
+    let cands = &p.units[u].cands[..limit];
+    let mut picked: Vec<usize> = (0..cands.len())
+        .take(if left_out {
+            TARGET_OPTIONS / 2
+        } else {
+            TARGET_OPTIONS
+        })
+        .collect();
+    if left_out {
+        let short = |c: usize| {
+            let cand = &cands[c];
+            let miss = |o: u32, n: u32| (n as i64 - res.nodes[o as usize].max(0)).max(0) as f64;
+            (miss(cand.offer, cand.nodes) + miss(cand.offer2, cand.nodes2))
+                / cand.total_nodes().max(1) as f64
+        };
+        let mut rest: Vec<(f64, usize)> =
+            (picked.len()..cands.len()).map(|c| (short(c), c)).collect();
+        rest.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        picked.extend(
+            rest.into_iter()
+                .take(TARGET_OPTIONS - picked.len())
+                .map(|x| x.1),
+        );
     }
-    at
+    picked
 }
 
 /// Add `u` and, for a service, all its units, if they fit under the cap.
@@ -99,7 +123,8 @@ fn neighbourhood(
     admit(p, &mut free, &mut seen, t);
     let mut frontier: Vec<usize> = Vec::new();
     let mut first_offers: Vec<usize> = Vec::new();
-    for c in unit.cands[..limit].iter().take(TARGET_OPTIONS) {
+    for ci in target_options(p, res, t, limit, choice[t].is_none()) {
+        let c = &unit.cands[ci];
         frontier.extend([c.offer as usize, c.offer2 as usize]);
         // Where power binds, the units on the region's other offers are in the way too.
         let r = c.region as usize;
@@ -178,14 +203,13 @@ fn targets(p: &Problem, choice: &Choice) -> (Vec<usize>, Vec<usize>) {
     (all, unplaced)
 }
 
-/// Improve `choice` by re-optimising neighbourhoods until a round finds nothing, `budget`
-/// (see [`settle`] for its unit) runs out, or the objective is within `floor` (a proven
-/// bound plus what is not worth searching for); then, within a quarter more of the budget,
-/// make room by force (`make_room`) for the units still left out, largest penalty first, and
-/// search again around what that moved.
-/// The last step runs after the search so it can only improve what the search found: as a
-/// move inside it, its greedy put-back led the search into worse plans it did not leave.
-/// Returns the work spent.
+/// Improve `choice`: first make room by force (`make_room`) for the units left out, largest
+/// penalty first, within an eighth of `budget` (cheap, and it places what a bounded
+/// neighbourhood cannot: a gang that needs a whole pool); then re-optimise neighbourhoods
+/// until a round finds nothing, `budget` (see [`settle`] for its unit) runs out, or the
+/// objective is within `floor` (a proven bound plus what is not worth searching for); then
+/// make room by force again within a quarter more of the budget, and search again around what
+/// that moved. Each step keeps only what lowers the objective. Returns the work spent.
 pub(crate) fn search(
     p: &Problem,
     cls: &Classes,
@@ -194,9 +218,28 @@ pub(crate) fn search(
     budget: u64,
     floor: f64,
 ) -> u64 {
-    let mut spent = rounds(p, cls, choice, res, budget, floor);
-    let allowance = spent.saturating_add(budget / 4);
+    let mut spent = force_room(p, cls, choice, res, budget / 8, floor).0;
+    spent += rounds(p, cls, choice, res, budget.saturating_sub(spent), floor);
+    let (work, made) = force_room(p, cls, choice, res, budget / 4, floor);
+    spent += work;
+    // What the evictions moved is searched again with what is left of the allowance.
+    if made && work < budget / 4 {
+        spent += rounds(p, cls, choice, res, budget / 4 - work, floor);
+    }
+    spent
+}
+
+/// `make_room` for each unit left out, largest penalty first, within `allowance`.
+fn force_room(
+    p: &Problem,
+    cls: &Classes,
+    choice: &mut Choice,
+    res: &mut Residual,
+    allowance: u64,
+    floor: f64,
+) -> (u64, bool) {
     let (_, unplaced) = targets(p, choice);
+    let mut spent = 0;
     let mut made = false;
     for t in unplaced {
         if spent >= allowance || objective(p, choice) <= floor {
@@ -210,11 +253,7 @@ pub(crate) fn search(
             made |= applied;
         }
     }
-    // What the evictions moved is searched again with what is left of the allowance.
-    if made && spent < allowance {
-        spent += rounds(p, cls, choice, res, allowance - spent, floor);
-    }
-    spent
+    (spent, made)
 }
 
 /// The neighbourhood rounds of [`search`].
@@ -262,6 +301,7 @@ fn rounds(
             let free = neighbourhood(p, choice, res, &at, &unplaced, t);
             let (work, applied) = settle(p, cls, choice, res, &free, KEEP, NODE_LIMIT);
             spent += work;
+            {}
 
             if applied {
                 at = occupants(p, choice);
@@ -311,7 +351,7 @@ fn make_room(
     let mut trials: Vec<(Vec<usize>, Vec<usize>, Option<usize>)> = Vec::new();
     match p.units[t].group {
         None => {
-            for c in 0..p.units[t].cands.len().min(TARGET_OPTIONS) {
+            for c in target_options(p, res, t, p.units[t].cands.len(), true) {
                 let mut offers = Vec::new();
                 needs(t, c, &mut offers);
                 trials.push((offers, Vec::new(), Some(c)));
@@ -320,7 +360,8 @@ fn make_room(
         Some(g) => {
             let mut offers = Vec::new();
             for &u in &p.groups[g].units {
-                for c in 0..p.units[u].cands.len().min(TARGET_OPTIONS) {
+                let left_out = choice[u].is_none();
+                for c in target_options(p, res, u, p.units[u].cands.len(), left_out) {
                     needs(u, c, &mut offers);
                 }
             }

@@ -1,4 +1,5 @@
-//! Local search: single moves to cheaper options and ejection moves.
+//! Local search: single moves to cheaper options, ejection moves, and chains of moves that
+//! make room for units left out (`relocate`).
 
 use super::*;
 use crate::problem::Problem;
@@ -139,4 +140,321 @@ pub fn eject(p: &Problem, choice: &mut Choice, res: &mut Residual) {
             }
         }
     }
+}
+
+/// Moves `relocate` chains at most to make room for one unit.
+const RELOCATE_MOVES: usize = 16;
+/// Levels of chains within a chain.
+const CHAIN_DEPTH: usize = 1;
+
+/// One move of a chain: the unit, where it was, where it went.
+type Move = (usize, Option<usize>, Option<usize>);
+
+fn cost_of(p: &Problem, u: usize, c: Option<usize>) -> f64 {
+    match c {
+        Some(c) => p.units[u].cands[c].cost,
+        None => p.units[u].penalty,
+    }
+}
+
+/// A plan being changed in place: the choice, what it leaves, and the units on each offer.
+struct Live<'a> {
+    choice: &'a mut Choice,
+    res: &'a mut Residual,
+    at: Vec<Vec<usize>>,
+}
+
+impl Live<'_> {
+    fn apply(&mut self, p: &Problem, (v, from, to): Move) {
+        if let Some(c) = from {
+            self.res.give(p, v, c);
+            let cand = &p.units[v].cands[c];
+            for o in [cand.offer, cand.offer2] {
+                self.at[o as usize].retain(|&x| x != v);
+            }
+        }
+        if let Some(c) = to {
+            self.res.take(p, v, c);
+            let cand = &p.units[v].cands[c];
+            self.at[cand.offer as usize].push(v);
+            if cand.nodes2 > 0 {
+                self.at[cand.offer2 as usize].push(v);
+            }
+        }
+        self.choice[v] = to;
+    }
+
+    fn undo(&mut self, p: &Problem, moves: &[Move]) {
+        for &(v, from, to) in moves.iter().rev() {
+            self.apply(p, (v, to, from));
+        }
+    }
+}
+
+/// Options of an occupant `chain` tries making room for in turn (one level deeper), when
+/// none of its options elsewhere fits as things are.
+const DEEPER_OPTIONS: usize = 3;
+
+/// What a chain must leave alone: the offers (and regions, when power is short) the units
+/// it makes room for need.
+#[derive(Clone, Default)]
+struct Avoid {
+    offers: Vec<usize>,
+    regions: Vec<usize>,
+}
+
+/// Where an occupant goes: an option that fits (or out), or an option another chain clears.
+enum Dest {
+    Direct(Option<usize>),
+    Deeper(f64, Vec<Move>),
+}
+
+/// Room for unit `t` (left out) on its option `ci`, made in place: while the option's offer
+/// (or its region's power) is short, the occupant that frees it for the least extra cost per
+/// node (or watt) moves to its own cheapest option elsewhere that fits, or, where that costs
+/// less, its service's rule allows and it is worth less than `t`, is left out; with `depth`
+/// left, an occupant may also take an option that a chain of its own clears (a gang moved
+/// to a pool another gang leaves). `t` is placed last. Returns the moves (`t`'s included) and
+/// their change in objective, or `None` with nothing changed when no chain of
+/// `RELOCATE_MOVES` makes room.
+fn chain(
+    p: &Problem,
+    live: &mut Live,
+    (t, ci): (usize, usize),
+    depth: usize,
+    avoid: &Avoid,
+    work: &mut u64,
+) -> Option<(f64, Vec<Move>)> {
+    let cand = p.units[t].cands[ci];
+    let pen = p.units[t].penalty;
+    let blocked = [cand.offer as usize, cand.offer2 as usize];
+    let region = cand.region as usize;
+    let mut moves: Vec<Move> = Vec::new();
+    let mut delta = 0.0;
+    while let Some(why) = live.res.blocks(p, t, ci) {
+        if moves.len() >= RELOCATE_MOVES {
+            live.undo(p, &moves);
+            return None;
+        }
+        // What is short: an offer's nodes, or the region's power.
+        let short = match why {
+            Constraint::Capacity if (cand.nodes as i64) > live.res.nodes[blocked[0]] => {
+                Some(blocked[0])
+            }
+            Constraint::Capacity => Some(blocked[1]),
+            _ => None,
+        };
+        let near: Vec<usize> = match short {
+            Some(o) => live.at[o].clone(),
+            None => (0..p.offers.len())
+                .filter(|&o| p.offers[o].region == region)
+                .flat_map(|o| live.at[o].iter().copied())
+                .collect(),
+        };
+        let mut inner = avoid.clone();
+        match short {
+            Some(_) => inner.offers.extend(blocked),
+            None => inner.regions.push(region),
+        }
+        let elsewhere = |cx: &crate::problem::Cand| {
+            let on = |o: u32| inner.offers.contains(&(o as usize));
+            let second = cx.nodes2 > 0 && on(cx.offer2);
+            !(on(cx.offer) || second || inner.regions.contains(&(cx.region as usize)))
+        };
+        // (extra cost per node or watt freed, occupant, where it goes)
+        let mut pick: Option<(f64, usize, Dest)> = None;
+        for v in near {
+            let Some(cv) = live.choice[v] else { continue };
+            let c = &p.units[v].cands[cv];
+            let freed = match short {
+                Some(o) => {
+                    (if c.offer as usize == o { c.nodes } else { 0 }
+                        + if c.offer2 as usize == o { c.nodes2 } else { 0 })
+                        as f64
+                }
+                None if c.region as usize == region => c.watts,
+                None => 0.0,
+            };
+            if v == t || freed <= 0.0 {
+                continue;
+            }
+            live.apply(p, (v, Some(cv), None));
+            *work += p.units[v].cands.len() as u64;
+            let allowed = |choice: &Choice, x: Option<usize>| {
+                p.units[v]
+                    .group
+                    .is_none_or(|g| group_ok_with(p, g, choice, Some((v, x))))
+            };
+            let alt = (0..p.units[v].cands.len()).find(|&x| {
+                elsewhere(&p.units[v].cands[x])
+                    && live.res.blocks(p, v, x).is_none()
+                    && allowed(live.choice, Some(x))
+            });
+            let mut options: Vec<(f64, Dest)> = Vec::new();
+            if let Some(x) = alt {
+                options.push((cost_of(p, v, Some(x)) - c.cost, Dest::Direct(Some(x))));
+            }
+            if p.units[v].penalty < pen && allowed(live.choice, None) {
+                options.push((p.units[v].penalty - c.cost, Dest::Direct(None)));
+            }
+            if depth > 0 && alt.is_none() {
+                let cheaper: Vec<usize> = (0..p.units[v].cands.len())
+                    .filter(|&x| elsewhere(&p.units[v].cands[x]) && allowed(live.choice, Some(x)))
+                    .take(DEEPER_OPTIONS)
+                    .collect();
+                for x in cheaper {
+                    if let Some((d, sub)) = chain(p, live, (v, x), depth - 1, &inner, work) {
+                        live.undo(p, &sub);
+                        // `d` counts the occupant as placed from out: from where it was.
+                        let change = d + p.units[v].penalty - c.cost;
+                        options.push((change, Dest::Deeper(change, sub)));
+                    }
+                }
+            }
+            for (change, dest) in options {
+                let d = change / freed;
+                if pick.as_ref().is_none_or(|(pd, _, _)| d < *pd) {
+                    pick = Some((d, v, dest));
+                }
+            }
+            live.apply(p, (v, None, Some(cv)));
+        }
+        let Some((_, v, dest)) = pick else {
+            live.undo(p, &moves);
+            return None;
+        };
+        let from = live.choice[v];
+        match dest {
+            Dest::Direct(x) => {
+                delta += cost_of(p, v, x) - cost_of(p, v, from);
+                live.apply(p, (v, from, x));
+                moves.push((v, from, x));
+            }
+            Dest::Deeper(change, sub) => {
+                delta += change;
+                live.apply(p, (v, from, None));
+                moves.push((v, from, None));
+                for m in sub {
+                    live.apply(p, m);
+                    moves.push(m);
+                }
+            }
+        }
+    }
+    let m = (t, None, Some(ci));
+    live.apply(p, m);
+    moves.push(m);
+    Some((delta + cand.cost - pen, moves))
+}
+
+/// The best chain for `t` over its options that `admit` accepts, applied in place if it
+/// changes the objective by less than `limit`; its change and moves.
+fn best_chain(
+    p: &Problem,
+    live: &mut Live,
+    t: usize,
+    limit: f64,
+    admit: &dyn Fn(&Choice, usize) -> bool,
+    work: &mut u64,
+) -> Option<(f64, Vec<Move>)> {
+    let pen = p.units[t].penalty;
+    let mut best: Option<(f64, Vec<Move>)> = None;
+    for ci in 0..p.units[t].cands.len() {
+        let bound = best.as_ref().map_or(limit, |b| b.0.min(limit));
+        // Sorted by cost: no later option can do better.
+        if p.units[t].cands[ci].cost - pen >= bound - 1e-9 {
+            break;
+        }
+        if !admit(live.choice, ci) {
+            continue;
+        }
+        if let Some((d, moves)) = chain(p, live, (t, ci), CHAIN_DEPTH, &Avoid::default(), work) {
+            live.undo(p, &moves);
+            if d < bound - 1e-9 {
+                best = Some((d, moves));
+            }
+        }
+    }
+    let (d, moves) = best?;
+    for &m in &moves {
+        live.apply(p, m);
+    }
+    Some((d, moves))
+}
+
+/// Room for units left out, made by moving what sits on one of their options elsewhere
+/// (`chain`): each unit left out, largest penalty first, takes the cheapest chain that pays;
+/// a service of which nothing is placed is placed unit by unit, each on a new provider (or
+/// region) while its rule needs one, and kept only if the whole pays and keeps the rule.
+/// These are the trades a sub-problem of bounded size misses when a unit's value dwarfs
+/// every price (a service replica worth $192,000/h left out for want of one move of another
+/// service). Returns the work spent (candidates examined), at most about `budget`.
+pub(crate) fn relocate(p: &Problem, choice: &mut Choice, res: &mut Residual, budget: u64) -> u64 {
+    let mut work = 0u64;
+    let mut left: Vec<usize> = (0..p.units.len())
+        .filter(|&u| choice[u].is_none() && !p.units[u].cands.is_empty())
+        .collect();
+    left.sort_by(|&a, &b| {
+        p.units[b]
+            .penalty
+            .total_cmp(&p.units[a].penalty)
+            .then(a.cmp(&b))
+    });
+    let at = occupants(p, choice);
+    let mut live = Live { choice, res, at };
+    let mut tried_group = vec![false; p.groups.len()];
+    for t in left {
+        if work >= budget {
+            break;
+        }
+        if live.choice[t].is_some() {
+            continue;
+        }
+        let g = p.units[t].group;
+        let alone = |choice: &Choice, ci: usize| {
+            g.is_none_or(|g| group_ok_with(p, g, choice, Some((t, Some(ci)))))
+        };
+        if g.is_none()
+            || p.groups[g.unwrap()]
+                .units
+                .iter()
+                .any(|&u| live.choice[u].is_some())
+        {
+            best_chain(p, &mut live, t, 0.0, &alone, &mut work);
+            continue;
+        }
+        let g = g.unwrap();
+        if std::mem::replace(&mut tried_group[g], true) {
+            continue;
+        }
+        let grp = &p.groups[g];
+        let mut units: Vec<usize> = grp.units.clone();
+        units.sort_by(|&a, &b| {
+            p.units[b]
+                .penalty
+                .total_cmp(&p.units[a].penalty)
+                .then(a.cmp(&b))
+        });
+        let mut all: Vec<Move> = Vec::new();
+        let mut total = 0.0;
+        for u in units {
+            let (provs, regs) = spans(p, g, live.choice, None);
+            let need_p = (provs.len() as u32) < grp.min_providers;
+            let need_r = (regs.len() as u32) < grp.min_regions;
+            let new = |_: &Choice, ci: usize| {
+                let o = &p.offers[p.units[u].cands[ci].offer as usize];
+                (!need_p || !provs.contains(&o.provider)) && (!need_r || !regs.contains(&o.region))
+            };
+            // While the rule is unmet a unit may cost more than it saves: the whole decides.
+            let limit = if need_p || need_r { f64::INFINITY } else { 0.0 };
+            if let Some((d, moves)) = best_chain(p, &mut live, u, limit, &new, &mut work) {
+                total += d;
+                all.extend(moves);
+            }
+        }
+        if !(group_ok(p, g, live.choice) && total < -1e-9) {
+            live.undo(p, &all);
+        }
+    }
+    work
 }

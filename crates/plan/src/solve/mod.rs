@@ -116,6 +116,21 @@ impl Residual {
     }
 }
 
+/// Units placed on each offer (a blend counts on both of its offers).
+pub(crate) fn occupants(p: &Problem, choice: &Choice) -> Vec<Vec<usize>> {
+    let mut at = vec![Vec::new(); p.offers.len()];
+    for (u, c) in choice.iter().enumerate() {
+        if let Some(c) = c {
+            let cand = &p.units[u].cands[*c];
+            at[cand.offer as usize].push(u);
+            if cand.nodes2 > 0 {
+                at[cand.offer2 as usize].push(u);
+            }
+        }
+    }
+    at
+}
+
 /// Whether a group's placed units meet its redundancy rule (vacuous when none is placed).
 pub fn group_ok(p: &Problem, g: usize, choice: &Choice) -> bool {
     group_ok_with(p, g, choice, None)
@@ -265,17 +280,36 @@ pub fn solve_lagrangian(p: &Problem, iters: usize, budget: u64) -> Solved {
     }
     let priced = |u: usize, c: usize| p.units[u].cands[c].priced(&mu, &pi);
     plans.push(greedy(p, &order, &priced));
-    let (mut choice, mut res) = plans
-        .into_iter()
-        .map(|(mut c, mut r)| {
-            improve(p, &mut c, &mut r);
-            eject(p, &mut c, &mut r);
-            improve(p, &mut c, &mut r);
-            (c, r)
-        })
-        .min_by(|a, b| objective(p, &a.0).total_cmp(&objective(p, &b.0)))
-        .expect("at least three starts");
+    let polish = |(mut c, mut r): (Choice, Residual)| {
+        improve(p, &mut c, &mut r);
+        eject(p, &mut c, &mut r);
+        improve(p, &mut c, &mut r);
+        (c, r)
+    };
+    let best = |plans: Vec<(Choice, Residual)>| {
+        plans
+            .into_iter()
+            .map(polish)
+            .min_by(|a, b| objective(p, &a.0).total_cmp(&objective(p, &b.0)))
+            .expect("at least three starts")
+    };
+    let (mut choice, mut res) = best(plans);
+    // Under scarcity what is left out dominates the objective: when the best start leaves
+    // out a unit that has options (and the budget allows a search), starts that place the units worth most first, by penalty
+    // and by penalty per chip (a service counts whole).
+    if budget > 0 && (0..n).any(|u| choice[u].is_none() && !p.units[u].cands.is_empty()) {
+        let cost = |u: usize, c: usize| p.units[u].cands[c].cost;
+        let mut more = vec![(choice, res)];
+        for key in [by_penalty(p), by_penalty_per_chip(p)] {
+            let mut o: Vec<usize> = (0..n).collect();
+            o.sort_by(|&a, &b| key[b].total_cmp(&key[a]).then(a.cmp(&b)));
+            more.push(greedy(p, &o, &cost));
+        }
+        (choice, res) = best(more);
+    }
     if budget > 0 {
+        local::relocate(p, &mut choice, &mut res, budget);
+        improve(p, &mut choice, &mut res);
         lns::search(
             p,
             &cls,
@@ -284,6 +318,10 @@ pub fn solve_lagrangian(p: &Problem, iters: usize, budget: u64) -> Solved {
             budget,
             lb + CLOSE * lb.abs(),
         );
+    }
+    if budget > 0 {
+        local::relocate(p, &mut choice, &mut res, budget);
+        improve(p, &mut choice, &mut res);
     }
     let obj = objective(p, &choice);
     if budget > 0 && cands <= LP_MAX_CANDIDATES {
@@ -312,6 +350,47 @@ pub fn solve_lagrangian(p: &Problem, iters: usize, budget: u64) -> Solved {
             cls.rep.len()
         ),
     }
+}
+
+/// Each unit's penalty, a service's units the service's whole.
+fn by_penalty(p: &Problem) -> Vec<f64> {
+    let whole: Vec<f64> = p
+        .groups
+        .iter()
+        .map(|g| g.units.iter().map(|&u| p.units[u].penalty).sum())
+        .collect();
+    p.units
+        .iter()
+        .map(|u| u.group.map_or(u.penalty, |g| whole[g]))
+        .collect()
+}
+
+/// Each unit's penalty per chip of its smallest option (a service: the whole's per chip).
+fn by_penalty_per_chip(p: &Problem) -> Vec<f64> {
+    let chips = |u: usize| {
+        p.units[u]
+            .cands
+            .iter()
+            .map(|c| c.chips)
+            .min()
+            .unwrap_or(0)
+            .max(1) as f64
+    };
+    let whole: Vec<f64> = p
+        .groups
+        .iter()
+        .map(|g| {
+            let pen: f64 = g.units.iter().map(|&u| p.units[u].penalty).sum();
+            pen / g.units.iter().map(|&u| chips(u)).sum::<f64>()
+        })
+        .collect();
+    (0..p.units.len())
+        .map(|u| {
+            p.units[u]
+                .group
+                .map_or(p.units[u].penalty / chips(u), |g| whole[g])
+        })
+        .collect()
 }
 
 /// The capacity dual's bound at `(mu, pi)` with each service's subproblem solved exactly
