@@ -78,8 +78,9 @@ pub struct Policy {
     /// stays valid.
     pub max_candidates_per_unit: usize,
     /// Work the search may spend re-optimising parts of the plan exactly, in simplex
-    /// iterations and branch-and-bound nodes (0: none). Counted, never timed, so the same input
-    /// and budget give the same plan.
+    /// iterations and branch-and-bound nodes (0: none); the chains of moves that make room
+    /// for work left out may each examine as many candidates, before and after it. Counted,
+    /// never timed, so the same input and budget give the same plan.
     pub budget: u64,
 }
 

@@ -163,7 +163,7 @@ fn differences(m: &Model, optimum: &[Option<usize>], own: &Plan, replay: &str) -
     // Services stratus leaves out and the optimum places: their rules, and each unit's
     // cheapest options with what stratus put on those slots.
     let mut on_slot: Vec<Vec<String>> = vec![Vec::new(); m.slots.len()];
-    for (item, _) in m.items.iter().zip(optimum) {
+    for item in &m.items {
         if let Some(x) = placed.get(item.key.as_str()) {
             if let Some(o) = item
                 .options

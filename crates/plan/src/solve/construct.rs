@@ -132,76 +132,74 @@ pub fn repair_groups(p: &Problem, choice: &mut Choice, res: &mut Residual) {
 
 /// `repair_groups` for group `g` alone.
 fn repair_group(p: &Problem, g: usize, choice: &mut Choice, res: &mut Residual) {
-    {
-        let mut guard = 0;
-        while !group_ok(p, g, choice) && guard < 64 {
-            guard += 1;
-            let grp = &p.groups[g];
-            let (provs, regs) = spans(p, g, choice, None);
-            let need_prov = (provs.len() as u32) < grp.min_providers;
-            // Best move: a unit of the group to a candidate on a new provider (or region).
-            let mut best: Option<(f64, usize, usize)> = None;
-            for &u in &grp.units {
-                let cur = choice[u];
-                let cur_cost = cur
-                    .map(|c| p.units[u].cands[c].cost)
-                    .unwrap_or(p.units[u].penalty);
-                // Moving a unit away must not remove the only unit on a provider/region.
-                if let Some(c) = cur {
-                    let o = &p.offers[p.units[u].cands[c].offer as usize];
-                    let sharing = |same: &dyn Fn(&crate::problem::Offer) -> bool| {
-                        grp.units
-                            .iter()
-                            .filter(|&&v| {
-                                choice[v].is_some_and(|cv| {
-                                    same(&p.offers[p.units[v].cands[cv].offer as usize])
-                                })
+    let mut guard = 0;
+    while !group_ok(p, g, choice) && guard < 64 {
+        guard += 1;
+        let grp = &p.groups[g];
+        let (provs, regs) = spans(p, g, choice, None);
+        let need_prov = (provs.len() as u32) < grp.min_providers;
+        // Best move: a unit of the group to a candidate on a new provider (or region).
+        let mut best: Option<(f64, usize, usize)> = None;
+        for &u in &grp.units {
+            let cur = choice[u];
+            let cur_cost = cur
+                .map(|c| p.units[u].cands[c].cost)
+                .unwrap_or(p.units[u].penalty);
+            // Moving a unit away must not remove the only unit on a provider/region.
+            if let Some(c) = cur {
+                let o = &p.offers[p.units[u].cands[c].offer as usize];
+                let sharing = |same: &dyn Fn(&crate::problem::Offer) -> bool| {
+                    grp.units
+                        .iter()
+                        .filter(|&&v| {
+                            choice[v].is_some_and(|cv| {
+                                same(&p.offers[p.units[v].cands[cv].offer as usize])
                             })
-                            .count()
-                    };
-                    let same_prov = sharing(&|x| x.provider == o.provider);
-                    let same_reg = sharing(&|x| x.region == o.region);
-                    if same_prov < 2 && need_prov || same_reg < 2 && !need_prov {
-                        continue;
-                    }
-                }
-                if let Some(c) = cur {
-                    res.give(p, u, c);
-                }
-                for (ci, cand) in p.units[u].cands.iter().enumerate() {
-                    let o = &p.offers[cand.offer as usize];
-                    let new = if need_prov {
-                        !provs.contains(&o.provider)
-                    } else {
-                        !regs.contains(&o.region)
-                    };
-                    if new && res.blocks(p, u, ci).is_none() {
-                        let delta = cand.cost - cur_cost;
-                        if best.is_none_or(|(d, _, _)| delta < d) {
-                            best = Some((delta, u, ci));
-                        }
-                    }
-                }
-                if let Some(c) = cur {
-                    res.take(p, u, c);
+                        })
+                        .count()
+                };
+                let same_prov = sharing(&|x| x.provider == o.provider);
+                let same_reg = sharing(&|x| x.region == o.region);
+                if same_prov < 2 && need_prov || same_reg < 2 && !need_prov {
+                    continue;
                 }
             }
-            match best {
-                Some((_, u, ci)) => {
-                    if let Some(c) = choice[u] {
-                        res.give(p, u, c);
+            if let Some(c) = cur {
+                res.give(p, u, c);
+            }
+            for (ci, cand) in p.units[u].cands.iter().enumerate() {
+                let o = &p.offers[cand.offer as usize];
+                let new = if need_prov {
+                    !provs.contains(&o.provider)
+                } else {
+                    !regs.contains(&o.region)
+                };
+                if new && res.blocks(p, u, ci).is_none() {
+                    let delta = cand.cost - cur_cost;
+                    if best.is_none_or(|(d, _, _)| delta < d) {
+                        best = Some((delta, u, ci));
                     }
-                    res.take(p, u, ci);
-                    choice[u] = Some(ci);
                 }
-                None => break,
+            }
+            if let Some(c) = cur {
+                res.take(p, u, c);
             }
         }
-        if !group_ok(p, g, choice) {
-            for &u in &p.groups[g].units {
-                if let Some(c) = choice[u].take() {
+        match best {
+            Some((_, u, ci)) => {
+                if let Some(c) = choice[u] {
                     res.give(p, u, c);
                 }
+                res.take(p, u, ci);
+                choice[u] = Some(ci);
+            }
+            None => break,
+        }
+    }
+    if !group_ok(p, g, choice) {
+        for &u in &p.groups[g].units {
+            if let Some(c) = choice[u].take() {
+                res.give(p, u, c);
             }
         }
     }

@@ -13,7 +13,7 @@
 
 use super::construct::{fill, repair_groups};
 use super::milp::reoptimize;
-use super::{group_ok, objective, occupants, Choice, Classes, Residual};
+use super::{group_ok, objective, occupants, unit_cost, Choice, Classes, Residual};
 use crate::problem::Problem;
 
 /// Options of the target whose offers make its neighbourhood.
@@ -37,15 +37,6 @@ const WHOLE_NODE_LIMIT: u64 = 1_000;
 /// Rounds over all targets at most.
 const ROUNDS: usize = 4;
 
-fn unit_cost(p: &Problem, u: usize, c: Option<usize>) -> f64 {
-    let unit = &p.units[u];
-    match c {
-        Some(c) => unit.cands[c].cost,
-        None if unit.cands.is_empty() => 0.0,
-        None => unit.penalty,
-    }
-}
-
 /// The options of `u` a neighbourhood or an eviction is built around: below `limit` (the
 /// options cheaper than where it is), at most `TARGET_OPTIONS`. For a unit left out, half are
 /// its cheapest and half those nearest to fitting now (fewest nodes short, relative to what
@@ -59,13 +50,12 @@ fn target_options(
     left_out: bool,
 ) -> Vec<usize> {
     let cands = &p.units[u].cands[..limit];
-    let mut picked: Vec<usize> = (0..cands.len())
-        .take(if left_out {
-            TARGET_OPTIONS / 2
-        } else {
-            TARGET_OPTIONS
-        })
-        .collect();
+    let cheapest = if left_out {
+        TARGET_OPTIONS / 2
+    } else {
+        TARGET_OPTIONS
+    };
+    let mut picked: Vec<usize> = (0..cands.len().min(cheapest)).collect();
     if left_out {
         let short = |c: usize| {
             let cand = &cands[c];
@@ -301,7 +291,6 @@ fn rounds(
             let free = neighbourhood(p, choice, res, &at, &unplaced, t);
             let (work, applied) = settle(p, cls, choice, res, &free, KEEP, NODE_LIMIT);
             spent += work;
-            {}
 
             if applied {
                 at = occupants(p, choice);

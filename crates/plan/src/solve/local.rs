@@ -65,16 +65,12 @@ pub fn eject(p: &Problem, choice: &mut Choice, res: &mut Residual) {
             at[p.units[u].cands[*c].offer as usize].push(u);
         }
     }
-    let cost_of = |u: usize, c: Option<usize>| match c {
-        Some(c) => p.units[u].cands[c].cost,
-        None => p.units[u].penalty,
-    };
     for u in 0..p.units.len() {
         if p.units[u].group.is_some() || p.units[u].cands.is_empty() {
             continue;
         }
         let cur = choice[u];
-        let cur_cost = cost_of(u, cur);
+        let cur_cost = unit_cost(p, u, cur);
         let mut tried = 0;
         for ci in 0..p.units[u].cands.len() {
             let cu = p.units[u].cands[ci];
@@ -99,7 +95,7 @@ pub fn eject(p: &Problem, choice: &mut Choice, res: &mut Residual) {
                 }
                 if res.blocks(p, u, ci).is_none() {
                     res.take(p, u, ci);
-                    let v_cost = cost_of(v, Some(cv));
+                    let v_cost = unit_cost(p, v, Some(cv));
                     let alt = (0..p.units[v].cands.len())
                         .filter(|&x| p.units[v].cands[x].offer as usize != b)
                         .find(|&x| res.blocks(p, v, x).is_none());
@@ -149,13 +145,6 @@ const CHAIN_DEPTH: usize = 1;
 
 /// One move of a chain: the unit, where it was, where it went.
 type Move = (usize, Option<usize>, Option<usize>);
-
-fn cost_of(p: &Problem, u: usize, c: Option<usize>) -> f64 {
-    match c {
-        Some(c) => p.units[u].cands[c].cost,
-        None => p.units[u].penalty,
-    }
-}
 
 /// A plan being changed in place: the choice, what it leaves, and the units on each offer.
 struct Live<'a> {
@@ -292,7 +281,7 @@ fn chain(
             });
             let mut options: Vec<(f64, Dest)> = Vec::new();
             if let Some(x) = alt {
-                options.push((cost_of(p, v, Some(x)) - c.cost, Dest::Direct(Some(x))));
+                options.push((unit_cost(p, v, Some(x)) - c.cost, Dest::Direct(Some(x))));
             }
             if p.units[v].penalty < pen && allowed(live.choice, None) {
                 options.push((p.units[v].penalty - c.cost, Dest::Direct(None)));
@@ -326,7 +315,7 @@ fn chain(
         let from = live.choice[v];
         match dest {
             Dest::Direct(x) => {
-                delta += cost_of(p, v, x) - cost_of(p, v, from);
+                delta += unit_cost(p, v, x) - unit_cost(p, v, from);
                 live.apply(p, (v, from, x));
                 moves.push((v, from, x));
             }
@@ -394,12 +383,7 @@ pub(crate) fn relocate(p: &Problem, choice: &mut Choice, res: &mut Residual, bud
     let mut left: Vec<usize> = (0..p.units.len())
         .filter(|&u| choice[u].is_none() && !p.units[u].cands.is_empty())
         .collect();
-    left.sort_by(|&a, &b| {
-        p.units[b]
-            .penalty
-            .total_cmp(&p.units[a].penalty)
-            .then(a.cmp(&b))
-    });
+    by_penalty_first(p, &mut left);
     let at = occupants(p, choice);
     let mut live = Live { choice, res, at };
     let mut tried_group = vec![false; p.groups.len()];
@@ -410,31 +394,25 @@ pub(crate) fn relocate(p: &Problem, choice: &mut Choice, res: &mut Residual, bud
         if live.choice[t].is_some() {
             continue;
         }
-        let g = p.units[t].group;
-        let alone = |choice: &Choice, ci: usize| {
-            g.is_none_or(|g| group_ok_with(p, g, choice, Some((t, Some(ci)))))
-        };
-        if g.is_none()
-            || p.groups[g.unwrap()]
-                .units
-                .iter()
-                .any(|&u| live.choice[u].is_some())
-        {
+        // A job, or a unit of a service that is partly placed: placed alone, keeping the rule.
+        let whole = p.units[t]
+            .group
+            .filter(|&g| p.groups[g].units.iter().all(|&u| live.choice[u].is_none()));
+        let Some(g) = whole else {
+            let alone = |choice: &Choice, ci: usize| {
+                p.units[t]
+                    .group
+                    .is_none_or(|g| group_ok_with(p, g, choice, Some((t, Some(ci)))))
+            };
             best_chain(p, &mut live, t, 0.0, &alone, &mut work);
             continue;
-        }
-        let g = g.unwrap();
+        };
         if std::mem::replace(&mut tried_group[g], true) {
             continue;
         }
         let grp = &p.groups[g];
         let mut units: Vec<usize> = grp.units.clone();
-        units.sort_by(|&a, &b| {
-            p.units[b]
-                .penalty
-                .total_cmp(&p.units[a].penalty)
-                .then(a.cmp(&b))
-        });
+        by_penalty_first(p, &mut units);
         let mut all: Vec<Move> = Vec::new();
         let mut total = 0.0;
         for u in units {
@@ -457,4 +435,14 @@ pub(crate) fn relocate(p: &Problem, choice: &mut Choice, res: &mut Residual, bud
         }
     }
     work
+}
+
+/// Sort units by penalty, largest first (ties: lower index).
+fn by_penalty_first(p: &Problem, units: &mut [usize]) {
+    units.sort_by(|&a, &b| {
+        p.units[b]
+            .penalty
+            .total_cmp(&p.units[a].penalty)
+            .then(a.cmp(&b))
+    });
 }

@@ -116,6 +116,17 @@ impl Residual {
     }
 }
 
+/// What unit `u` adds to the objective with choice `c`: its option's cost, its penalty when
+/// left out, nothing when no option could take it (the same under every plan).
+pub(crate) fn unit_cost(p: &Problem, u: usize, c: Option<usize>) -> f64 {
+    let unit = &p.units[u];
+    match c {
+        Some(c) => unit.cands[c].cost,
+        None if unit.cands.is_empty() => 0.0,
+        None => unit.penalty,
+    }
+}
+
 /// Units placed on each offer (a blend counts on both of its offers).
 pub(crate) fn occupants(p: &Problem, choice: &Choice) -> Vec<Vec<usize>> {
     let mut at = vec![Vec::new(); p.offers.len()];
@@ -286,28 +297,37 @@ pub fn solve_lagrangian(p: &Problem, iters: usize, budget: u64) -> Solved {
         improve(p, &mut c, &mut r);
         (c, r)
     };
-    let best = |plans: Vec<(Choice, Residual)>| {
-        plans
-            .into_iter()
-            .map(polish)
-            .min_by(|a, b| objective(p, &a.0).total_cmp(&objective(p, &b.0)))
-            .expect("at least three starts")
-    };
-    let (mut choice, mut res) = best(plans);
-    // Under scarcity what is left out dominates the objective: when the best start leaves
-    // out a unit that has options (and the budget allows a search), starts that place the units worth most first, by penalty
-    // and by penalty per chip (a service counts whole).
-    if budget > 0 && (0..n).any(|u| choice[u].is_none() && !p.units[u].cands.is_empty()) {
-        let cost = |u: usize, c: usize| p.units[u].cands[c].cost;
-        let mut more = vec![(choice, res)];
-        for key in [by_penalty(p), by_penalty_per_chip(p)] {
-            let mut o: Vec<usize> = (0..n).collect();
-            o.sort_by(|&a, &b| key[b].total_cmp(&key[a]).then(a.cmp(&b)));
-            more.push(greedy(p, &o, &cost));
+    let better = |a: (Choice, Residual), b: (Choice, Residual)| {
+        // Ties keep the earlier plan.
+        if objective(p, &b.0) < objective(p, &a.0) {
+            b
+        } else {
+            a
         }
-        (choice, res) = best(more);
-    }
+    };
+    let (mut choice, mut res) = plans
+        .into_iter()
+        .map(polish)
+        .reduce(better)
+        .expect("at least three starts");
     if budget > 0 {
+        // Under scarcity what is left out dominates the objective: when the best start
+        // leaves out a unit that has options, two more starts place the units worth most
+        // first, by penalty and by penalty per chip (a service counts whole).
+        if (0..n).any(|u| choice[u].is_none() && !p.units[u].cands.is_empty()) {
+            let cost = |u: usize, c: usize| p.units[u].cands[c].cost;
+            // Polished once more: one pass of `eject` is not a fixpoint, and a second finds
+            // more (on one 300-workload set, 3 more units placed).
+            (choice, res) = polish((choice, res));
+            for per_chip in [false, true] {
+                let key = worth(p, per_chip);
+                let mut o: Vec<usize> = (0..n).collect();
+                o.sort_by(|&a, &b| key[b].total_cmp(&key[a]).then(a.cmp(&b)));
+                (choice, res) = better((choice, res), polish(greedy(p, &o, &cost)));
+            }
+        }
+        // Chains of moves that make room for what is left out, before and after the search
+        // (each within `budget` of its own unit, candidates examined).
         local::relocate(p, &mut choice, &mut res, budget);
         improve(p, &mut choice, &mut res);
         lns::search(
@@ -318,8 +338,6 @@ pub fn solve_lagrangian(p: &Problem, iters: usize, budget: u64) -> Solved {
             budget,
             lb + CLOSE * lb.abs(),
         );
-    }
-    if budget > 0 {
         local::relocate(p, &mut choice, &mut res, budget);
         improve(p, &mut choice, &mut res);
     }
@@ -352,36 +370,34 @@ pub fn solve_lagrangian(p: &Problem, iters: usize, budget: u64) -> Solved {
     }
 }
 
-/// Each unit's penalty, a service's units the service's whole.
-fn by_penalty(p: &Problem) -> Vec<f64> {
-    let whole: Vec<f64> = p
-        .groups
-        .iter()
-        .map(|g| g.units.iter().map(|&u| p.units[u].penalty).sum())
-        .collect();
-    p.units
-        .iter()
-        .map(|u| u.group.map_or(u.penalty, |g| whole[g]))
-        .collect()
-}
-
-/// Each unit's penalty per chip of its smallest option (a service: the whole's per chip).
-fn by_penalty_per_chip(p: &Problem) -> Vec<f64> {
+/// What each unit is worth placing, to order the penalty-first starts: its penalty, or with
+/// `per_chip` its penalty per chip of its smallest option; a service's units all take the
+/// service's whole (penalties summed, over chips summed).
+fn worth(p: &Problem, per_chip: bool) -> Vec<f64> {
     let chips = |u: usize| {
-        p.units[u]
-            .cands
-            .iter()
-            .map(|c| c.chips)
-            .min()
-            .unwrap_or(0)
-            .max(1) as f64
+        if per_chip {
+            p.units[u]
+                .cands
+                .iter()
+                .map(|c| c.chips)
+                .min()
+                .unwrap_or(0)
+                .max(1) as f64
+        } else {
+            1.0
+        }
     };
     let whole: Vec<f64> = p
         .groups
         .iter()
         .map(|g| {
             let pen: f64 = g.units.iter().map(|&u| p.units[u].penalty).sum();
-            pen / g.units.iter().map(|&u| chips(u)).sum::<f64>()
+            let size: f64 = g.units.iter().map(|&u| chips(u)).sum();
+            if per_chip {
+                pen / size
+            } else {
+                pen
+            }
         })
         .collect();
     (0..p.units.len())
