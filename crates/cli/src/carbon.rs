@@ -3,6 +3,7 @@
 
 use anyhow::{Context, Result};
 use std::path::PathBuf;
+use stratus_plan::filter::{self, Ask, Verdict};
 use stratus_studies::shift::{self, Job, Site};
 
 /// Arguments of `stratus carbon shift`.
@@ -55,26 +56,50 @@ pub fn run(a: &ShiftArgs) -> Result<()> {
         ));
     }
     let mut sites: Vec<Site> = Vec::new();
-    let mut site_meta: Vec<(stratus_model::Accelerator, Vec<String>, usize)> = Vec::new();
+    // Per site: what the planner's filter chain sees of it, with the node shape that sizes an
+    // ask, and which series it follows.
+    struct Meta<'f> {
+        site: filter::Site<'f>,
+        chips_per_node: u32,
+        node_cap_watts: f64,
+        series: usize,
+    }
+    let cap_util = stratus_plan::Policy::default().power_cap_utilisation;
+    let mut site_meta: Vec<Meta> = Vec::new();
     for (k, (jur, _)) in series.iter().enumerate() {
         for (_, r, pool) in fleet.pools() {
             if !r.jurisdictions.iter().any(|j| j == jur) || pool.nodes == 0 {
                 continue;
             }
+            let usd_per_chip_hour = pool.on_demand_per_node_hour.0 / pool.chips_per_node as f64;
             sites.push(Site {
                 name: pool.id.clone(),
                 intensity: Vec::new(),
-                usd_per_chip_hour: pool.on_demand_per_node_hour.0 / pool.chips_per_node as f64,
+                usd_per_chip_hour,
                 kw_per_chip: pool.node_it_watts().0 * r.pue / pool.chips_per_node as f64 / 1e3,
                 capacity_chips: Some(pool.nodes * pool.chips_per_node),
             });
-            site_meta.push((pool.accelerator, r.jurisdictions.clone(), k));
+            site_meta.push(Meta {
+                site: filter::Site {
+                    accelerator: pool.accelerator,
+                    jurisdictions: &r.jurisdictions,
+                    spot: false,
+                    domain_chips: pool.domain_chips,
+                    nodes: pool.nodes,
+                    cap_watts: r.power_cap_mw.to_watts().0,
+                    usd_per_chip_hour,
+                    rtt_ms: 0.0,
+                },
+                chips_per_node: pool.chips_per_node,
+                node_cap_watts: pool.node_watts(cap_util).0 * r.pue,
+                series: k,
+            });
         }
     }
     let at_day = |sites: &mut Vec<Site>, day: u32| {
         let from = (day * 24 + a.release_hour) as usize;
         for (s, m) in sites.iter_mut().zip(&site_meta) {
-            let v = &series[m.2].1;
+            let v = &series[m.series].1;
             s.intensity = v[from.min(v.len())..].to_vec();
         }
     };
@@ -85,22 +110,29 @@ pub fn run(a: &ShiftArgs) -> Result<()> {
             let deadline = b
                 .deadline_hours
                 .map_or(a.horizon_hours, |d| d.floor() as u32);
-            let allowed = sites
+            // The planner's own filter chain decides which sites a job may use.
+            let allowed = site_meta
                 .iter()
                 .enumerate()
-                .filter(|(i, s)| {
-                    let (accel, jurs, _) = &site_meta[*i];
-                    b.accelerators.contains(accel)
-                        && (b.residency.is_empty() || b.residency.iter().any(|r| jurs.contains(r)))
-                        && b.max_usd_per_chip_hour
-                            .is_none_or(|m| s.usd_per_chip_hour <= m.0)
-                })
-                .map(|(i, _)| {
-                    let speed = site_meta[i].0.profile().rel_training.max(1e-6);
+                .filter_map(|(i, m)| {
+                    let speed = m.site.accelerator.profile().rel_training.max(1e-6);
                     let hours = (b.work_chip_hours.0 / (b.chips as f64 * speed))
                         .ceil()
                         .max(1.0);
-                    (i, hours as u32)
+                    let nodes = b.chips.div_ceil(m.chips_per_node);
+                    let ask = Ask {
+                        accelerators: &b.accelerators,
+                        residency: &b.residency,
+                        spot: b.spot,
+                        one_domain_chips: None,
+                        nodes,
+                        watts: nodes as f64 * m.node_cap_watts,
+                        run_hours: hours,
+                        deadline_hours: Some(deadline as f64),
+                        max_usd_per_chip_hour: b.max_usd_per_chip_hour.map(|p| p.0),
+                        latency_slo_ms: None,
+                    };
+                    (filter::check(&ask, &m.site) == Verdict::Fit).then_some((i, hours as u32))
                 })
                 .collect();
             Job {

@@ -9,6 +9,7 @@
 //! controller all call [`plan`].
 
 pub mod exact;
+pub mod filter;
 pub mod flow;
 pub mod policy;
 pub mod problem;
@@ -73,6 +74,9 @@ pub struct Placement {
     pub cost_per_hour: f64,
     /// Objective contribution per hour (dollars + carbon + latency + locality + migration).
     pub objective_per_hour: f64,
+    /// The objective by term (they sum to `objective_per_hour`).
+    #[serde(default)]
+    pub terms: problem::Terms,
     /// RTT from the users to the region, inference only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rtt_ms: Option<f64>,
@@ -275,9 +279,10 @@ fn render(p: &Problem, policy: &Policy, s: Solved) -> Plan {
                     replicas: c.replicas,
                     cost_per_hour: c.dollars,
                     objective_per_hour: c.cost,
+                    terms: u.pricing.terms(&p.offers, c, policy),
                     rtt_ms: (u.kind == UnitKind::Inference).then_some(c.rtt_ms),
                     power_mw,
-                    explanation: explain(p, &s.choice, &mut res, ui, ci),
+                    explanation: explain(p, policy, &s.choice, &mut res, ui, ci),
                 });
             }
             None => {
@@ -330,7 +335,14 @@ fn offer_label(p: &Problem, c: &problem::Cand) -> String {
     }
 }
 
-fn explain(p: &Problem, choice: &Choice, res: &mut Residual, ui: usize, ci: usize) -> String {
+fn explain(
+    p: &Problem,
+    policy: &Policy,
+    choice: &Choice,
+    res: &mut Residual,
+    ui: usize,
+    ci: usize,
+) -> String {
     let u = &p.units[ui];
     let c = &u.cands[ci];
     let here = format!(
@@ -360,14 +372,20 @@ fn explain(p: &Problem, choice: &Choice, res: &mut Residual, ui: usize, ci: usiz
                 }
             }
         }
+        // "Cheaper" is on the objective; say so when its price alone is not lower.
+        let better = if b.dollars < c.dollars {
+            "cheaper"
+        } else {
+            "lower-objective"
+        };
         why = Some(match reason {
             Some(r) => format!(
-                "; cheaper {} (${:.2}/h) ruled out by {r}",
+                "; {better} {} (${:.2}/h) ruled out by {r}",
                 offer_label(p, b),
                 b.dollars
             ),
             None => format!(
-                "; cheaper {} (${:.2}/h) left to other workloads (global trade-off)",
+                "; {better} {} (${:.2}/h) left to other workloads (global trade-off)",
                 offer_label(p, b),
                 b.dollars
             ),
@@ -394,7 +412,47 @@ fn explain(p: &Problem, choice: &Choice, res: &mut Residual, ui: usize, ci: usiz
         ),
         (n, None) => format!("; cheapest of {n} feasible options"),
     });
-    format!("{} {here}{why}", offer_label(p, c))
+    format!(
+        "{} {here}{why}{}",
+        offer_label(p, c),
+        decided_by(p, policy, u, c)
+    )
+}
+
+/// Where an option with a lower price lost on the objective: the term that outweighed the
+/// saving (carbon, latency, data locality, migration, or price per unit of progress).
+fn decided_by(p: &Problem, policy: &Policy, u: &problem::Unit, c: &problem::Cand) -> String {
+    let Some(b) = u
+        .cands
+        .iter()
+        .filter(|b| b.dollars < c.dollars - 1e-9 && b.cost >= c.cost - 1e-9)
+        .min_by(|a, b| a.dollars.total_cmp(&b.dollars).then(a.offer.cmp(&b.offer)))
+    else {
+        return String::new();
+    };
+    let terms = |x| u.pricing.terms(&p.offers, x, policy);
+    let (term, more) = terms(b)
+        .named()
+        .into_iter()
+        .zip(terms(c).named())
+        .map(|((name, x), (_, y))| (name, x - y))
+        .fold(("price", f64::NEG_INFINITY), |best, t| {
+            if t.1 > best.1 {
+                t
+            } else {
+                best
+            }
+        });
+    let term = match (term, u.kind) {
+        ("price", UnitKind::Training) => "price per unit of progress",
+        (t, _) => t,
+    };
+    format!(
+        "; {} has a lower price (${:.2}/h) but ${:.2}/h more {term}",
+        offer_label(p, b),
+        b.dollars,
+        more
+    )
 }
 
 fn why_unplaced(p: &Problem, choice: &Choice, res: &Residual, ui: usize) -> (Constraint, String) {
@@ -405,14 +463,17 @@ fn why_unplaced(p: &Problem, choice: &Choice, res: &Residual, ui: usize) -> (Con
         let top = u
             .rejected
             .iter()
-            .filter(|(_, n)| **n > 0)
+            .filter(|(_, e)| e.options > 0)
             .map(|(c, _)| *c)
             .max()
             .unwrap_or(Constraint::Accelerator);
         let detail = u
             .rejected
             .iter()
-            .map(|(c, n)| format!("{c}: {n}"))
+            .map(|(c, e)| match e.closest.detail() {
+                d if d.is_empty() => format!("{c}: {}", e.options),
+                d => format!("{c}: {} (closest: {d})", e.options),
+            })
             .collect::<Vec<_>>()
             .join(", ");
         return (

@@ -1,15 +1,16 @@
 //! Feasibility and scoring: the fleet and workloads compiled into placement units, offers and
 //! candidate (unit, offer) pairs with their costs.
 //!
-//! Every filter that removes an offer from a unit's candidates names the constraint, so an
-//! unplaceable unit can say what stopped it. Scoring sums named $/h terms (price, carbon,
-//! latency, data locality, migration), all in the same unit, so no term wins by scale alone.
+//! Every (unit, offer) pair runs the one filter chain ([`crate::filter`]), so an unplaceable
+//! unit can say what stopped it and how near it came. Scoring sums named $/h terms
+//! ([`Terms`]: price, carbon, latency, data locality, migration) from one function,
+//! [`Pricing::terms`], all in the same unit, so no term wins by scale alone.
 
+use crate::filter::{self, Ask, Exclusions, Site, Verdict};
 use crate::policy::Policy;
 use crate::PreviousPlan;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use stratus_model::workload::residency_allows;
 use stratus_model::{Accelerator, Fleet, LatencyTable, WorkloadSet};
 
 /// How a node of a pool is bought.
@@ -122,6 +123,99 @@ pub enum UnitKind {
     Batch,
 }
 
+/// A candidate's objective, $/h, term by term, so an explanation can say which term
+/// decided between two options. Every term is in dollars per hour, so none wins by scale.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Terms {
+    /// The nodes' price per unit of progress: dollars / relative training speed (and the
+    /// spot overhead) for training, plain dollars otherwise.
+    pub price: f64,
+    /// Expected energy × grid intensity × the policy's carbon price.
+    pub carbon: f64,
+    /// RTT × demand × the policy's latency price (inference).
+    pub latency: f64,
+    /// Remote-data charge when a training gang runs away from its data's region.
+    pub locality: f64,
+    /// Amortised cost of moving off the previous plan's placement.
+    pub migration: f64,
+}
+
+impl Terms {
+    /// The objective: the terms' sum, in a fixed order.
+    pub fn total(&self) -> f64 {
+        self.price + self.carbon + self.latency + self.locality + self.migration
+    }
+
+    /// The terms with their names, in `total`'s order.
+    pub fn named(&self) -> [(&'static str, f64); 5] {
+        [
+            ("price", self.price),
+            ("carbon", self.carbon),
+            ("latency", self.latency),
+            ("data locality", self.locality),
+            ("migration", self.migration),
+        ]
+    }
+}
+
+/// How one unit's options are priced: everything [`Pricing::terms`] needs besides the
+/// option itself. Kept per unit rather than as terms per candidate, so candidates stay small
+/// (the solver's loops run over millions of them) and an explanation can still recover any
+/// option's terms from the one function that priced it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pricing {
+    /// Gangs pay per unit of progress: dollars / the accelerator's training speed.
+    pub per_progress: bool,
+    /// Training on spot pays the policy's overhead (lost work on preemption).
+    pub spot_overhead: bool,
+    /// The region holding the gang's data (`usize::MAX` if it is in none of the fleet's),
+    /// and the charge per hour for running anywhere else.
+    pub data: Option<(usize, f64)>,
+    /// Demand served, req/s (inference): latency is charged per ms of RTT per req/s.
+    pub rps: f64,
+    /// Hours of work a move throws away (half a checkpoint interval plus the restart).
+    pub migration_hours: f64,
+    /// Where the previous plan had the unit (see [`Unit::previous`]).
+    pub previous: Option<(u32, bool)>,
+}
+
+impl Pricing {
+    /// The objective's terms for `c`, an option on `offers[c.offer]`. The only place options
+    /// are priced: compile sums it into `Cand::cost`, explanations read it term by term.
+    #[inline]
+    pub fn terms(&self, offers: &[Offer], c: &Cand, policy: &Policy) -> Terms {
+        let o = &offers[c.offer as usize];
+        let mut t = Terms {
+            price: c.dollars,
+            ..Terms::default()
+        };
+        if self.per_progress {
+            // A chip half as fast costs double per unit of progress.
+            t.price = c.dollars / o.accelerator.profile().rel_training;
+        }
+        if self.spot_overhead && o.category == Category::Spot {
+            t.price *= 1.0 + policy.spot_training_overhead;
+        }
+        t.carbon = carbon_cost(c.watts * o.energy_share, o.carbon, policy);
+        t.latency = policy.latency_usd_per_ms_krps_hour * c.rtt_ms * self.rps / 1000.0;
+        if let Some((home, charge)) = self.data {
+            if home != o.region {
+                t.locality = charge;
+            }
+        }
+        if let Some(p) = self.previous {
+            if !c.is_at(p) {
+                // Lost progress and restart, valued at list price: a move onto committed
+                // (marginal-free) nodes still costs the work it throws away.
+                let worth = c.total_nodes() as f64 * o.list_price;
+                t.migration = c.dollars.max(worth) * self.migration_hours
+                    / policy.migration_amortization_hours;
+            }
+        }
+        t
+    }
+}
+
 /// One candidate placement of a unit.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Cand {
@@ -139,7 +233,7 @@ pub struct Cand {
     pub mw: f64,
     /// Region index of the offer (kept here so hot loops avoid a lookup).
     pub region: u32,
-    /// Objective contribution, $/h (price + carbon + latency + locality + migration terms).
+    /// Objective contribution, $/h: the total of the unit's [`Pricing::terms`] here.
     pub cost: f64,
     /// Plain dollars per hour (marginal price of the nodes).
     pub dollars: f64,
@@ -178,7 +272,6 @@ impl Cand {
         o: &Offer,
         nodes: u32,
         watts: f64,
-        cost: f64,
         dollars: f64,
         (chips, replicas): (u32, u32),
         rtt_ms: f64,
@@ -191,7 +284,7 @@ impl Cand {
             watts,
             mw: watts / 1e6,
             region: o.region as u32,
-            cost,
+            cost: 0.0,
             dollars,
             chips,
             replicas,
@@ -215,8 +308,8 @@ pub struct Unit {
     pub penalty: f64,
     /// Candidates, sorted by cost then offer index.
     pub cands: Vec<Cand>,
-    /// Count of offers removed per constraint, for the unplaced reason.
-    pub rejected: BTreeMap<Constraint, u32>,
+    /// Offers removed per constraint, each with its nearest miss, for the unplaced reason.
+    pub rejected: Exclusions,
     /// Diversity group index (inference services), if any.
     pub group: Option<usize>,
     /// Arrival order (position in the workload file), for baselines.
@@ -227,6 +320,8 @@ pub struct Unit {
     /// (committed plus on-demand nodes of the offer's pool). A candidate anywhere else is
     /// charged migration.
     pub previous: Option<(u32, bool)>,
+    /// How its options are priced, term by term.
+    pub pricing: Pricing,
     /// Cheapest cost among candidates cut by `Policy::max_candidates_per_unit` (∞ if none).
     pub tail_floor: f64,
     /// Providers among the cut candidates (bit `i` for provider `i`; the first 64 only).
@@ -340,23 +435,42 @@ pub fn compile(
             }
         }
     }
-    // Offers by accelerator: the first filter, applied by lookup rather than by scan.
+    // Offers by accelerator: the first filter, applied by lookup rather than by scan (the
+    // chain's accelerator filter then passes every offer looked up).
     let mut by_acc: BTreeMap<Accelerator, Vec<usize>> = BTreeMap::new();
     for (i, o) in offers.iter().enumerate() {
         by_acc.entry(o.accelerator).or_default().push(i);
     }
     // The offers of the allowed accelerators; the others count as excluded by that filter.
-    let considered_offers = |accs: &mut dyn Iterator<Item = &Accelerator>,
-                             rejected: &mut BTreeMap<Constraint, u32>|
-     -> Vec<usize> {
-        let considered: Vec<usize> = accs
-            .flat_map(|a| by_acc.get(a).into_iter().flatten().copied())
-            .collect();
-        let skipped = (offers.len() - considered.len()) as u32;
-        if skipped > 0 {
-            rejected.insert(Constraint::Accelerator, skipped);
+    let considered_offers =
+        |accs: &mut dyn Iterator<Item = &Accelerator>, rejected: &mut Exclusions| -> Vec<usize> {
+            let considered: Vec<usize> = accs
+                .flat_map(|a| by_acc.get(a).into_iter().flatten().copied())
+                .collect();
+            let skipped = (offers.len() - considered.len()) as u32;
+            if skipped > 0 {
+                filter::exclude(
+                    rejected,
+                    filter::categorical(Constraint::Accelerator),
+                    skipped,
+                );
+            }
+            considered
+        };
+    // What offer `oi` gives a unit: `extra_nodes` beyond its own (a blend's on-demand
+    // nodes), `top_price` its dearest node's price, `rtt_ms` from the unit's users.
+    let site = |oi: usize, extra_nodes: u32, top_price: f64, rtt_ms: f64| -> Site {
+        let o = &offers[oi];
+        Site {
+            accelerator: o.accelerator,
+            jurisdictions: &regions[o.region].jurisdictions,
+            spot: o.category == Category::Spot,
+            domain_chips: o.domain_chips,
+            nodes: o.capacity_nodes + extra_nodes,
+            cap_watts: region_cap_watts[o.region],
+            usd_per_chip_hour: top_price / o.chips_per_node as f64,
+            rtt_ms,
         }
-        considered
     };
     let region_lat: Vec<usize> = regions
         .iter()
@@ -434,85 +548,72 @@ pub fn compile(
         });
     }
     let make_gang = |arrival: usize, g: &Gang| -> Unit {
-        let mut rejected = BTreeMap::new();
+        let mut rejected = Exclusions::new();
         let mut cands = take_scratch();
         let key = g.name.to_string();
         let previous = prev_offer(&key);
+        let pricing = Pricing {
+            per_progress: true,
+            spot_overhead: g.kind == UnitKind::Training,
+            data: g.data_region.map(|d| {
+                let home = regions.iter().position(|r| r.id == d);
+                let charge = policy.remote_data_usd_per_chip_hour * g.chips as f64;
+                (home.unwrap_or(usize::MAX), charge)
+            }),
+            rps: 0.0,
+            migration_hours: g.checkpoint_h / 2.0 + policy.restart_hours,
+            previous,
+        };
         let mut accs = g.accelerators.to_vec();
         accs.sort();
         accs.dedup();
         for oi in considered_offers(&mut accs.iter(), &mut rejected) {
             let o = &offers[oi];
-            let reg = &regions[o.region];
             let prof = o.accelerator.profile();
             let nodes = g.chips.div_ceil(o.chips_per_node);
             let watts = nodes as f64 * o.node_facility_watts;
             let speed = prof.rel_training;
             // A gang too big for a pool's committed nodes can take all of them plus on-demand
             // nodes of the same pool (the next offer, by construction).
-            let blend = (o.category == Category::Committed && nodes > o.capacity_nodes)
+            let on_demand = (o.category == Category::Committed)
                 .then(|| offers.get(oi + 1))
                 .flatten()
+                .filter(|od| od.pool == o.pool && od.category == Category::OnDemand);
+            let blend = on_demand
                 .filter(|od| {
-                    od.pool == o.pool
-                        && od.category == Category::OnDemand
-                        && nodes - o.capacity_nodes <= od.capacity_nodes
+                    nodes > o.capacity_nodes && nodes - o.capacity_nodes <= od.capacity_nodes
                 })
                 .map(|od| (o.capacity_nodes, nodes - o.capacity_nodes, od.node_price));
-            let reject = if !residency_allows(g.residency, &reg.jurisdictions) {
-                Some(Constraint::Residency)
-            } else if o.category == Category::Spot && !g.spot {
-                Some(Constraint::Spot)
-            } else if g.one_domain && g.chips > o.domain_chips {
-                Some(Constraint::InterconnectDomain)
-            } else if nodes > o.capacity_nodes && blend.is_none() {
-                Some(Constraint::PoolSize)
-            } else if watts > region_cap_watts[o.region] {
-                Some(Constraint::PowerCap)
-            } else if matches!(g.deadline, Some(d) if g.work / (g.chips as f64 * speed) > d) {
-                Some(Constraint::Deadline)
-            } else if matches!(g.max_price, Some(m) if o.node_price / o.chips_per_node as f64 > m
-                || blend.is_some_and(|(_, _, od)| od / o.chips_per_node as f64 > m))
-            {
-                // Every node is held to the ceiling, the on-demand ones of a blend included.
-                Some(Constraint::MaxPrice)
-            } else {
-                None
+            let ask = Ask {
+                accelerators: &accs,
+                residency: g.residency,
+                spot: g.spot,
+                one_domain_chips: g.one_domain.then_some(g.chips),
+                nodes,
+                watts,
+                run_hours: g.work / (g.chips as f64 * speed),
+                deadline_hours: g.deadline,
+                max_usd_per_chip_hour: g.max_price,
+                latency_slo_ms: None,
             };
-            if let Some(c) = reject {
-                *rejected.entry(c).or_insert(0) += 1;
+            // Every node is held to a price ceiling, the on-demand ones of a blend included.
+            let top_price = blend.map_or(o.node_price, |(_, _, od)| o.node_price.max(od));
+            let extra = on_demand.map_or(0, |od| od.capacity_nodes);
+            if let Verdict::Reject(r) = filter::check(&ask, &site(oi, extra, top_price, 0.0)) {
+                filter::exclude(&mut rejected, r, 1);
                 continue;
             }
             let dollars = match blend {
                 Some((n1, n2, od_price)) => n1 as f64 * o.node_price + n2 as f64 * od_price,
                 None => nodes as f64 * o.node_price,
             };
-            // Training is priced per unit of progress: a chip half as fast costs double.
-            let mut cost = dollars / speed;
-            if o.category == Category::Spot && g.kind == UnitKind::Training {
-                cost *= 1.0 + policy.spot_training_overhead;
-            }
-            cost += carbon_cost(watts * o.energy_share, o.carbon, policy);
-            if let Some(d) = g.data_region {
-                if d != reg.id {
-                    cost += policy.remote_data_usd_per_chip_hour * g.chips as f64;
-                }
-            }
-            if let Some(p) = previous {
-                if p != (oi as u32, blend.is_some()) {
-                    // Lost progress and restart, valued at list price: a move onto committed
-                    // (marginal-free) nodes still costs the work it throws away.
-                    let worth = nodes as f64 * o.list_price;
-                    cost += dollars.max(worth) * (g.checkpoint_h / 2.0 + policy.restart_hours)
-                        / policy.migration_amortization_hours;
-                }
-            }
-            let mut cand = Cand::new(oi, o, nodes, watts, cost, dollars, (g.chips, 1), 0.0);
+            let mut cand = Cand::new(oi, o, nodes, watts, dollars, (g.chips, 1), 0.0);
             if let Some((n1, n2, _)) = blend {
                 cand.nodes = n1;
                 cand.offer2 = oi as u32 + 1;
                 cand.nodes2 = n2;
             }
+            cand.cost = pricing.terms(&offers, &cand, policy).total();
             cands.push(cand);
         }
         let (cands, tail_floor, tail_mask) =
@@ -529,6 +630,7 @@ pub fn compile(
             arrival,
             rps: 0.0,
             previous,
+            pricing,
             tail_floor,
             tail_mask,
         }
@@ -580,12 +682,20 @@ pub fn compile(
         let (s, rps) = (&workloads.inference[shard.service], shard.rps);
         let key = shard.key.clone();
         let from_idx = lat.index_of(shard.from);
-        let mut rejected = BTreeMap::new();
+        let mut rejected = Exclusions::new();
         let mut cands = take_scratch();
         let previous = prev_offer(&key);
-        for oi in considered_offers(&mut s.replica.keys(), &mut rejected) {
+        let pricing = Pricing {
+            per_progress: false,
+            spot_overhead: false,
+            data: None,
+            rps,
+            migration_hours: policy.restart_hours,
+            previous,
+        };
+        let accs: Vec<Accelerator> = s.replica.keys().copied().collect();
+        for oi in considered_offers(&mut accs.iter(), &mut rejected) {
             let o = &offers[oi];
-            let reg = &regions[o.region];
             let rtt = from_idx
                 .map(|f| lat.rtt(f, region_lat[o.region]).0)
                 .unwrap_or(f64::INFINITY);
@@ -594,36 +704,27 @@ pub fn compile(
             let replicas = (rps / spec.rps.0).ceil().max(1.0) as u32;
             let nodes = nodes_for_replicas(replicas, spec.chips, o.chips_per_node);
             let watts = nodes as f64 * o.node_facility_watts;
-            let reject = if !residency_allows(&s.residency, &reg.jurisdictions) {
-                Some(Constraint::Residency)
-            } else if o.category == Category::Spot && !s.spot {
-                Some(Constraint::Spot)
-            } else if nodes > o.capacity_nodes {
-                Some(Constraint::PoolSize)
-            } else if watts > region_cap_watts[o.region] {
-                Some(Constraint::PowerCap)
-            } else if rtt > s.latency_slo_ms.0 {
-                Some(Constraint::LatencySlo)
-            } else {
-                None
+            let ask = Ask {
+                accelerators: &accs,
+                residency: &s.residency,
+                spot: s.spot,
+                one_domain_chips: None,
+                nodes,
+                watts,
+                run_hours: 0.0,
+                deadline_hours: None,
+                max_usd_per_chip_hour: None,
+                latency_slo_ms: Some(s.latency_slo_ms.0),
             };
-            if let Some(c) = reject {
-                *rejected.entry(c).or_insert(0) += 1;
+            if let Verdict::Reject(r) = filter::check(&ask, &site(oi, 0, o.node_price, rtt)) {
+                filter::exclude(&mut rejected, r, 1);
                 continue;
             }
             let dollars = nodes as f64 * o.node_price;
-            let mut cost = dollars
-                + carbon_cost(watts * o.energy_share, o.carbon, policy)
-                + policy.latency_usd_per_ms_krps_hour * rtt * rps / 1000.0;
-            if let Some(p) = previous {
-                if p != (oi as u32, false) {
-                    let worth = nodes as f64 * o.list_price;
-                    cost += dollars.max(worth) * policy.restart_hours
-                        / policy.migration_amortization_hours;
-                }
-            }
             let size = (replicas * spec.chips, replicas);
-            cands.push(Cand::new(oi, o, nodes, watts, cost, dollars, size, rtt));
+            let mut cand = Cand::new(oi, o, nodes, watts, dollars, size, rtt);
+            cand.cost = pricing.terms(&offers, &cand, policy).total();
+            cands.push(cand);
         }
         let (cands, tail_floor, tail_mask) =
             trim_cands(cands, policy.max_candidates_per_unit, &offers, previous);
@@ -647,6 +748,7 @@ pub fn compile(
             arrival: arrival + shard.service,
             rps,
             previous,
+            pricing,
             tail_floor,
             tail_mask,
         }
@@ -675,7 +777,8 @@ pub fn compile(
                 units[m].cands.clear();
                 units[m].tail_floor = f64::INFINITY;
                 units[m].tail_mask = 0;
-                *units[m].rejected.entry(Constraint::Redundancy).or_insert(0) += n;
+                let r = filter::categorical(Constraint::Redundancy);
+                filter::exclude(&mut units[m].rejected, r, n);
             }
         }
         groups.push(Group {

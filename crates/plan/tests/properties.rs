@@ -428,6 +428,15 @@ fn every_placement_explains_itself_and_every_unplaced_unit_says_why() {
     for x in &plan.placements {
         assert!(x.explanation.contains(&x.pool), "{}", x.explanation);
         assert!(!x.explanation.contains('\n'));
+        // The named terms are the objective, split: they add up to it.
+        let t = x.terms.total();
+        assert!(
+            (t - x.objective_per_hour).abs() <= 1e-9 * x.objective_per_hour.abs().max(1.0),
+            "{}: terms {:?} sum to {t}, objective {}",
+            x.unit,
+            x.terms,
+            x.objective_per_hour
+        );
     }
     for u in &plan.unplaced {
         assert!(!u.reason.is_empty());
@@ -620,6 +629,54 @@ fn a_unit_left_out_names_the_units_holding_its_cheapest_option() {
         "{}",
         out.reason
     );
+}
+
+#[test]
+fn a_unit_no_option_admits_names_its_closest_miss() {
+    // Each pool holds one node; the job needs more nodes than any pool has.
+    let (fleet, job) = twin_pools();
+    let cpn = fleet.providers[0].regions[0].pools[0].chips_per_node;
+    let mut big = job("big");
+    big.scope = GangScope::OneRegion;
+    big.chips = 3 * 8u32.div_ceil(cpn) * cpn;
+    let w = WorkloadSet {
+        training: vec![big],
+        ..WorkloadSet::default()
+    };
+    let plan = plan(&fleet, &w, &Policy::default(), None);
+    let out = &plan.unplaced[0];
+    assert_eq!(out.constraint, stratus_plan::Constraint::PoolSize);
+    let want = format!(
+        "pool size: 2 (closest: needs {} nodes, at most {} available)",
+        3 * 8u32.div_ceil(cpn),
+        8u32.div_ceil(cpn)
+    );
+    assert!(out.reason.contains(&want), "{}", out.reason);
+}
+
+#[test]
+fn a_lower_price_passed_over_names_the_term_that_outweighed_it() {
+    // The twin is cheaper by the hour but slower: per unit of training progress it costs more.
+    let (mut fleet, job) = twin_pools();
+    let twin = &mut fleet.providers[0].regions[0].pools[1];
+    twin.accelerator = Accelerator::H100Nvl;
+    twin.on_demand_per_node_hour = UsdPerHour(36.0);
+    let mut a = job("a");
+    a.accelerators.push(Accelerator::H100Nvl);
+    let w = WorkloadSet {
+        training: vec![a],
+        ..WorkloadSet::default()
+    };
+    let plan = plan(&fleet, &w, &Policy::default(), None);
+    let x = &plan.placements[0];
+    assert!(!x.pool.ends_with("-twin"), "{}", x.explanation);
+    assert!(
+        x.explanation.contains("-twin has a lower price (")
+            && x.explanation.contains("more price per unit of progress"),
+        "{}",
+        x.explanation
+    );
+    assert!(x.terms.price > 0.0 && x.terms.migration == 0.0);
 }
 
 #[test]

@@ -155,6 +155,7 @@ fn a_blend_above_a_price_ceiling_is_caught_and_never_planned() {
         replicas: 1,
         cost_per_hour: 100.0,
         objective_per_hour: 100.0,
+        terms: Default::default(),
         rtt_ms: None,
         power_mw: 0.0,
         explanation: String::new(),
