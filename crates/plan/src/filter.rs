@@ -103,14 +103,21 @@ impl Reject {
                 format!("needs {r:.0} chips in one domain, at most {a:.0}")
             }
             Constraint::PoolSize => format!("needs {r:.0} nodes, at most {a:.0} available"),
-            Constraint::PowerCap => {
-                format!("needs {:.3} MW, region cap {:.3} MW", r / 1e6, a / 1e6)
-            }
+            Constraint::PowerCap => format!("needs {}, region cap {}", power(r), power(a)),
             Constraint::Deadline => format!("needs {r:.1} h, {a:.1} h to the deadline"),
             Constraint::MaxPrice => format!("pays {r:.3} $/chip-h, maximum {a:.3}"),
             Constraint::LatencySlo => format!("{r:.0} ms RTT, SLO {a:.0} ms"),
             _ => String::new(),
         }
+    }
+}
+
+/// Facility watts in words, with the precision a near miss needs: kW under a megawatt.
+fn power(w: f64) -> String {
+    if w < 1e6 {
+        format!("{:.1} kW", w / 1e3)
+    } else {
+        format!("{:.3} MW", w / 1e6)
     }
 }
 
@@ -442,5 +449,11 @@ mod tests {
         assert_eq!(e.options, 3);
         assert_eq!(e.closest, r(64.0, 32.0));
         assert_eq!(e.closest.detail(), "needs 64 nodes, at most 32 available");
+        let p = Reject {
+            constraint: Constraint::PowerCap,
+            requested: 8_410.0,
+            available: 8_160.0,
+        };
+        assert_eq!(p.detail(), "needs 8.4 kW, region cap 8.2 kW");
     }
 }

@@ -446,3 +446,193 @@ fn by_penalty_first(p: &Problem, units: &mut [usize]) {
             .then(a.cmp(&b))
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::problem::compile;
+    use crate::Policy;
+    use std::collections::BTreeMap;
+    use stratus_model::*;
+
+    fn pool(id: &str, nodes: u32, usd: f64) -> Pool {
+        Pool {
+            id: id.into(),
+            instance_type: id.into(),
+            accelerator: Accelerator::H100,
+            chips_per_node: 4,
+            nodes,
+            on_demand_per_node_hour: UsdPerHour(usd),
+            spot_per_node_hour: None,
+            spot_nodes: 0,
+            committed: None,
+            domain_chips: 4 * nodes,
+            host_watts_per_node: Watts(500.0),
+        }
+    }
+
+    fn region(name: &str, lat: f64, lon: f64, cap_mw: f64, pools: Vec<Pool>) -> Region {
+        Region {
+            name: name.into(),
+            location: String::new(),
+            jurisdictions: vec!["US".into()],
+            lat,
+            lon,
+            carbon_g_per_kwh: GramsPerKwh(300.0),
+            carbon_hourly: None,
+            pue: 1.2,
+            power_cap_mw: Megawatts(cap_mw),
+            pools,
+        }
+    }
+
+    fn fleet(regions: Vec<Region>) -> Fleet {
+        Fleet {
+            name: "t".into(),
+            notes: vec![],
+            providers: vec![Provider {
+                name: "aws".into(),
+                regions,
+            }],
+            latency: vec![],
+        }
+    }
+
+    fn gang(name: &str, chips: u32) -> Training {
+        Training {
+            name: name.into(),
+            priority: 100,
+            chips,
+            accelerators: vec![Accelerator::H100],
+            images: BTreeMap::from([(Arch::Cuda, "c".to_string())]),
+            scope: GangScope::OneDomain,
+            work_chip_hours: ChipHours(10.0),
+            checkpoint_minutes: 30.0,
+            deadline_hours: None,
+            data_region: None,
+            residency: vec![],
+            spot: false,
+        }
+    }
+
+    /// The state `choice` describes, as (unit key, pool id), taken into a fresh residual.
+    fn state(p: &Problem, at: &[(&str, &str)]) -> (Choice, Residual) {
+        let mut choice = vec![None; p.units.len()];
+        let mut res = Residual::new(p);
+        for (key, pool) in at {
+            let u = p.units.iter().position(|x| x.key == *key).unwrap();
+            let c = p.units[u]
+                .cands
+                .iter()
+                .position(|c| p.offers[c.offer as usize].pool_id == *pool && c.nodes2 == 0)
+                .unwrap();
+            choice[u] = Some(c);
+            res.take(p, u, c);
+        }
+        (choice, res)
+    }
+
+    fn pools_of(p: &Problem, choice: &Choice) -> Vec<(String, Option<String>)> {
+        p.units
+            .iter()
+            .zip(choice)
+            .map(|(u, c)| {
+                let pool = c.map(|c| p.offers[u.cands[c].offer as usize].pool_id.clone());
+                (u.key.clone(), pool)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn relocate_clears_a_pool_with_a_chain_two_moves_deep() {
+        // Pools of 4, 2 and 1 nodes, the largest cheapest; gangs that fill each exactly. In
+        // the starting plan g2 sits on the big pool and g1 on the middle one, and g4 is out:
+        // placing g4 needs g2 moved to the middle pool, which needs g1 moved first.
+        let f = fleet(vec![region(
+            "us-east-1",
+            38.9,
+            -77.4,
+            100.0,
+            vec![
+                pool("p4", 4, 10.0),
+                pool("p2", 2, 15.0),
+                pool("p1", 1, 20.0),
+            ],
+        )]);
+        let w = WorkloadSet {
+            training: vec![gang("g1", 4), gang("g2", 8), gang("g4", 16)],
+            ..WorkloadSet::default()
+        };
+        let p = compile(&f, &w, &Policy::default(), None);
+        let (mut choice, mut res) = state(&p, &[("g1", "p2"), ("g2", "p4")]);
+        let before = objective(&p, &choice);
+        let work = relocate(&p, &mut choice, &mut res, 1_000_000);
+        assert!(work > 0);
+        assert_eq!(
+            pools_of(&p, &choice),
+            vec![
+                ("g1".into(), Some("p1".into())),
+                ("g2".into(), Some("p2".into())),
+                ("g4".into(), Some("p4".into())),
+            ]
+        );
+        assert!(feasible(&p, &choice));
+        assert!(objective(&p, &choice) < before);
+        // The residual it kept is the one the new plan implies.
+        let (_, fresh) = state(&p, &[("g1", "p1"), ("g2", "p2"), ("g4", "p4")]);
+        assert_eq!(res.nodes, fresh.nodes);
+        assert!(res
+            .watts
+            .iter()
+            .zip(&fresh.watts)
+            .all(|(a, b)| (a - b).abs() < 1e-6));
+    }
+
+    #[test]
+    fn relocate_frees_a_regions_power_by_moving_a_job_to_another_region() {
+        // Region a's cap fits the 6-node gang or the 1-node batch job's pool draw, not both;
+        // the batch job sits there (cheapest) and the gang is out. Moving the job to region b
+        // (dearer) lets the gang in.
+        let node_w = pool("x", 1, 1.0).node_watts(1.0).0 * 1.2;
+        let cap_mw = node_w * 6.5 / 1e6;
+        let f = fleet(vec![
+            region(
+                "us-east-1",
+                38.9,
+                -77.4,
+                cap_mw,
+                vec![pool("ax", 6, 10.0), pool("ay", 1, 5.0)],
+            ),
+            region("us-east-2", 40.0, -83.0, 100.0, vec![pool("bz", 1, 30.0)]),
+        ]);
+        let w = WorkloadSet {
+            training: vec![gang("gang", 24)],
+            batch: vec![Batch {
+                name: "job".into(),
+                priority: 100,
+                chips: 4,
+                accelerators: vec![Accelerator::H100],
+                images: BTreeMap::from([(Arch::Cuda, "c".to_string())]),
+                work_chip_hours: ChipHours(10.0),
+                deadline_hours: None,
+                max_usd_per_chip_hour: None,
+                residency: vec![],
+                spot: false,
+            }],
+            ..WorkloadSet::default()
+        };
+        let p = compile(&f, &w, &Policy::default(), None);
+        let (mut choice, mut res) = state(&p, &[("job", "ay")]);
+        let gi = p.units.iter().position(|u| u.key == "gang").unwrap();
+        assert_eq!(res.blocks(&p, gi, 0), Some(Constraint::PowerCap));
+        relocate(&p, &mut choice, &mut res, 1_000_000);
+        assert_eq!(
+            pools_of(&p, &choice),
+            vec![
+                ("gang".into(), Some("ax".into())),
+                ("job".into(), Some("bz".into())),
+            ]
+        );
+        assert!(feasible(&p, &choice));
+    }
+}
