@@ -399,8 +399,13 @@ fn explain(
         .filter(|b| (b.cost - c.cost).abs() <= 1e-9)
         .count()
         - 1;
+    let decided = decided_by(p, policy, u, c);
     let why = why.unwrap_or_else(|| match (u.cands.len(), u.cands.get(ci + 1)) {
         (1, _) => "; only feasible option".into(),
+        // The next option is the one with the lower price; `decided` says why it lost.
+        (n, _) if ties == 0 && !decided.is_empty() => {
+            format!("; lowest objective of {n} feasible options")
+        }
         (n, _) if ties > 0 => format!(
             "; cheapest of {n} feasible options, tied with {ties} other{} at the same cost",
             if ties == 1 { "" } else { "s" }
@@ -412,11 +417,7 @@ fn explain(
         ),
         (n, None) => format!("; cheapest of {n} feasible options"),
     });
-    format!(
-        "{} {here}{why}{}",
-        offer_label(p, c),
-        decided_by(p, policy, u, c)
-    )
+    format!("{} {here}{why}{decided}", offer_label(p, c))
 }
 
 /// Where an option with a lower price lost on the objective: the term that outweighed the
