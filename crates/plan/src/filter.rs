@@ -9,7 +9,6 @@
 //! so the last constraint that removed options is the one the surviving options ran into.
 
 use crate::problem::Constraint;
-use serde::{Deserialize, Serialize};
 use stratus_model::workload::residency_allows;
 use stratus_model::Accelerator;
 
@@ -64,7 +63,7 @@ pub struct Site<'a> {
 /// Why a filter said no: the quantity the unit needs (or would pay, or would wait) on this
 /// option against what the option (or the workload's own ceiling) allows, in the
 /// constraint's unit. Categorical constraints (accelerator, residency, spot) record 1 against 0.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Reject {
     /// The constraint that failed.
     pub constraint: Constraint,
@@ -76,7 +75,8 @@ pub struct Reject {
 }
 
 impl Reject {
-    fn categorical(constraint: Constraint) -> Reject {
+    /// A categorical rejection (1 requested, 0 available), e.g. for options skipped by lookup.
+    pub fn categorical(constraint: Constraint) -> Reject {
         Reject {
             constraint,
             requested: 1.0,
@@ -106,6 +106,9 @@ impl Reject {
             Constraint::PowerCap => format!("needs {}, region cap {}", power(r), power(a)),
             Constraint::Deadline => format!("needs {r:.1} h, {a:.1} h to the deadline"),
             Constraint::MaxPrice => format!("pays {r:.3} $/chip-h, maximum {a:.3}"),
+            Constraint::LatencySlo if r.is_infinite() => {
+                format!("no RTT known from the users' location, SLO {a:.0} ms")
+            }
             Constraint::LatencySlo => format!("{r:.0} ms RTT, SLO {a:.0} ms"),
             _ => String::new(),
         }
@@ -252,7 +255,7 @@ pub fn check(ask: &Ask, site: &Site) -> Verdict {
 }
 
 /// Options a unit lost to one constraint, and the one that came closest to passing.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Excluded {
     /// Options ruled out by this constraint.
     pub options: u32,
@@ -277,11 +280,6 @@ pub fn exclude(ex: &mut Exclusions, r: Reject, options: u32) {
             options,
             closest: r,
         });
-}
-
-/// A categorical rejection (1 requested, 0 available), e.g. for options skipped by lookup.
-pub fn categorical(constraint: Constraint) -> Reject {
-    Reject::categorical(constraint)
 }
 
 #[cfg(test)]
@@ -321,8 +319,8 @@ mod tests {
         let order: Vec<Constraint> = CHAIN.iter().map(|(c, _)| *c).collect();
         let mut sorted = order.clone();
         sorted.sort();
-        assert_eq!(order, sorted);
-        // Each filter rejects with the constraint it is filed under.
+        sorted.dedup();
+        assert_eq!(order, sorted, "in Constraint order, each once");
         let (a, s) = (ask(), site());
         assert_eq!(check(&a, &s), Verdict::Fit);
     }
@@ -400,6 +398,14 @@ mod tests {
             };
             assert_eq!(rej.constraint, c);
             assert_eq!((rej.requested, rej.available), (r, av), "{c:?}");
+            // Each case breaks one rule: only the filter filed under it says no, so every
+            // filter sits under the constraint it checks.
+            for (label, f) in CHAIN {
+                match f(&a, &s) {
+                    Verdict::Reject(x) => assert_eq!((label, x.constraint), (c, c)),
+                    Verdict::Fit => assert_ne!(label, c, "{c:?}'s filter passed"),
+                }
+            }
         }
         // At the limit exactly, every numeric filter passes.
         let a = Ask {
@@ -455,5 +461,14 @@ mod tests {
             available: 8_160.0,
         };
         assert_eq!(p.detail(), "needs 8.4 kW, region cap 8.2 kW");
+        let far = Reject {
+            constraint: Constraint::LatencySlo,
+            requested: f64::INFINITY,
+            available: 50.0,
+        };
+        assert_eq!(
+            far.detail(),
+            "no RTT known from the users' location, SLO 50 ms"
+        );
     }
 }

@@ -279,7 +279,7 @@ fn render(p: &Problem, policy: &Policy, s: Solved) -> Plan {
                     replicas: c.replicas,
                     cost_per_hour: c.dollars,
                     objective_per_hour: c.cost,
-                    terms: u.pricing.terms(&p.offers, c, policy),
+                    terms: u.terms(&p.offers, c, policy),
                     rtt_ms: (u.kind == UnitKind::Inference).then_some(c.rtt_ms),
                     power_mw,
                     explanation: explain(p, policy, &s.choice, &mut res, ui, ci),
@@ -431,7 +431,7 @@ fn decided_by(p: &Problem, policy: &Policy, u: &problem::Unit, c: &problem::Cand
     else {
         return String::new();
     };
-    let terms = |x| u.pricing.terms(&p.offers, x, policy);
+    let terms = |x| u.terms(&p.offers, x, policy);
     let (term, more) = terms(b)
         .named()
         .into_iter()

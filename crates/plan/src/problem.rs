@@ -158,8 +158,8 @@ impl Terms {
     }
 }
 
-/// How one unit's options are priced: everything [`Pricing::terms`] needs besides the
-/// option itself. Kept per unit rather than as terms per candidate, so candidates stay small
+/// How one unit's options are priced: what [`Pricing::terms`] needs besides the option,
+/// the unit's demand and where it was ([`Unit::rps`], [`Unit::previous`]). Kept per unit rather than as terms per candidate, so candidates stay small
 /// (the solver's loops run over millions of them) and an explanation can still recover any
 /// option's terms from the one function that priced it.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -171,19 +171,23 @@ pub struct Pricing {
     /// The region holding the gang's data (`usize::MAX` if it is in none of the fleet's),
     /// and the charge per hour for running anywhere else.
     pub data: Option<(usize, f64)>,
-    /// Demand served, req/s (inference): latency is charged per ms of RTT per req/s.
-    pub rps: f64,
     /// Hours of work a move throws away (half a checkpoint interval plus the restart).
     pub migration_hours: f64,
-    /// Where the previous plan had the unit (see [`Unit::previous`]).
-    pub previous: Option<(u32, bool)>,
 }
 
 impl Pricing {
-    /// The objective's terms for `c`, an option on `offers[c.offer]`. The only place options
-    /// are priced: compile sums it into `Cand::cost`, explanations read it term by term.
+    /// The objective's terms for `c`, an option on `offers[c.offer]`, for a unit serving
+    /// `rps` (latency is charged per ms of RTT per req/s) that the previous plan had at
+    /// `previous`. The only place options are priced: compile sums it into `Cand::cost`,
+    /// explanations read it term by term (through [`Unit::terms`]).
     #[inline]
-    pub fn terms(&self, offers: &[Offer], c: &Cand, policy: &Policy) -> Terms {
+    pub fn terms(
+        &self,
+        offers: &[Offer],
+        c: &Cand,
+        (rps, previous): (f64, Option<(u32, bool)>),
+        policy: &Policy,
+    ) -> Terms {
         let o = &offers[c.offer as usize];
         let mut t = Terms {
             price: c.dollars,
@@ -197,13 +201,13 @@ impl Pricing {
             t.price *= 1.0 + policy.spot_training_overhead;
         }
         t.carbon = carbon_cost(c.watts * o.energy_share, o.carbon, policy);
-        t.latency = policy.latency_usd_per_ms_krps_hour * c.rtt_ms * self.rps / 1000.0;
+        t.latency = policy.latency_usd_per_ms_krps_hour * c.rtt_ms * rps / 1000.0;
         if let Some((home, charge)) = self.data {
             if home != o.region {
                 t.locality = charge;
             }
         }
-        if let Some(p) = self.previous {
+        if let Some(p) = previous {
             if !c.is_at(p) {
                 // Lost progress and restart, valued at list price: a move onto committed
                 // (marginal-free) nodes still costs the work it throws away.
@@ -326,6 +330,14 @@ pub struct Unit {
     pub tail_floor: f64,
     /// Providers among the cut candidates (bit `i` for provider `i`; the first 64 only).
     pub tail_mask: u64,
+}
+
+impl Unit {
+    /// The objective's terms for its candidate `c` (what `c.cost` totals).
+    pub fn terms(&self, offers: &[Offer], c: &Cand, policy: &Policy) -> Terms {
+        self.pricing
+            .terms(offers, c, (self.rps, self.previous), policy)
+    }
 }
 
 /// Redundancy requirement over the units of one inference service.
@@ -451,7 +463,7 @@ pub fn compile(
             if skipped > 0 {
                 filter::exclude(
                     rejected,
-                    filter::categorical(Constraint::Accelerator),
+                    filter::Reject::categorical(Constraint::Accelerator),
                     skipped,
                 );
             }
@@ -560,9 +572,7 @@ pub fn compile(
                 let charge = policy.remote_data_usd_per_chip_hour * g.chips as f64;
                 (home.unwrap_or(usize::MAX), charge)
             }),
-            rps: 0.0,
             migration_hours: g.checkpoint_h / 2.0 + policy.restart_hours,
-            previous,
         };
         let mut accs = g.accelerators.to_vec();
         accs.sort();
@@ -613,7 +623,9 @@ pub fn compile(
                 cand.offer2 = oi as u32 + 1;
                 cand.nodes2 = n2;
             }
-            cand.cost = pricing.terms(&offers, &cand, policy).total();
+            cand.cost = pricing
+                .terms(&offers, &cand, (0.0, previous), policy)
+                .total();
             cands.push(cand);
         }
         let (cands, tail_floor, tail_mask) =
@@ -689,9 +701,7 @@ pub fn compile(
             per_progress: false,
             spot_overhead: false,
             data: None,
-            rps,
             migration_hours: policy.restart_hours,
-            previous,
         };
         let accs: Vec<Accelerator> = s.replica.keys().copied().collect();
         for oi in considered_offers(&mut accs.iter(), &mut rejected) {
@@ -723,7 +733,9 @@ pub fn compile(
             let dollars = nodes as f64 * o.node_price;
             let size = (replicas * spec.chips, replicas);
             let mut cand = Cand::new(oi, o, nodes, watts, dollars, size, rtt);
-            cand.cost = pricing.terms(&offers, &cand, policy).total();
+            cand.cost = pricing
+                .terms(&offers, &cand, (rps, previous), policy)
+                .total();
             cands.push(cand);
         }
         let (cands, tail_floor, tail_mask) =
@@ -777,7 +789,7 @@ pub fn compile(
                 units[m].cands.clear();
                 units[m].tail_floor = f64::INFINITY;
                 units[m].tail_mask = 0;
-                let r = filter::categorical(Constraint::Redundancy);
+                let r = filter::Reject::categorical(Constraint::Redundancy);
                 filter::exclude(&mut units[m].rejected, r, n);
             }
         }

@@ -459,6 +459,24 @@ fn large_plans_are_identical_run_to_run_although_computed_on_two_threads() {
 }
 
 /// A generated fleet cut down to one region with one H100 pool and ample power.
+/// A one-domain H100 training gang of priority 100, 10 chip-hours, checkpointed every 30 min.
+fn h100_gang(name: &str, chips: u32) -> Training {
+    Training {
+        name: name.into(),
+        priority: 100,
+        chips,
+        accelerators: vec![Accelerator::H100],
+        images: images(),
+        scope: GangScope::OneDomain,
+        work_chip_hours: ChipHours(10.0),
+        checkpoint_minutes: 30.0,
+        deadline_hours: None,
+        data_region: None,
+        residency: vec![],
+        spot: false,
+    }
+}
+
 fn one_pool_fleet(seed: u64) -> Fleet {
     let mut fleet = gen_fleet(&mut Rng(seed), 1);
     fleet.providers.truncate(1);
@@ -486,20 +504,7 @@ fn a_gang_larger_than_a_commitment_uses_all_of_it_plus_on_demand_nodes() {
         marginal_per_node_hour: UsdPerHour::ZERO,
     });
     let w = WorkloadSet {
-        training: vec![Training {
-            name: "gang".into(),
-            priority: 100,
-            chips: 16,
-            accelerators: vec![Accelerator::H100],
-            images: images(),
-            scope: GangScope::OneDomain,
-            work_chip_hours: ChipHours(10.0),
-            checkpoint_minutes: 30.0,
-            deadline_hours: None,
-            data_region: None,
-            residency: vec![],
-            spot: false,
-        }],
+        training: vec![h100_gang("gang", 16)],
         ..WorkloadSet::default()
     };
     let plan = plan(&fleet, &w, &Policy::default(), None);
@@ -537,18 +542,8 @@ fn a_previous_placement_is_kept_unless_moving_pays() {
     dear.on_demand_per_node_hour = UsdPerHour(40.5);
     region.pools = vec![pool.clone(), dear.clone()];
     let job = |name: &str| Training {
-        name: name.into(),
-        priority: 100,
-        chips: 8,
-        accelerators: vec![Accelerator::H100],
-        images: images(),
-        scope: GangScope::OneDomain,
-        work_chip_hours: ChipHours(10.0),
         checkpoint_minutes: 60.0,
-        deadline_hours: None,
-        data_region: None,
-        residency: vec![],
-        spot: false,
+        ..h100_gang(name, 8)
     };
     let w = WorkloadSet {
         training: vec![job("a")],
@@ -595,18 +590,8 @@ fn twin_pools() -> (Fleet, impl Fn(&str) -> Training) {
     twin.id = format!("{}-twin", pool.id);
     region.pools = vec![pool, twin];
     let job = |name: &str| Training {
-        name: name.into(),
-        priority: 100,
-        chips: 8,
-        accelerators: vec![Accelerator::H100],
-        images: images(),
-        scope: GangScope::OneDomain,
-        work_chip_hours: ChipHours(10.0),
         checkpoint_minutes: 60.0,
-        deadline_hours: None,
-        data_region: None,
-        residency: vec![],
-        spot: false,
+        ..h100_gang(name, 8)
     };
     (fleet, job)
 }
@@ -809,18 +794,8 @@ fn nested(seed: u64) -> (Fleet, WorkloadSet) {
     let training = (0..k)
         .rev()
         .map(|i| Training {
-            name: format!("g{i}"),
             priority: r.below(200) as u32,
-            chips: (1 << (k - 1 - i)) * cpn,
-            accelerators: vec![Accelerator::H100],
-            images: images(),
-            scope: GangScope::OneDomain,
-            work_chip_hours: ChipHours(10.0),
-            checkpoint_minutes: 30.0,
-            deadline_hours: None,
-            data_region: None,
-            residency: vec![],
-            spot: false,
+            ..h100_gang(&format!("g{i}"), (1 << (k - 1 - i)) * cpn)
         })
         .collect();
     let batch = (r.below(2) == 0)
