@@ -729,7 +729,7 @@ async fn actions(
 /// --start 0` bills them.
 async fn usage(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, ApiError> {
     require(&app, &headers, Role::Viewer).await?;
-    let records = crate::lock(&app.control).meter.usage();
+    let records = off_worker(&app, |a| crate::lock(&a.control).meter.usage()).await;
     let mut out = String::new();
     for u in &records {
         out.push_str(&serde_json::to_string(u).expect("usage serializes"));
@@ -752,6 +752,17 @@ async fn focus_csv(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Re
     stratus_ledger::write_csv(&rows, "lab", &mut out)
         .map_err(|e| err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     Ok(([(axum::http::header::CONTENT_TYPE, "text/csv")], out).into_response())
+}
+
+/// Run `f`, which takes the control lock, on a blocking thread rather than an async worker.
+/// The reconcile loop holds that lock while it waits on the database; a worker blocked on it
+/// can stall the very I/O the loop waits for (seen: `stratus status` during a reconcile hung
+/// the server with both in wait).
+async fn off_worker<R: Send + 'static>(app: &Arc<App>, f: fn(&App) -> R) -> R {
+    let app = app.clone();
+    tokio::task::spawn_blocking(move || f(&app))
+        .await
+        .expect("reading the control state does not panic")
 }
 
 /// Counters and observed state, for `stratus status` and dashboards.
@@ -810,7 +821,7 @@ async fn status(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Json<
     require(&app, &headers, Role::Viewer).await?;
     let workloads = app.store.workload_count().await?;
     let plan = app.store.plans(1).await?.into_iter().next();
-    let mut v = observed(&app);
+    let mut v = off_worker(&app, observed).await;
     v["reconcile_loop"] = json!(*crate::lock(&app.health));
     v["workloads"] = json!(workloads);
     v["plan"] = json!(plan);
@@ -881,7 +892,7 @@ async fn create_token(
 async fn metrics(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
     let workloads = app.store.workload_count().await?;
     let plan = app.store.plans(1).await?.into_iter().next();
-    let o = observed(&app);
+    let o = off_worker(&app, observed).await;
     let mut s = String::new();
     let mut g = |name: &str, help: &str, kind: &str, v: f64| {
         s.push_str(&format!(
