@@ -429,7 +429,11 @@ pages.simulations = async (main) => {
 };
 
 // ---- Router -----------------------------------------------------------------------------
+// Each route() is numbered: a page still loading when the hash changes again must not
+// write into #main, which the newer page owns (its lookups of removed elements fail).
+let routes = 0;
 async function route() {
+  const seq = ++routes;
   for (const t of state.timers) clearInterval(t);
   state.timers = [];
   if (!state.token) { signOut(""); return; }
@@ -444,8 +448,9 @@ async function route() {
   try {
     await page(main);
   } catch (e) {
-    if (e.status !== 401) main.append(h("p", { class: "error" }, `Could not load: ${e.message}`));
+    if (seq === routes && e.status !== 401) main.append(h("p", { class: "error" }, `Could not load: ${e.message}`));
   }
+  if (seq !== routes) return;
   state.loadMs[name] = performance.now() - t0;
   main.dataset.loadMs = state.loadMs[name].toFixed(1);
   main.dataset.ready = "true";
