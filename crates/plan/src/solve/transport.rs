@@ -200,20 +200,49 @@ pub(crate) fn transport_prices(p: &Problem, cls: &Classes) -> Option<Vec<f64>> {
         .iter()
         .map(|o| o.capacity_nodes as i64 * o.chips_per_node as i64)
         .collect();
-    let t = transport_flow(p, &sources, &chips, &vec![None; p.region_cap_watts.len()])?;
-    let pot = &t.flow.potential;
-    Some(
-        p.offers
+    let none = vec![None; p.region_cap_watts.len()];
+    let t = transport_flow(p, &sources, &chips, &none)?;
+    Some(t.prices(p, &none, &[]).0)
+}
+
+impl TransportFlow {
+    /// Prices from the flow's potentials: per node of each offer (what its offer → region or
+    /// offer → sink arc is worth per chip, times chips per node), and per MW of each region
+    /// whose power is capped (`power_chips`, converted at `watts_per_chip`), in $/MW-h.
+    fn prices(
+        &self,
+        p: &Problem,
+        power_chips: &[Option<i64>],
+        watts_per_chip: &[f64],
+    ) -> (Vec<f64>, Vec<f64>) {
+        let pot = &self.flow.potential;
+        let first_region = self.first_offer + p.offers.len();
+        // Offer → sink (or → region) has reduced cost π[o] − π[next] ≤ 0 when full: minus that
+        // is its price per chip.
+        let per_chip =
+            |from: usize, to: usize| (pot[to] - pot[from]).max(0) as f64 / TRANSPORT_SCALE;
+        let mu = p
+            .offers
             .iter()
             .enumerate()
             .map(|(o, off)| {
-                // Offer → sink has reduced cost π[o] − π[sink] ≤ 0 when full: minus that is
-                // its price per chip.
-                let per_chip = (pot[t.sink] - pot[t.first_offer + o]).max(0) as f64;
-                per_chip / TRANSPORT_SCALE * off.chips_per_node as f64
+                let next = match power_chips[off.region] {
+                    Some(_) => first_region + off.region,
+                    None => self.sink,
+                };
+                per_chip(self.first_offer + o, next) * off.chips_per_node as f64
             })
-            .collect(),
-    )
+            .collect();
+        let pi = (0..power_chips.len())
+            .map(|r| match power_chips[r] {
+                Some(_) => {
+                    per_chip(first_region + r, self.sink) / watts_per_chip[r].max(1e-9) * 1e6
+                }
+                None => 0.0,
+            })
+            .collect();
+        (mu, pi)
+    }
 }
 
 /// How many units of each class the transportation flow sends to each candidate, over what
@@ -221,12 +250,10 @@ pub(crate) fn transport_prices(p: &Problem, cls: &Classes) -> Option<Vec<f64>> {
 /// order. Regions whose power could run out get a cap in chips: their watts over the most
 /// power-hungry chip among their offers, a conservative conversion (exact where a region has
 /// one kind of chip). Classes of service units (past `DP_MAX_PROVIDERS`) are placed already
-/// and supply nothing.
-pub(crate) fn transport_quota(
-    p: &Problem,
-    cls: &Classes,
-    left: &Residual,
-) -> Option<Vec<Vec<(usize, u32)>>> {
+/// and supply nothing. Also returns the flow's prices (see [`TransportFlow::prices`]): with
+/// power in the flow, they price the regions whose power binds, which the flow without power
+/// (`transport_prices`) cannot.
+pub(crate) fn transport_quota(p: &Problem, cls: &Classes, left: &Residual) -> Option<Quota> {
     let sources: Vec<Source> = cls
         .rep
         .iter()
@@ -262,31 +289,39 @@ pub(crate) fn transport_quota(
         })
         .collect();
     let t = transport_flow(p, &sources, &chips, &power_chips)?;
-    Some(
-        t.arcs
-            .iter()
-            .zip(&sources)
-            .map(|(arcs, src)| {
-                let chips = p.units[src.unit].cands[0].chips.max(1) as i64;
-                arcs.iter()
-                    .filter(|&&(_, e)| t.flow.flow[e] >= chips)
-                    .map(|&(ci, e)| (ci, (t.flow.flow[e] / chips) as u32))
-                    .collect()
-            })
-            .collect(),
-    )
+    let prices = t.prices(p, &power_chips, &watts_per_chip);
+    let quota = t
+        .arcs
+        .iter()
+        .zip(&sources)
+        .map(|(arcs, src)| {
+            let chips = p.units[src.unit].cands[0].chips.max(1) as i64;
+            arcs.iter()
+                .filter(|&&(_, e)| t.flow.flow[e] >= chips)
+                .map(|&(ci, e)| (ci, (t.flow.flow[e] / chips) as u32))
+                .collect()
+        })
+        .collect();
+    Some((quota, prices))
 }
+
+/// Per class, (candidate, units) the flow sends; and the flow's prices.
+pub(crate) type Quota = (Vec<Vec<(usize, u32)>>, Prices);
+
+/// Prices per node of each offer (μ) and per MW of each region (π), $/h.
+pub(crate) type Prices = (Vec<f64>, Vec<f64>);
 
 /// The plan the transportation flow suggests: services are placed whole by their per-group
 /// programme under `score`, in `order`; then each class's units go, in `order`, where the
 /// quota flow over what the services left sends them, while they fit; whatever is left
-/// takes its cheapest fitting candidate under `score`.
+/// takes its cheapest fitting candidate under `score`. Also returns the quota flow's prices
+/// (`None` without a flow).
 pub(crate) fn follow_transport(
     p: &Problem,
     cls: &Classes,
     order: &[usize],
     score: &dyn Fn(usize, usize) -> f64,
-) -> (Choice, Residual) {
+) -> ((Choice, Residual), Option<Prices>) {
     let mut res = Residual::new(p);
     let mut choice: Choice = vec![None; p.units.len()];
     let mut group_done = vec![false; p.groups.len()];
@@ -303,7 +338,10 @@ pub(crate) fn follow_transport(
         (&mut choice, &mut res),
     );
     // Without a flow (costs the network simplex refuses), every unit takes the greedy below.
-    let mut quota = transport_quota(p, cls, &res).unwrap_or_default();
+    let (mut quota, prices) = match transport_quota(p, cls, &res) {
+        Some((q, prices)) => (q, Some(prices)),
+        None => (Vec::new(), None),
+    };
     for &u in order {
         let k = cls.of[u];
         if k >= quota.len() || choice[u].is_some() {
@@ -320,5 +358,5 @@ pub(crate) fn follow_transport(
     }
     fill(p, order, score, &mut group_done, (&mut choice, &mut res));
     repair_groups(p, &mut choice, &mut res);
-    (choice, res)
+    ((choice, res), prices)
 }
