@@ -158,10 +158,11 @@ impl Terms {
     }
 }
 
-/// How one unit's options are priced: what [`Pricing::terms`] needs besides the option,
-/// the unit's demand and where it was ([`Unit::rps`], [`Unit::previous`]). Kept per unit rather than as terms per candidate, so candidates stay small
-/// (the solver's loops run over millions of them) and an explanation can still recover any
-/// option's terms from the one function that priced it.
+/// How one unit's options are priced: what [`Pricing::terms`] needs besides the option, the
+/// unit's demand and where it was ([`Unit::rps`], [`Unit::previous`]). Kept per unit rather
+/// than as terms per candidate, so candidates stay small (the solver's loops run over millions
+/// of them) and an explanation can still recover any option's terms from the one function
+/// that priced it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Pricing {
     /// Gangs pay per unit of progress: dollars / the accelerator's training speed.

@@ -458,7 +458,6 @@ fn large_plans_are_identical_run_to_run_although_computed_on_two_threads() {
     assert!(a.lower_bound_per_hour <= a.objective_per_hour);
 }
 
-/// A generated fleet cut down to one region with one H100 pool and ample power.
 /// A one-domain H100 training gang of priority 100, 10 chip-hours, checkpointed every 30 min.
 fn h100_gang(name: &str, chips: u32) -> Training {
     Training {
@@ -477,6 +476,7 @@ fn h100_gang(name: &str, chips: u32) -> Training {
     }
 }
 
+/// A generated fleet cut down to one region with one H100 pool and ample power.
 fn one_pool_fleet(seed: u64) -> Fleet {
     let mut fleet = gen_fleet(&mut Rng(seed), 1);
     fleet.providers.truncate(1);

@@ -449,71 +449,11 @@ fn by_penalty_first(p: &Problem, units: &mut [usize]) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::fixtures::{fleet, gang, images, pool, region};
     use super::*;
     use crate::problem::compile;
     use crate::Policy;
-    use std::collections::BTreeMap;
     use stratus_model::*;
-
-    fn pool(id: &str, nodes: u32, usd: f64) -> Pool {
-        Pool {
-            id: id.into(),
-            instance_type: id.into(),
-            accelerator: Accelerator::H100,
-            chips_per_node: 4,
-            nodes,
-            on_demand_per_node_hour: UsdPerHour(usd),
-            spot_per_node_hour: None,
-            spot_nodes: 0,
-            committed: None,
-            domain_chips: 4 * nodes,
-            host_watts_per_node: Watts(500.0),
-        }
-    }
-
-    fn region(name: &str, lat: f64, lon: f64, cap_mw: f64, pools: Vec<Pool>) -> Region {
-        Region {
-            name: name.into(),
-            location: String::new(),
-            jurisdictions: vec!["US".into()],
-            lat,
-            lon,
-            carbon_g_per_kwh: GramsPerKwh(300.0),
-            carbon_hourly: None,
-            pue: 1.2,
-            power_cap_mw: Megawatts(cap_mw),
-            pools,
-        }
-    }
-
-    fn fleet(regions: Vec<Region>) -> Fleet {
-        Fleet {
-            name: "t".into(),
-            notes: vec![],
-            providers: vec![Provider {
-                name: "aws".into(),
-                regions,
-            }],
-            latency: vec![],
-        }
-    }
-
-    fn gang(name: &str, chips: u32) -> Training {
-        Training {
-            name: name.into(),
-            priority: 100,
-            chips,
-            accelerators: vec![Accelerator::H100],
-            images: BTreeMap::from([(Arch::Cuda, "c".to_string())]),
-            scope: GangScope::OneDomain,
-            work_chip_hours: ChipHours(10.0),
-            checkpoint_minutes: 30.0,
-            deadline_hours: None,
-            data_region: None,
-            residency: vec![],
-            spot: false,
-        }
-    }
 
     /// The state `choice` describes, as (unit key, pool id), taken into a fresh residual.
     fn state(p: &Problem, at: &[(&str, &str)]) -> (Choice, Residual) {
@@ -612,7 +552,7 @@ mod tests {
                 priority: 100,
                 chips: 4,
                 accelerators: vec![Accelerator::H100],
-                images: BTreeMap::from([(Arch::Cuda, "c".to_string())]),
+                images: images(),
                 work_chip_hours: ChipHours(10.0),
                 deadline_hours: None,
                 max_usd_per_chip_hour: None,

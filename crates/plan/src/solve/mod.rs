@@ -20,6 +20,8 @@ use crate::problem::{Constraint, Problem};
 
 mod construct;
 mod dual;
+#[cfg(test)]
+mod fixtures;
 mod groups;
 mod knapsack;
 mod lns;
@@ -462,4 +464,93 @@ fn with_exact_groups(
         }
     }
     l
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::{fleet, gang, pool, region};
+    use super::*;
+    use crate::problem::compile;
+    use crate::Policy;
+    use stratus_model::WorkloadSet;
+
+    /// Ten one-node gangs; region `a` has a cheap pool of 8 nodes, region `b` a dear one of 8,
+    /// and `a`'s power is capped at `a_nodes` nodes' worth.
+    fn power_bound(a_nodes: Option<f64>) -> Problem {
+        let w = WorkloadSet {
+            training: (0..10).map(|i| gang(&format!("g{i}"), 4)).collect(),
+            ..WorkloadSet::default()
+        };
+        let build = |cap_mw: f64| {
+            let f = fleet(vec![
+                region("a", 38.9, -77.4, cap_mw, vec![pool("pa", 8, 10.0)]),
+                region("b", 39.0, -77.5, 100.0, vec![pool("pb", 8, 30.0)]),
+            ]);
+            compile(&f, &w, &Policy::default(), None)
+        };
+        let ample = build(100.0);
+        match a_nodes {
+            None => ample,
+            Some(n) => {
+                let pa = ample.offers.iter().find(|o| o.pool_id == "pa").unwrap();
+                build(n * pa.node_facility_watts / 1e6)
+            }
+        }
+    }
+
+    /// (value of the dual at the unpriced start, at `dual_start`'s choice, the flow's π, and
+    /// the objective of the planner's plan: a feasible plan, so above any valid bound).
+    fn starts(p: &Problem) -> (f64, f64, Vec<f64>, f64, bool) {
+        let cls = classes(p);
+        let lists = ProviderLists::new(p);
+        let order: Vec<usize> = (0..p.units.len()).collect();
+        let mu0 = transport_prices(p, &cls).unwrap();
+        let pi0 = vec![0.0; p.region_cap_watts.len()];
+        let score = |u: usize, c: usize| p.units[u].cands[c].cost;
+        let (_, flow) = follow_transport(p, &cls, &order, &score);
+        let flow_pi = flow.as_ref().unwrap().1.clone();
+        let start = (mu0, pi0);
+        let chosen = dual_start(p, &cls, &lists, start.clone(), flow);
+        let value = |s: &(Vec<f64>, Vec<f64>)| dual(p, 1, f64::INFINITY, &cls, &lists, s.clone()).0;
+        let plan = solve_lagrangian(p, 20, 0).objective;
+        (
+            value(&start),
+            value(&chosen),
+            flow_pi,
+            plan,
+            chosen == start,
+        )
+    }
+
+    #[test]
+    fn the_dual_starts_with_binding_power_priced() {
+        // Power for 4.5 of pa's 8 nodes: the flow without power fills pa and prices only its
+        // nodes; the power-capped flow prices region a's power, and that start bounds higher.
+        let p = power_bound(Some(4.5));
+        let (unpriced, chosen, flow_pi, plan, kept) = starts(&p);
+        let a = p.offers.iter().find(|o| o.pool_id == "pa").unwrap().region;
+        let b = p.offers.iter().find(|o| o.pool_id == "pb").unwrap().region;
+        assert!(flow_pi[a] > 0.0 && flow_pi[b] == 0.0, "{flow_pi:?}");
+        assert!(!kept);
+        assert!(chosen > unpriced + 1.0, "{chosen} vs {unpriced}");
+        // Still a bound: at most what a feasible plan costs (4 gangs on pa, 6 on pb).
+        assert!(
+            chosen <= plan + 1e-6 * plan,
+            "{chosen} above the plan's {plan}"
+        );
+        assert_eq!(
+            p.units.iter().filter(|u| u.cands.len() == 2).count(),
+            10,
+            "every gang has both pools as options"
+        );
+    }
+
+    #[test]
+    fn without_binding_power_the_dual_starts_where_it_did() {
+        let p = power_bound(None);
+        let (unpriced, chosen, flow_pi, _, kept) = starts(&p);
+        assert!(flow_pi.iter().all(|&x| x == 0.0), "{flow_pi:?}");
+        assert!(kept);
+        assert_eq!(unpriced, chosen);
+    }
 }
