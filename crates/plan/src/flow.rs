@@ -182,46 +182,49 @@ impl Simplex {
         s
     }
 
-    #[inline]
+    /// Reduced cost of arc `e` (`entering` computes it inline, over slices).
+    #[cfg(test)]
     fn reduced(&self, e: usize) -> i64 {
         self.cost[e] + self.pi[self.src[e] as usize] - self.pi[self.dst[e] as usize]
     }
 
-    /// Block search: the most violating arc of the first block that has one.
+    /// Block search: the most violating arc of the first block that has one. Blocks run
+    /// from where the last search stopped, wrapping; within a block the first most violating
+    /// arc wins.
     fn entering(&mut self) -> Option<usize> {
         let m = self.search;
-        if m == 0 {
-            return None;
-        }
+        let (src, dst) = (&self.src[..m], &self.dst[..m]);
+        let (cost, state, pi) = (&self.cost[..m], &self.state[..m], &self.pi[..]);
         let mut best = 0i64;
         let mut arc = usize::MAX;
-        let mut left = self.block;
         let mut e = self.next_arc;
-        for _ in 0..m {
-            let v = self.state[e] as i64 * self.reduced(e);
-            if v < best {
-                best = v;
-                arc = e;
-            }
-            e += 1;
-            if e == m {
-                e = 0;
-            }
-            left -= 1;
-            if left == 0 {
-                if arc != usize::MAX {
-                    self.next_arc = e;
-                    return Some(arc);
+        let mut scanned = 0;
+        while scanned < m {
+            let mut left = self.block.min(m - scanned);
+            scanned += left;
+            while left > 0 {
+                // The block's part before the end of the arcs, then (wrapped) the rest.
+                let end = (e + left).min(m);
+                let arcs = src[e..end]
+                    .iter()
+                    .zip(&dst[e..end])
+                    .zip(cost[e..end].iter().zip(&state[e..end]));
+                for (k, ((&a, &b), (&c, &st))) in arcs.enumerate() {
+                    let v = st as i64 * (c + pi[a as usize] - pi[b as usize]);
+                    if v < best {
+                        best = v;
+                        arc = e + k;
+                    }
                 }
-                left = self.block;
+                left -= end - e;
+                e = if end == m { 0 } else { end };
+            }
+            if arc != usize::MAX {
+                self.next_arc = e;
+                return Some(arc);
             }
         }
-        if arc != usize::MAX {
-            self.next_arc = e;
-            Some(arc)
-        } else {
-            None
-        }
+        None
     }
 
     fn join(&self, mut u: usize, mut v: usize) -> usize {

@@ -38,7 +38,7 @@ use dual::{dual, DUAL_BUDGET};
 pub use groups::{group_dp, ProviderLists};
 use groups::{group_dp_priced, group_exact_priced, DP_MAX_PROVIDERS};
 pub use local::{eject, improve};
-use transport::{classes, follow_transport, transport_prices, Classes};
+use transport::{classes, follow_transport, transport_relaxations, Classes};
 
 /// A choice per unit: index into `unit.cands`, or `None` (unplaced).
 pub type Choice = Vec<Option<usize>>;
@@ -258,11 +258,12 @@ pub fn solve_lagrangian(p: &Problem, iters: usize, budget: u64) -> Solved {
     let nr = p.region_cap_watts.len();
     // The floor arcs make the relaxation always feasible; zero prices are the fallback for
     // costs the network simplex refuses.
-    let mu0 = transport_prices(p, &cls).unwrap_or_else(|| vec![0.0; p.offers.len()]);
+    let (mu0, quota) = transport_relaxations(p, &cls);
+    let mu0 = mu0.unwrap_or_else(|| vec![0.0; p.offers.len()]);
     // Power is unpriced at the start: the dual's steps price the regions that bind.
     let pi0 = vec![0.0; nr];
     let priced0 = |u: usize, c: usize| p.units[u].cands[c].priced(&mu0, &pi0);
-    let (followed, flow_prices) = follow_transport(p, &cls, &order, &priced0);
+    let (followed, flow_prices) = follow_transport(p, &cls, &order, &priced0, quota);
     let mut plans: Vec<(Choice, Residual)> = vec![followed];
     // The baseline's plan is one more start: stratus never does worse than it.
     plans.push(cheapest_first(p));
@@ -469,6 +470,7 @@ fn with_exact_groups(
 #[cfg(test)]
 mod tests {
     use super::fixtures::{fleet, gang, pool, region};
+    use super::transport::{relaxations, transport_prices};
     use super::*;
     use crate::problem::compile;
     use crate::Policy;
@@ -507,7 +509,7 @@ mod tests {
         let mu0 = transport_prices(p, &cls).unwrap();
         let pi0 = vec![0.0; p.region_cap_watts.len()];
         let score = |u: usize, c: usize| p.units[u].cands[c].cost;
-        let (_, flow) = follow_transport(p, &cls, &order, &score);
+        let (_, flow) = follow_transport(p, &cls, &order, &score, None);
         let flow_pi = flow.as_ref().unwrap().1.clone();
         let start = (mu0, pi0);
         let chosen = dual_start(p, &cls, &lists, start.clone(), flow);
@@ -552,5 +554,35 @@ mod tests {
         assert!(flow_pi.iter().all(|&x| x == 0.0), "{flow_pi:?}");
         assert!(kept);
         assert_eq!(unpriced, chosen);
+    }
+
+    #[test]
+    fn the_two_flows_give_the_same_on_two_threads_as_on_one() {
+        // No services: the quota flow is solved over the whole fleet, beside the prices'.
+        let p = power_bound(Some(4.5));
+        let cls = classes(&p);
+        let (mu, quota) = relaxations(&p, &cls, true);
+        assert_eq!(
+            (&mu, &quota),
+            (
+                &relaxations(&p, &cls, false).0,
+                &relaxations(&p, &cls, false).1
+            )
+        );
+        assert_eq!(mu, transport_prices(&p, &cls));
+        let quota = quota.expect("solved beside the prices without services");
+        assert!(
+            quota
+                .as_ref()
+                .is_some_and(|q| q.1 .1.iter().any(|&x| x > 0.0)),
+            "power priced"
+        );
+        // Following the flow solved ahead is following the one solved after the (no) services.
+        let order: Vec<usize> = (0..p.units.len()).collect();
+        let score = |u: usize, c: usize| p.units[u].cands[c].cost;
+        let ahead = follow_transport(&p, &cls, &order, &score, Some(quota));
+        let after = follow_transport(&p, &cls, &order, &score, None);
+        assert_eq!(ahead.0 .0, after.0 .0);
+        assert_eq!(ahead.1, after.1);
     }
 }

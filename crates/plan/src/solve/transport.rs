@@ -315,12 +315,14 @@ pub(crate) type Prices = (Vec<f64>, Vec<f64>);
 /// programme under `score`, in `order`; then each class's units go, in `order`, where the
 /// quota flow over what the services left sends them, while they fit; whatever is left
 /// takes its cheapest fitting candidate under `score`. Also returns the quota flow's prices
-/// (`None` without a flow).
+/// (`None` without a flow). `solved` is the quota flow when it was solved already (see
+/// [`transport_relaxations`]; only where there are no services, so over the whole fleet).
 pub(crate) fn follow_transport(
     p: &Problem,
     cls: &Classes,
     order: &[usize],
     score: &dyn Fn(usize, usize) -> f64,
+    solved: Option<Option<Quota>>,
 ) -> ((Choice, Residual), Option<Prices>) {
     let mut res = Residual::new(p);
     let mut choice: Choice = vec![None; p.units.len()];
@@ -338,7 +340,8 @@ pub(crate) fn follow_transport(
         (&mut choice, &mut res),
     );
     // Without a flow (costs the network simplex refuses), every unit takes the greedy below.
-    let (mut quota, prices) = match transport_quota(p, cls, &res) {
+    let flow = solved.unwrap_or_else(|| transport_quota(p, cls, &res));
+    let (mut quota, prices) = match flow {
         Some((q, prices)) => (q, Some(prices)),
         None => (Vec::new(), None),
     };
@@ -359,4 +362,44 @@ pub(crate) fn follow_transport(
     fill(p, order, score, &mut group_done, (&mut choice, &mut res));
     repair_groups(p, &mut choice, &mut res);
     ((choice, res), prices)
+}
+
+/// Candidate rows past which [`transport_relaxations`] solves its two flows on two threads.
+const PARALLEL_MIN_CANDIDATES: usize = 50_000;
+
+/// The transportation relaxation's prices (`transport_prices`) and, when the plan has no
+/// services, the quota flow over the whole fleet (`transport_quota`; with services it needs
+/// their places, which need the prices, so it is left to `follow_transport`). Without
+/// services the two flows are independent, and on large problems they are solved at once on
+/// two threads: each is deterministic, so the result does not depend on which ends first
+/// (on the contended 10,000-workload sets each takes about a second).
+pub(crate) fn transport_relaxations(
+    p: &Problem,
+    cls: &Classes,
+) -> (Option<Vec<f64>>, Option<Option<Quota>>) {
+    let cands: usize = p.units.iter().map(|u| u.cands.len()).sum();
+    relaxations(p, cls, cands >= PARALLEL_MIN_CANDIDATES)
+}
+
+/// [`transport_relaxations`], on two threads or on this one.
+pub(crate) fn relaxations(
+    p: &Problem,
+    cls: &Classes,
+    parallel: bool,
+) -> (Option<Vec<f64>>, Option<Option<Quota>>) {
+    if p.units.iter().any(|u| u.group.is_some()) {
+        return (transport_prices(p, cls), None);
+    }
+    let whole = || transport_quota(p, cls, &Residual::new(p));
+    if !parallel {
+        return (transport_prices(p, cls), Some(whole()));
+    }
+    std::thread::scope(|s| {
+        let quota = s.spawn(whole);
+        let prices = transport_prices(p, cls);
+        let quota = quota
+            .join()
+            .unwrap_or_else(|e| std::panic::resume_unwind(e));
+        (prices, Some(quota))
+    })
 }
