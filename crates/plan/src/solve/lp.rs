@@ -28,26 +28,40 @@ struct Service {
     alpha: Vec<Variable>,
 }
 
-/// Optimal (or, after `rounds`, the last) prices of the LP relaxation: (μ, π), and whether
-/// they are proven optimal.
-pub(crate) fn prices(
-    p: &Problem,
-    ents: &Entities,
-    rounds: usize,
-) -> Option<(Vec<f64>, Vec<f64>, bool)> {
-    let no = p.offers.len();
-    let nr = p.region_cap_watts.len();
-    let n = ents.len();
-    let entity_of: BTreeMap<usize, usize> = (0..n).map(|e| (ents.rep(e), e)).collect();
-    // Rows so far, per entity: candidate indices.
-    let mut rows: Vec<Vec<u32>> = vec![vec![0]; n];
-    let mut last = None;
-    for _ in 0..rounds {
+/// Rounds that add at most this many rows re-solve the solved programme with the rows added
+/// one by one (microlp's dual simplex, from the basis it had; each addition copies the
+/// constraint matrix and refactorises the basis); rounds that add more rebuild the programme
+/// and solve it from scratch, which is cheaper for many rows at once.
+const WARM_MAX_ROWS: usize = 200;
+
+/// The programme's variables: `v` per entity, `μ` per offer, `π` per region, and each
+/// service's duals. Building the programme again with more rows gives the same variables.
+struct Model<'a> {
+    p: &'a Problem,
+    ents: &'a Entities,
+    v: Vec<Variable>,
+    mu: Vec<Variable>,
+    pi: Vec<Variable>,
+    services: Vec<Service>,
+    service_of: Vec<usize>,
+}
+
+impl<'a> Model<'a> {
+    /// The programme with the candidate rows `rows` (per entity, candidate indices).
+    fn build(
+        p: &'a Problem,
+        ents: &'a Entities,
+        rows: &[Vec<u32>],
+    ) -> (Model<'a>, microlp::Problem) {
+        let no = p.offers.len();
+        let nr = p.region_cap_watts.len();
+        let n = ents.len();
+        let entity_of: BTreeMap<usize, usize> = (0..n).map(|e| (ents.rep(e), e)).collect();
         let mut lp = microlp::Problem::new(OptimizationDirection::Maximize);
         let v: Vec<_> = (0..n)
             .map(|e| {
-                // A service's unit also has a penalty row with β; the floor bound is implied by
-                // it and keeps the programme from cycling on its degenerate ties.
+                // A service's unit also has a penalty row with β; the floor bound is implied
+                // by it and keeps the programme from cycling on its degenerate ties.
                 let top = ents.floor(e);
                 lp.add_var(ents.mult(e) as f64, (f64::NEG_INFINITY, top))
             })
@@ -115,58 +129,95 @@ pub(crate) fn prices(
             service_of[g] = services.len();
             services.push(Service { spots, alpha });
         }
-        // α of a candidate's provider and region, for a service's unit.
-        let alphas = |e: usize, c: &crate::problem::Cand| -> Vec<Variable> {
-            let Some(g) = p.units[ents.rep(e)].group else {
-                return Vec::new();
-            };
-            let s = &services[service_of[g]];
-            let o = &p.offers[c.offer as usize];
-            [(false, o.provider), (true, o.region)]
-                .iter()
-                .filter_map(|spot| s.spots.binary_search(spot).ok())
-                .map(|j| s.alpha[j])
-                .collect()
+        let model = Model {
+            p,
+            ents,
+            v,
+            mu,
+            pi,
+            services,
+            service_of,
         };
-        for e in 0..n {
-            let unit = &p.units[ents.rep(e)];
-            for &ci in &rows[e] {
-                let c = &unit.cands[ci as usize];
-                let mut row = LinearExpr::empty();
-                row.add(v[e], 1.0);
-                if c.offer2 == c.offer {
-                    row.add(mu[c.offer as usize], -((c.nodes + c.nodes2) as f64));
-                } else {
-                    row.add(mu[c.offer as usize], -(c.nodes as f64));
-                    row.add(mu[c.offer2 as usize], -(c.nodes2 as f64));
-                }
-                row.add(pi[c.region as usize], -c.mw);
-                for a in alphas(e, c) {
-                    row.add(a, 1.0);
-                }
-                // A tiny, deterministic perturbation breaks the ties that make a degenerate
-                // programme cycle; the bound is evaluated afresh from the prices, so it stays
-                // valid.
-                let jitter = 1e-9 * (1 + (e * 7919 + ci as usize) % 997) as f64;
-                lp.add_constraint(
-                    row,
-                    ComparisonOp::Le,
-                    c.cost + jitter * c.cost.abs().max(1.0),
-                );
+        for (e, r) in rows.iter().enumerate() {
+            for &ci in r {
+                let (expr, rhs) = model.row(e, ci);
+                lp.add_constraint(expr, ComparisonOp::Le, rhs);
             }
         }
         lp.set_time_limit(std::time::Duration::from_secs_f64(SAFETY_SECONDS));
-        let sol = lp.solve().ok()?.into_solution().ok()?;
-        let m: Vec<f64> = mu.iter().map(|&x| sol.var_value(x).max(0.0)).collect();
-        let q: Vec<f64> = pi.iter().map(|&x| sol.var_value(x).max(0.0)).collect();
-        let val: Vec<f64> = v.iter().map(|&x| sol.var_value(x)).collect();
+        (model, lp)
+    }
+
+    /// α of a candidate's provider and region, for a service's unit.
+    fn alphas(&self, e: usize, c: &crate::problem::Cand) -> Vec<Variable> {
+        let p = self.p;
+        let Some(g) = p.units[self.ents.rep(e)].group else {
+            return Vec::new();
+        };
+        let s = &self.services[self.service_of[g]];
+        let o = &p.offers[c.offer as usize];
+        [(false, o.provider), (true, o.region)]
+            .iter()
+            .filter_map(|spot| s.spots.binary_search(spot).ok())
+            .map(|j| s.alpha[j])
+            .collect()
+    }
+
+    /// Candidate `ci`'s row of entity `e`: `v_e ≤ cost + nodes·μ + MW·π − α`.
+    fn row(&self, e: usize, ci: u32) -> (LinearExpr, f64) {
+        let c = &self.p.units[self.ents.rep(e)].cands[ci as usize];
+        let mut row = LinearExpr::empty();
+        row.add(self.v[e], 1.0);
+        if c.offer2 == c.offer {
+            row.add(self.mu[c.offer as usize], -((c.nodes + c.nodes2) as f64));
+        } else {
+            row.add(self.mu[c.offer as usize], -(c.nodes as f64));
+            row.add(self.mu[c.offer2 as usize], -(c.nodes2 as f64));
+        }
+        row.add(self.pi[c.region as usize], -c.mw);
+        for a in self.alphas(e, c) {
+            row.add(a, 1.0);
+        }
+        // A tiny, deterministic perturbation breaks the ties that make a degenerate
+        // programme cycle; the bound is evaluated afresh from the prices, so it stays valid.
+        let jitter = 1e-9 * (1 + (e * 7919 + ci as usize) % 997) as f64;
+        (row, c.cost + jitter * c.cost.abs().max(1.0))
+    }
+}
+
+/// Optimal (or, after `rounds`, the last) prices of the LP relaxation: (μ, π), and whether
+/// they are proven optimal. Each round adds the violated rows: few at once are added to the
+/// solved programme (see `WARM_MAX_ROWS`), many rebuild it.
+pub(crate) fn prices(
+    p: &Problem,
+    ents: &Entities,
+    rounds: usize,
+) -> Option<(Vec<f64>, Vec<f64>, bool)> {
+    let n = ents.len();
+    // Rows so far, per entity: candidate indices.
+    let mut rows: Vec<Vec<u32>> = vec![vec![0]; n];
+    let (model, lp) = Model::build(p, ents, &rows);
+    let mut sol = lp.solve().ok()?.into_solution().ok()?;
+    let mut last = None;
+    for round in 0..rounds {
+        let m: Vec<f64> = model
+            .mu
+            .iter()
+            .map(|&x| sol.var_value(x).max(0.0))
+            .collect();
+        let q: Vec<f64> = model
+            .pi
+            .iter()
+            .map(|&x| sol.var_value(x).max(0.0))
+            .collect();
+        let val: Vec<f64> = model.v.iter().map(|&x| sol.var_value(x)).collect();
         // Violated rows: candidates cheaper at these prices than the entity's value.
-        let mut added = false;
+        let mut new_rows: Vec<(usize, u32)> = Vec::new();
         for e in 0..n {
             let unit = &p.units[ents.rep(e)];
             let mut worst: Vec<(f64, u32)> = Vec::new();
             for (ci, c) in unit.cands.iter().enumerate() {
-                let a: f64 = alphas(e, c).iter().map(|&x| sol.var_value(x)).sum();
+                let a: f64 = model.alphas(e, c).iter().map(|&x| sol.var_value(x)).sum();
                 let slack = c.priced(&m, &q) - a - val[e];
                 if slack < -1e-7 * val[e].abs().max(1.0) && !rows[e].contains(&(ci as u32)) {
                     worst.push((slack, ci as u32));
@@ -175,12 +226,32 @@ pub(crate) fn prices(
             worst.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
             for &(_, ci) in worst.iter().take(ROWS_PER_ROUND) {
                 rows[e].push(ci);
-                added = true;
+                new_rows.push((e, ci));
             }
         }
-        last = Some((m, q, !added));
-        if !added {
+        let done = new_rows.is_empty();
+        last = Some((m, q, done));
+        if done || round + 1 == rounds {
             break;
+        }
+        if new_rows.len() > WARM_MAX_ROWS {
+            let (_, lp) = Model::build(p, ents, &rows);
+            match lp.solve().ok().and_then(|o| o.into_solution().ok()) {
+                Some(s) => sol = s,
+                None => return last,
+            }
+            continue;
+        }
+        for (e, ci) in new_rows {
+            let (expr, rhs) = model.row(e, ci);
+            // A solve stopped by the safety net keeps the last prices: any prices bound.
+            match sol.add_constraint(expr, ComparisonOp::Le, rhs) {
+                Ok(next) => match next.into_solution() {
+                    Ok(s) => sol = s,
+                    Err(_) => return last,
+                },
+                Err(_) => return last,
+            }
         }
     }
     last
