@@ -10,6 +10,13 @@ use stratus_plan::{plan, Algorithm, Plan, Policy, UnitKind};
 
 use stratus_catalog::scenario::Rng;
 
+// The solver's hand-built fixtures, shared with its unit tests (this crate cannot reach the
+// library's test-only module); only the gang is used here.
+#[allow(dead_code)]
+#[path = "../src/solve/fixtures.rs"]
+mod fixtures;
+use fixtures::gang as h100_gang;
+
 /// Uniform in `lo..hi`.
 fn uniform(r: &mut Rng, lo: f64, hi: f64) -> f64 {
     lo + (hi - lo) * (r.next_u64() >> 11) as f64 / (1u64 << 53) as f64
@@ -456,24 +463,6 @@ fn large_plans_are_identical_run_to_run_although_computed_on_two_threads() {
         serde_json::to_string(&b).unwrap()
     );
     assert!(a.lower_bound_per_hour <= a.objective_per_hour);
-}
-
-/// A one-domain H100 training gang of priority 100, 10 chip-hours, checkpointed every 30 min.
-fn h100_gang(name: &str, chips: u32) -> Training {
-    Training {
-        name: name.into(),
-        priority: 100,
-        chips,
-        accelerators: vec![Accelerator::H100],
-        images: images(),
-        scope: GangScope::OneDomain,
-        work_chip_hours: ChipHours(10.0),
-        checkpoint_minutes: 30.0,
-        deadline_hours: None,
-        data_region: None,
-        residency: vec![],
-        spot: false,
-    }
 }
 
 /// A generated fleet cut down to one region with one H100 pool and ample power.

@@ -1,5 +1,6 @@
-//! Hand-built fleets and workloads for the solver's unit tests: one provider, H100 pools of
-//! 4-chip nodes, small enough that the right answer can be worked out by hand.
+//! Hand-built fleets and workloads for the solver's unit tests (and, included by path, the
+//! property tests in `tests/properties.rs`): one provider, H100 pools of 4-chip nodes, small
+//! enough that the right answer can be worked out by hand.
 
 use std::collections::BTreeMap;
 use stratus_model::*;

@@ -415,11 +415,7 @@ fn make_room(
         }
         freed.sort_unstable();
         freed.dedup();
-        let vars: usize = freed
-            .iter()
-            .map(|&v| p.units[v].cands.len().min(KEEP) + 1)
-            .sum();
-        if vars <= SETTLE_MAX_VARIABLES {
+        if variables(p, &freed, KEEP) <= SETTLE_MAX_VARIABLES {
             work += settle(p, cls, &mut ch, &mut rs, &freed, KEEP, NODE_LIMIT).0;
         }
         let obj = objective(p, &ch);
@@ -437,6 +433,14 @@ fn make_room(
         }
         None => (work, false),
     }
+}
+
+/// Variables of the sub-problem that re-optimises `free` with `keep` candidates each: one per
+/// candidate kept and one for leaving the unit out (at most; `milp` merges a class's units).
+fn variables(p: &Problem, free: &[usize], keep: usize) -> usize {
+    free.iter()
+        .map(|&u| p.units[u].cands.len().min(keep) + 1)
+        .sum()
 }
 
 /// Re-optimise `free` against the rest of the plan and keep the result if it is better and
@@ -458,11 +462,7 @@ fn settle(
     }
     let before: f64 = free.iter().map(|&u| unit_cost(p, u, choice[u])).sum();
     let found = reoptimize(p, cls, choice, res, free, keep, node_limit);
-    let built: u64 = free
-        .iter()
-        .map(|&u| p.units[u].cands.len().min(keep) as u64 + 1)
-        .sum();
-    let work = built + found.as_ref().map_or(0, |r| r.work);
+    let work = variables(p, free, keep) as u64 + found.as_ref().map_or(0, |r| r.work);
     if let Some(r) = found {
         let after: f64 = r.assign.iter().map(|&(u, c)| unit_cost(p, u, c)).sum();
         if after < before - 1e-9 * before.abs().max(1.0) {

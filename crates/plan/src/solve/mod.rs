@@ -38,7 +38,9 @@ use dual::{dual, DUAL_BUDGET};
 pub use groups::{group_dp, ProviderLists};
 use groups::{group_dp_priced, group_exact_priced, DP_MAX_PROVIDERS};
 pub use local::{eject, improve};
-use transport::{classes, follow_transport, transport_relaxations, Classes};
+use transport::{
+    classes, follow_transport, transport_relaxations, Classes, PARALLEL_MIN_CANDIDATES,
+};
 
 /// A choice per unit: index into `unit.cands`, or `None` (unplaced).
 pub type Choice = Vec<Option<usize>>;
@@ -258,7 +260,8 @@ pub fn solve_lagrangian(p: &Problem, iters: usize, budget: u64) -> Solved {
     let nr = p.region_cap_watts.len();
     // The floor arcs make the relaxation always feasible; zero prices are the fallback for
     // costs the network simplex refuses.
-    let (mu0, quota) = transport_relaxations(p, &cls);
+    let cands: usize = p.units.iter().map(|u| u.cands.len()).sum();
+    let (mu0, quota) = transport_relaxations(p, &cls, cands >= PARALLEL_MIN_CANDIDATES);
     let mu0 = mu0.unwrap_or_else(|| vec![0.0; p.offers.len()]);
     // Power is unpriced at the start: the dual's steps price the regions that bind.
     let pi0 = vec![0.0; nr];
@@ -274,7 +277,6 @@ pub fn solve_lagrangian(p: &Problem, iters: usize, budget: u64) -> Solved {
     let (mu0, pi0) = dual_start(p, &cls, &lists, (mu0, pi0), flow_prices);
     // Small problems can afford more dual iterations: scale with the work per iteration,
     // deterministically (from the problem's size, never from a clock).
-    let cands: usize = p.units.iter().map(|u| u.cands.len()).sum();
     // At least one iteration: the first evaluates the dual at the transportation prices.
     let iters = (DUAL_BUDGET / cands.max(1)).clamp(iters, 8 * iters).max(1);
     let upper0 = plans
@@ -470,7 +472,7 @@ fn with_exact_groups(
 #[cfg(test)]
 mod tests {
     use super::fixtures::{fleet, gang, pool, region};
-    use super::transport::{relaxations, transport_prices};
+    use super::transport::transport_prices;
     use super::*;
     use crate::problem::compile;
     use crate::Policy;
@@ -561,14 +563,9 @@ mod tests {
         // No services: the quota flow is solved over the whole fleet, beside the prices'.
         let p = power_bound(Some(4.5));
         let cls = classes(&p);
-        let (mu, quota) = relaxations(&p, &cls, true);
-        assert_eq!(
-            (&mu, &quota),
-            (
-                &relaxations(&p, &cls, false).0,
-                &relaxations(&p, &cls, false).1
-            )
-        );
+        let one_thread = transport_relaxations(&p, &cls, false);
+        let (mu, quota) = transport_relaxations(&p, &cls, true);
+        assert_eq!((&mu, &quota), (&one_thread.0, &one_thread.1));
         assert_eq!(mu, transport_prices(&p, &cls));
         let quota = quota.expect("solved beside the prices without services");
         assert!(

@@ -364,25 +364,17 @@ pub(crate) fn follow_transport(
     ((choice, res), prices)
 }
 
-/// Candidate rows past which [`transport_relaxations`] solves its two flows on two threads.
-const PARALLEL_MIN_CANDIDATES: usize = 50_000;
+/// Candidate rows past which the two flows of [`transport_relaxations`] are solved on two
+/// threads.
+pub(crate) const PARALLEL_MIN_CANDIDATES: usize = 50_000;
 
 /// The transportation relaxation's prices (`transport_prices`) and, when the plan has no
 /// services, the quota flow over the whole fleet (`transport_quota`; with services it needs
 /// their places, which need the prices, so it is left to `follow_transport`). Without
-/// services the two flows are independent, and on large problems they are solved at once on
-/// two threads: each is deterministic, so the result does not depend on which ends first
-/// (on the contended 10,000-workload sets each takes about a second).
+/// services the two flows are independent, and with `parallel` (large problems) they are
+/// solved at once on two threads: each is deterministic, so the result does not depend on
+/// which ends first (on the contended 10,000-workload sets each takes about a second).
 pub(crate) fn transport_relaxations(
-    p: &Problem,
-    cls: &Classes,
-) -> (Option<Vec<f64>>, Option<Option<Quota>>) {
-    let cands: usize = p.units.iter().map(|u| u.cands.len()).sum();
-    relaxations(p, cls, cands >= PARALLEL_MIN_CANDIDATES)
-}
-
-/// [`transport_relaxations`], on two threads or on this one.
-pub(crate) fn relaxations(
     p: &Problem,
     cls: &Classes,
     parallel: bool,
