@@ -726,10 +726,11 @@ async fn actions(
 }
 
 /// Usage records (JSON lines, times in Unix seconds): `stratus ledger export --usage F
-/// --start 0` bills them.
+/// --start 0` bills them. Read from the store, not the meter: a record metered but not yet
+/// committed by its reconcile would vanish on a crash, and a bill must not shrink.
 async fn usage(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, ApiError> {
     require(&app, &headers, Role::Viewer).await?;
-    let records = off_worker(&app, |a| crate::lock(&a.control).meter.usage()).await;
+    let records = app.store.usage().await?;
     let mut out = String::new();
     for u in &records {
         out.push_str(&serde_json::to_string(u).expect("usage serializes"));
