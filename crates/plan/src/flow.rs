@@ -43,6 +43,8 @@ pub struct Flow {
     pub potential: Vec<i64>,
     /// Σ cost × flow.
     pub cost: i128,
+    /// Whether the simplex started from the basis given to `solve_from` (not refused).
+    pub started: bool,
 }
 
 /// Capacity that never binds.
@@ -81,10 +83,31 @@ impl Network {
     /// Solve. `None` if supplies do not balance, no flow meets them, or costs are so large
     /// that potentials could overflow.
     pub fn solve(&self) -> Option<Flow> {
+        self.solve_from(&[])
+    }
+
+    /// Solve from a starting basis: `tree[v]` is the arc joining node `v` to its parent, or
+    /// `None` to hang `v` from the artificial root (as every node is without a start). The
+    /// flow on each tree arc is what the supplies below it must send, every other arc is
+    /// empty. A good start saves most of the pivots: the transportation relaxation starts
+    /// with every unit on its floor arc (left out) and needs about a tenth of the pivots of
+    /// the artificial start, which first routes everything through big-M arcs (35,000–45,000
+    /// instead of 390,000 on a contended 10,000-workload set's 640,000 arcs). A start that is not a strongly feasible spanning
+    /// tree (a cycle, an arc not touching its node, a flow out of bounds, an arc that cannot
+    /// carry more towards the root) is ignored: the artificial start is used. Either way the
+    /// result is an optimal flow with potentials that prove it; when the optimum is not
+    /// unique, the start can change which optimum is returned.
+    pub fn solve_from(&self, tree: &[Option<usize>]) -> Option<Flow> {
         if self.supply.iter().sum::<i64>() != 0 {
             return None;
         }
-        Simplex::new(self, self.artificial_cost()?).run()
+        let art = self.artificial_cost()?;
+        let mut s = Simplex::new(self, art);
+        let started = !tree.is_empty() && s.start_from(self, tree, art);
+        if !tree.is_empty() && !started {
+            s = Simplex::new(self, art);
+        }
+        s.run().map(|f| Flow { started, ..f })
     }
 
     /// The cost of an artificial arc: more than any path of real arcs, and small enough that
@@ -182,6 +205,96 @@ impl Simplex {
         s
     }
 
+    /// Replace the artificial start by the spanning tree `tree` (see `Network::solve_from`);
+    /// `false`, leaving `self` unusable, when it is not a strongly feasible basis.
+    fn start_from(&mut self, net: &Network, tree: &[Option<usize>], art: i64) -> bool {
+        let (n, m, root) = (self.n, self.search, self.n);
+        if tree.len() != n {
+            return false;
+        }
+        for ch in &mut self.children {
+            ch.clear();
+        }
+        for v in 0..n {
+            let (p, a, dir) = match tree[v] {
+                Some(a) if a < m && self.src[a] as usize == v => (self.dst[a] as usize, a, DIR_UP),
+                Some(a) if a < m && self.dst[a] as usize == v => {
+                    (self.src[a] as usize, a, DIR_DOWN)
+                }
+                Some(_) => return false,
+                None => (root, m + v, DIR_UP),
+            };
+            self.parent[v] = p as u32;
+            self.pred[v] = a as u32;
+            self.pred_dir[v] = dir;
+            self.slot[v] = self.children[p].len() as u32;
+            self.children[p].push(v as u32);
+        }
+        // Breadth-first from the root: every node reached once, or the start has a cycle.
+        let mut order = Vec::with_capacity(n + 1);
+        order.push(root as u32);
+        let mut i = 0;
+        while i < order.len() {
+            let x = order[i] as usize;
+            i += 1;
+            for &c in &self.children[x] {
+                order.push(c);
+            }
+            if order.len() > n + 1 {
+                return false;
+            }
+        }
+        if order.len() != n + 1 {
+            return false;
+        }
+        // What each subtree must send up (negative: receive), leaves first.
+        let mut sub = net.supply.clone();
+        sub.push(0);
+        for &x in order[1..].iter().rev() {
+            let x = x as usize;
+            let p = self.parent[x] as usize;
+            sub[p] += sub[x];
+        }
+        self.flow.fill(0);
+        self.state.fill(STATE_LOWER);
+        for &x in &order[1..] {
+            let x = x as usize;
+            let a = self.pred[x] as usize;
+            if a >= m {
+                // The artificial arc points the way the subtree's flow goes.
+                if sub[x] >= 0 {
+                    (self.src[a], self.dst[a], self.cost[a]) = (x as u32, root as u32, 0);
+                    self.pred_dir[x] = DIR_UP;
+                } else {
+                    (self.src[a], self.dst[a], self.cost[a]) = (root as u32, x as u32, art);
+                    self.pred_dir[x] = DIR_DOWN;
+                }
+            }
+            let f = if self.pred_dir[x] == DIR_UP {
+                sub[x]
+            } else {
+                -sub[x]
+            };
+            // Strongly feasible: more can always be sent from the node towards the root.
+            let more_up = if self.pred_dir[x] == DIR_UP {
+                f < self.cap[a]
+            } else {
+                f > 0
+            };
+            if f < 0 || f > self.cap[a] || !more_up {
+                return false;
+            }
+            self.flow[a] = f;
+            self.state[a] = STATE_TREE;
+            let p = self.parent[x] as usize;
+            self.depth[x] = self.depth[p] + 1;
+            self.pi[x] = self.pi[p] - self.pred_dir[x] * self.cost[a];
+        }
+        #[cfg(test)]
+        self.check_tree();
+        true
+    }
+
     /// Reduced cost of arc `e` (`entering` computes it inline, over slices).
     #[cfg(test)]
     fn reduced(&self, e: usize) -> i64 {
@@ -241,15 +354,24 @@ impl Simplex {
         u
     }
 
-    fn run(mut self) -> Option<Flow> {
+    fn run(self) -> Option<Flow> {
+        self.run_counted().0
+    }
+
+    /// The optimum, and how many pivots reached it.
+    fn run_counted(mut self) -> (Option<Flow>, usize) {
+        let mut pivots = 0;
         while let Some(e) = self.entering() {
-            self.pivot(e)?;
+            pivots += 1;
+            if self.pivot(e).is_none() {
+                return (None, pivots);
+            }
             #[cfg(test)]
             self.check_tree();
         }
         // Any flow left on an artificial arc means the supplies cannot be met.
         if (self.search..self.src.len()).any(|e| self.flow[e] != 0) {
-            return None;
+            return (None, pivots);
         }
         let m = self.search;
         let cost = (0..m)
@@ -257,11 +379,13 @@ impl Simplex {
             .sum();
         self.flow.truncate(m);
         self.pi.truncate(self.n);
-        Some(Flow {
+        let flow = Flow {
             flow: self.flow,
             potential: self.pi,
             cost,
-        })
+            started: false,
+        };
+        (Some(flow), pivots)
     }
 
     /// One pivot on entering arc `e`; `None` if the cycle is unbounded.
@@ -588,6 +712,124 @@ mod tests {
             );
             assert_eq!(cost, f.cost, "case {case}");
         }
+    }
+
+    /// A start hung from the last node by each node's way out (the shape of the planner's
+    /// floor arcs) reaches the artificial start's optimum, in fewer pivots; starts that are
+    /// not strongly feasible bases (a cycle, an arc that is not the node's, a full arc) are
+    /// ignored and the result is still optimal.
+    #[test]
+    fn a_start_basis_reaches_the_same_optimum_in_fewer_pivots() {
+        let mut seed = 0x6a09_e667_f3bc_c909u64;
+        let (mut fewer, mut cases) = (0, 0);
+        for case in 0..60 {
+            let n = 10 + (rng(&mut seed) % 60) as usize;
+            let t = n - 1;
+            let mut net = Network::new(n);
+            for _ in 0..n * (2 + case % 6) {
+                let a = (rng(&mut seed) % t as u64) as usize;
+                let b = (rng(&mut seed) % t as u64) as usize;
+                if a != b {
+                    net.add_arc(
+                        a,
+                        b,
+                        (rng(&mut seed) % 40) as i64,
+                        (rng(&mut seed) % 900) as i64,
+                    );
+                }
+            }
+            let mut tree = vec![None; n];
+            let mut total = 0;
+            for v in 0..t {
+                let b = (rng(&mut seed) % 50) as i64 - 20;
+                net.set_supply(v, b);
+                total += b;
+                let out = if b >= 0 {
+                    net.add_arc(v, t, INF, 5_000)
+                } else {
+                    net.add_arc(t, v, INF, 5_000)
+                };
+                // A zero-flow arc into the node cannot carry more towards the root.
+                if b != 0 {
+                    tree[v] = Some(out);
+                }
+            }
+            net.set_supply(t, -total);
+            let (plain, plain_pivots) =
+                Simplex::new(&net, net.artificial_cost().unwrap()).run_counted();
+            let (started, started_pivots) = {
+                let mut s = Simplex::new(&net, net.artificial_cost().unwrap());
+                assert!(
+                    s.start_from(&net, &tree, net.artificial_cost().unwrap()),
+                    "case {case}"
+                );
+                s.run_counted()
+            };
+            let (plain, started) = (plain.unwrap(), started.unwrap());
+            assert_eq!(plain.cost, started.cost, "case {case}");
+            let again = net.solve_from(&tree).unwrap();
+            assert!(again.started && !plain.started);
+            assert_eq!(again.cost, plain.cost);
+            let (s, d) = (&net.src, &net.dst);
+            for e in 0..net.arcs() {
+                let rc = net.cost[e] + started.potential[s[e] as usize]
+                    - started.potential[d[e] as usize];
+                assert!(
+                    started.flow[e] == net.cap[e] || rc >= 0,
+                    "case {case} arc {e}"
+                );
+                assert!(started.flow[e] == 0 || rc <= 0, "case {case} arc {e}");
+            }
+            cases += 1;
+            fewer += (started_pivots < plain_pivots) as usize;
+            // Not bases: each is refused, and the solve falls back to the artificial start.
+            let v = tree
+                .iter()
+                .position(|a| a.is_some())
+                .expect("a node with supply");
+            let mut cycle = tree.clone();
+            cycle[t] = tree[v];
+            let mut foreign = tree.clone();
+            foreign[v] = (0..net.arcs()).find(|&a| s[a] as usize != v && d[a] as usize != v);
+            let short = vec![None; n - 1];
+            for bad in [cycle, foreign, short] {
+                let art = net.artificial_cost().unwrap();
+                assert!(
+                    !Simplex::new(&net, art).start_from(&net, &bad, art),
+                    "case {case}"
+                );
+                let f = net.solve_from(&bad).unwrap();
+                assert!(!f.started);
+                assert_eq!(f.cost, plain.cost, "case {case}");
+            }
+        }
+        assert!(
+            fewer * 4 >= cases * 3,
+            "fewer pivots on only {fewer} of {cases}"
+        );
+    }
+
+    #[test]
+    fn a_full_arc_in_the_start_is_not_a_basis() {
+        // Node 0 sends 2 to node 1 by an arc of capacity 2: full, so it cannot carry more
+        // towards the root (node 1), and the start is refused; the solve still succeeds.
+        let mut net = Network::new(2);
+        net.set_supply(0, 2);
+        net.set_supply(1, -2);
+        let a = net.add_arc(0, 1, 2, 3);
+        let art = net.artificial_cost().unwrap();
+        let mut s = Simplex::new(&net, art);
+        assert!(!s.start_from(&net, &[Some(a), None], art));
+        assert_eq!(net.solve_from(&[Some(a), None]).unwrap().cost, 6);
+        // With room to spare it is a basis, and already optimal.
+        let mut net = Network::new(2);
+        net.set_supply(0, 2);
+        net.set_supply(1, -2);
+        let a = net.add_arc(0, 1, 3, 3);
+        let mut s = Simplex::new(&net, art);
+        assert!(s.start_from(&net, &[Some(a), None], art));
+        let (f, pivots) = s.run_counted();
+        assert_eq!((f.unwrap().cost, pivots), (6, 0));
     }
 
     #[test]

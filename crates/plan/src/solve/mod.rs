@@ -480,7 +480,7 @@ mod tests {
 
     /// Ten one-node gangs; region `a` has a cheap pool of 8 nodes, region `b` a dear one of 8,
     /// and `a`'s power is capped at `a_nodes` nodes' worth.
-    fn power_bound(a_nodes: Option<f64>) -> Problem {
+    pub(super) fn power_bound(a_nodes: Option<f64>) -> Problem {
         let w = WorkloadSet {
             training: (0..10).map(|i| gang(&format!("g{i}"), 4)).collect(),
             ..WorkloadSet::default()

@@ -90,6 +90,15 @@ pub(crate) const TRANSPORT_CLASS_CANDIDATES: usize = 128;
 /// exact rule is restored by the per-group programme of the dual and of the plan). Past
 /// `DP_MAX_PROVIDERS` such units are in classes and get `TRANSPORT_CLASS_CANDIDATES`.
 pub(crate) const TRANSPORT_GROUP_CANDIDATES: usize = 4;
+/// Arcs from which the flow starts from every unit left out (`flow::Network::solve_from`)
+/// rather than from the artificial basis. On the contended 10,000-workload sets (620,000–
+/// 640,000 arcs) that start takes a tenth of the pivots: each flow is solved in 0.1–0.3 s
+/// instead of 1.3–2.7 s. The start also changes which of several optimal flows is found, and
+/// the plan follows the flow: on those sets the plan moved by −0.66 % to +0.39 %; on the
+/// uncontended 10,000-workload sets (28,000 arcs, flows of 0.1 s either way) by −0.04 % to
+/// +0.44 %, for no time saved. Below this many arcs the artificial start is kept, and with it
+/// the plans it gave: the contended 1,000-workload sets have 50,000–61,000 arcs.
+pub(crate) const START_MIN_ARCS: usize = 100_000;
 /// $/h to integer flow cost: 10⁻⁵ $ per chip-hour resolution.
 pub(crate) const TRANSPORT_SCALE: f64 = 1e5;
 
@@ -120,6 +129,18 @@ pub(crate) fn transport_flow(
     chips_left: &[i64],
     power_chips: &[Option<i64>],
 ) -> Option<TransportFlow> {
+    started_flow(p, sources, chips_left, power_chips, START_MIN_ARCS)
+}
+
+/// `transport_flow`, started from every unit left out when the network has `min_arcs` arcs
+/// or more.
+fn started_flow(
+    p: &Problem,
+    sources: &[Source],
+    chips_left: &[i64],
+    power_chips: &[Option<i64>],
+    min_arcs: usize,
+) -> Option<TransportFlow> {
     let first_offer = sources.len();
     let first_region = first_offer + p.offers.len();
     let sink = first_region + p.region_cap_watts.len();
@@ -133,6 +154,9 @@ pub(crate) fn transport_flow(
     };
     let mut total = 0i64;
     let mut arcs = Vec::with_capacity(sources.len());
+    // The start: every source on its floor arc (all left out), offers and regions hung from
+    // the sink by the arcs they pass their chips on by, where those can carry any.
+    let mut tree = vec![None; sink + 1];
     for (node, src) in sources.iter().enumerate() {
         let unit = &p.units[src.unit];
         let chips = unit.cands[0].chips.max(1);
@@ -152,7 +176,7 @@ pub(crate) fn transport_flow(
                 net.add_arc(node, to, flow::INF, per_chip(c.cost, chips)),
             ));
         }
-        net.add_arc(node, sink, flow::INF, per_chip(floor, chips));
+        tree[node] = Some(net.add_arc(node, sink, flow::INF, per_chip(floor, chips)));
         arcs.push(mine);
     }
     for (o, off) in p.offers.iter().enumerate() {
@@ -160,16 +184,22 @@ pub(crate) fn transport_flow(
             Some(_) => first_region + off.region,
             None => sink,
         };
-        net.add_arc(first_offer + o, to, chips_left[o], 0);
+        let a = net.add_arc(first_offer + o, to, chips_left[o], 0);
+        tree[first_offer + o] = (chips_left[o] > 0).then_some(a);
     }
     for (r, cap) in power_chips.iter().enumerate() {
         if let Some(chips) = *cap {
-            net.add_arc(first_region + r, sink, chips, 0);
+            let a = net.add_arc(first_region + r, sink, chips, 0);
+            tree[first_region + r] = (chips > 0).then_some(a);
         }
     }
     net.set_supply(sink, -total);
     Some(TransportFlow {
-        flow: net.solve()?,
+        flow: if net.arcs() >= min_arcs {
+            net.solve_from(&tree)?
+        } else {
+            net.solve()?
+        },
         arcs,
         first_offer,
         sink,
@@ -394,4 +424,41 @@ pub(crate) fn transport_relaxations(
             .unwrap_or_else(|e| std::panic::resume_unwind(e));
         (prices, Some(quota))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_flows_start_from_every_unit_left_out() {
+        // With and without power caps (every region capped, one at zero chips): the start
+        // is a basis, so the flow is solved from it rather than from the artificial start,
+        // to the same optimum; this network is small, so the planner's own flow is not.
+        let p = super::super::tests::power_bound(Some(4.5));
+        let cls = classes(&p);
+        let sources: Vec<Source> = (cls.rep.iter().zip(&cls.mult))
+            .map(|(&u, &m)| Source {
+                unit: u,
+                count: m as i64,
+                keep: TRANSPORT_CLASS_CANDIDATES,
+            })
+            .collect();
+        let chips: Vec<i64> = p
+            .offers
+            .iter()
+            .map(|o| o.capacity_nodes as i64 * o.chips_per_node as i64)
+            .collect();
+        let nr = p.region_cap_watts.len();
+        let capped: Vec<Option<i64>> = (0..nr).map(|r| Some(r as i64 * 8)).collect();
+        for caps in [vec![None; nr], capped] {
+            let started = started_flow(&p, &sources, &chips, &caps, 0).unwrap();
+            let plain = transport_flow(&p, &sources, &chips, &caps).unwrap();
+            assert!(
+                started.flow.started && !plain.flow.started,
+                "small: not started"
+            );
+            assert_eq!(started.flow.cost, plain.flow.cost);
+        }
+    }
 }
