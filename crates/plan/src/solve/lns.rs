@@ -35,11 +35,19 @@ const WHOLE_MAX_VARIABLES: usize = 6_000;
 /// …within this many branch-and-bound nodes.
 const WHOLE_NODE_LIMIT: u64 = 1_000;
 /// Variables past which the units `make_room` moved are not re-optimised together (the
-/// greedy put-back stands): on a 10,000-workload contended set with services, sub-problems of
-/// 515 and 863 evicted units took 4 s and 28 s and found nothing the put-back had not.
-const SETTLE_MAX_VARIABLES: usize = 6_000;
+/// greedy put-back stands). Every larger re-solve measured on the contended 10,000-workload
+/// sets took seconds and found nothing the put-back had not: 515 and 863 evicted units (seed
+/// 3) took 4 s and 28 s; 220 and 297 units (seed 9, up to 5,049 variables) 0.7–10 s each.
+const SETTLE_MAX_VARIABLES: usize = 2_000;
 /// Rounds over all targets at most.
 const ROUNDS: usize = 4;
+/// Variables of the largest neighbourhood (`FREE_MAX` units, `KEEP` options and their own
+/// each). A `make_room` sub-problem larger than this gets proportionally fewer branch-and-bound
+/// nodes and its work counts proportionally more, since a simplex iteration costs more the
+/// larger the programme.
+const NEIGHBOURHOOD_VARIABLES: usize = FREE_MAX * (KEEP + 1);
+/// …but never fewer nodes than this.
+const MIN_NODE_LIMIT: u64 = 100;
 
 /// The options of `u` a neighbourhood or an eviction is built around: below `limit` (the
 /// options cheaper than where it is), at most `TARGET_OPTIONS`. For a unit left out, half are
@@ -212,9 +220,26 @@ pub(crate) fn search(
     budget: u64,
     floor: f64,
 ) -> u64 {
-    let mut spent = force_room(p, cls, choice, res, budget / 8, floor).0;
+    let mut failed = Vec::new();
+    let (work, _) = force_room(p, cls, choice, res, budget / 8, floor, &mut failed);
+    let mut spent = work;
+    let before = choice.clone();
     spent += rounds(p, cls, choice, res, budget.saturating_sub(spent), floor);
-    let (work, made) = force_room(p, cls, choice, res, budget / 4, floor);
+    // A target that failed is tried again only if the rounds changed the plan on an offer its
+    // trials clear: on the same plan it would fail the same way (it is all deterministic),
+    // and elsewhere a change alters only where the evicted units go back.
+    let mut touched = vec![false; p.offers.len()];
+    for (u, (was, is)) in before.iter().zip(choice.iter()).enumerate() {
+        if was != is {
+            for c in [was, is].into_iter().flatten() {
+                let cand = &p.units[u].cands[*c];
+                touched[cand.offer as usize] = true;
+                touched[cand.offer2 as usize] = true;
+            }
+        }
+    }
+    failed.retain(|(_, offers)| offers.iter().all(|&o| !touched[o]));
+    let (work, made) = force_room(p, cls, choice, res, budget / 4, floor, &mut failed);
     spent += work;
     // What the evictions moved is searched again with what is left of the allowance.
     if made && work < budget / 4 {
@@ -223,7 +248,9 @@ pub(crate) fn search(
     spent
 }
 
-/// `make_room` for each unit left out, largest penalty first, within `allowance`.
+/// `make_room` for each unit left out, largest penalty first, within `allowance`, but those in
+/// `failed`; those for which it finds nothing are added to `failed` with the offers their
+/// trials cleared, and `failed` is emptied when the plan changes.
 fn force_room(
     p: &Problem,
     cls: &Classes,
@@ -231,6 +258,7 @@ fn force_room(
     res: &mut Residual,
     allowance: u64,
     floor: f64,
+    failed: &mut Vec<(usize, Vec<usize>)>,
 ) -> (u64, bool) {
     let (_, unplaced) = targets(p, choice);
     let mut spent = 0;
@@ -240,11 +268,17 @@ fn force_room(
             break;
         }
         // An earlier eviction may have placed it.
-        if choice[t].is_none() {
+        if choice[t].is_none() && failed.iter().all(|f| f.0 != t) {
             let at = occupants(p, choice);
-            let (work, applied) = make_room(p, cls, choice, res, &at, t);
+            let left = allowance - spent;
+            let (work, applied, cleared) = make_room(p, cls, choice, res, &at, t, left);
             spent += work;
             made |= applied;
+            if applied {
+                failed.clear();
+            } else if let Some(offers) = cleared {
+                failed.push((t, offers));
+            }
         }
     }
     (spent, made)
@@ -321,8 +355,9 @@ fn rounds(
 /// places the target, puts the evicted back greedily, largest penalty first, and re-optimises
 /// them together (`settle`; not past `SETTLE_MAX_VARIABLES`, where the put-back stands). A job tries each of its cheapest options in turn; a service
 /// clears the offers of all its units' cheapest options at once and is placed whole first.
-/// The best trial is kept if it beats the plan. Returns the work spent (the evicted units'
-/// candidates, and the sub-problems') and whether the plan changed.
+/// Trials stop once their work reaches `allowance`. The best trial is kept if it beats the
+/// plan. Returns the work spent (the evicted units' candidates, and the sub-problems'), whether
+/// the plan changed, and the offers the trials cleared if every trial ran.
 fn make_room(
     p: &Problem,
     cls: &Classes,
@@ -330,7 +365,8 @@ fn make_room(
     res: &mut Residual,
     at: &[Vec<usize>],
     t: usize,
-) -> (u64, bool) {
+    allowance: u64,
+) -> (u64, bool, Option<Vec<usize>>) {
     // Offers a candidate needs cleared.
     let needs = |u: usize, c: usize, offers: &mut Vec<usize>| {
         let cand = &p.units[u].cands[c];
@@ -364,9 +400,17 @@ fn make_room(
     let mut work = 0u64;
     let mut best: Option<(f64, Choice, Residual)> = None;
     let before = objective(p, choice);
+    let mut cleared = Some(Vec::new());
     for (mut offers, lead, fixed) in trials {
+        if work >= allowance {
+            cleared = None;
+            break;
+        }
         offers.sort_unstable();
         offers.dedup();
+        if let Some(c) = cleared.as_mut() {
+            c.extend_from_slice(&offers);
+        }
         let mut evict: Vec<usize> = Vec::new();
         for &o in &offers {
             for &v in &at[o] {
@@ -415,8 +459,13 @@ fn make_room(
         }
         freed.sort_unstable();
         freed.dedup();
-        if variables(p, &freed, KEEP) <= SETTLE_MAX_VARIABLES {
-            work += settle(p, cls, &mut ch, &mut rs, &freed, KEEP, NODE_LIMIT).0;
+        let size = variables(p, &freed, KEEP);
+        if size <= SETTLE_MAX_VARIABLES {
+            let nodes = (NODE_LIMIT * NEIGHBOURHOOD_VARIABLES as u64 / size.max(1) as u64)
+                .clamp(MIN_NODE_LIMIT, NODE_LIMIT);
+            // Counted at what it costs: an iteration of a larger programme costs more.
+            let scale = (size / NEIGHBOURHOOD_VARIABLES).max(1) as u64;
+            work += scale * settle(p, cls, &mut ch, &mut rs, &freed, KEEP, nodes).0;
         }
         let obj = objective(p, &ch);
         if obj < before - 1e-9 * before.abs().max(1.0)
@@ -429,9 +478,9 @@ fn make_room(
         Some((_, ch, rs)) => {
             *choice = ch;
             *res = rs;
-            (work, true)
+            (work, true, cleared)
         }
-        None => (work, false),
+        None => (work, false, cleared),
     }
 }
 
@@ -497,4 +546,73 @@ fn settle(
         }
     }
     (work, false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::feasible;
+    use super::super::fixtures::{fleet, gang, pool, region};
+    use super::super::transport::classes;
+    use super::*;
+    use crate::problem::compile;
+    use crate::Policy;
+    use stratus_model::WorkloadSet;
+
+    /// Four one-node jobs fill the only pool a four-node gang fits (one domain); a dearer pool
+    /// of one-node domains could take the jobs instead.
+    fn crowded() -> (Problem, Choice, Residual, usize) {
+        let mut spare = pool("spare", 4, 11.0);
+        spare.domain_chips = 4;
+        let f = fleet(vec![region(
+            "a",
+            38.9,
+            -77.4,
+            100.0,
+            vec![pool("big", 4, 10.0), spare],
+        )]);
+        let mut training: Vec<_> = (0..4).map(|i| gang(&format!("job{i}"), 4)).collect();
+        training.push(gang("wide", 16));
+        let w = WorkloadSet {
+            training,
+            ..WorkloadSet::default()
+        };
+        let p = compile(&f, &w, &Policy::default(), None);
+        let wide = p.units.iter().position(|u| u.workload == "wide").unwrap();
+        let mut choice: Choice = vec![None; p.units.len()];
+        let mut res = Residual::new(&p);
+        for u in (0..p.units.len()).filter(|&u| u != wide) {
+            let c = p.units[u]
+                .cands
+                .iter()
+                .position(|c| p.offers[c.offer as usize].pool_id == "big")
+                .unwrap();
+            res.take(&p, u, c);
+            choice[u] = Some(c);
+        }
+        (p, choice, res, wide)
+    }
+
+    #[test]
+    fn room_is_made_within_the_allowance_and_not_past_it() {
+        let (p, choice, res, wide) = crowded();
+        let cls = classes(&p);
+        let at = occupants(&p, &choice);
+        // No allowance: no trial runs, nothing changes, and the unit is not marked as failed.
+        let (mut c0, mut r0) = (choice.clone(), res.clone());
+        let (work, applied, cleared) = make_room(&p, &cls, &mut c0, &mut r0, &at, wide, 0);
+        assert_eq!((work, applied, cleared), (0, false, None));
+        assert_eq!(c0, choice);
+        // With room to work: the jobs move to the spare pool and the gang takes theirs.
+        let (mut c1, mut r1) = (choice.clone(), res.clone());
+        let (work, applied, cleared) = make_room(&p, &cls, &mut c1, &mut r1, &at, wide, u64::MAX);
+        assert!(applied && work > 0 && cleared.is_some_and(|o| !o.is_empty()));
+        assert!(c1.iter().all(|c| c.is_some()), "{c1:?}");
+        assert!(feasible(&p, &c1) && objective(&p, &c1) < objective(&p, &choice));
+        // A unit it cannot help is remembered as failed, and skipped on the same plan.
+        let mut failed = vec![(wide, vec![0])];
+        let (mut c2, mut r2) = (choice.clone(), res.clone());
+        let (work, made) = force_room(&p, &cls, &mut c2, &mut r2, u64::MAX, 0.0, &mut failed);
+        assert_eq!((work, made), (0, false));
+        assert_eq!(c2, choice);
+    }
 }
