@@ -42,12 +42,10 @@ const SETTLE_MAX_VARIABLES: usize = 2_000;
 /// Rounds over all targets at most.
 const ROUNDS: usize = 4;
 /// Variables of the largest neighbourhood (`FREE_MAX` units, `KEEP` options and their own
-/// each). A `make_room` sub-problem larger than this gets proportionally fewer branch-and-bound
-/// nodes and its work counts proportionally more, since a simplex iteration costs more the
-/// larger the programme.
+/// each). A `make_room` sub-problem larger than this (up to `SETTLE_MAX_VARIABLES`) gets
+/// proportionally fewer branch-and-bound nodes and its work counts proportionally more, since
+/// a simplex iteration costs more the larger the programme.
 const NEIGHBOURHOOD_VARIABLES: usize = FREE_MAX * (KEEP + 1);
-/// …but never fewer nodes than this.
-const MIN_NODE_LIMIT: u64 = 100;
 
 /// The options of `u` a neighbourhood or an eviction is built around: below `limit` (the
 /// options cheaper than where it is), at most `TARGET_OPTIONS`. For a unit left out, half are
@@ -353,8 +351,9 @@ fn rounds(
 /// gang that needs a whole pool, a service whose every option is taken): each trial evicts
 /// every unit on some offers (services whole; where power binds, the region's offers too),
 /// places the target, puts the evicted back greedily, largest penalty first, and re-optimises
-/// them together (`settle`; not past `SETTLE_MAX_VARIABLES`, where the put-back stands). A job tries each of its cheapest options in turn; a service
-/// clears the offers of all its units' cheapest options at once and is placed whole first.
+/// them together (`settle`; not past `SETTLE_MAX_VARIABLES`, where the put-back stands). A
+/// job tries each of its cheapest options in turn; a service clears the offers of all its
+/// units' cheapest options at once and is placed whole first.
 /// Trials stop once their work reaches `allowance`. The best trial is kept if it beats the
 /// plan. Returns the work spent (the evicted units' candidates, and the sub-problems'), whether
 /// the plan changed, and the offers the trials cleared if every trial ran.
@@ -461,8 +460,8 @@ fn make_room(
         freed.dedup();
         let size = variables(p, &freed, KEEP);
         if size <= SETTLE_MAX_VARIABLES {
-            let nodes = (NODE_LIMIT * NEIGHBOURHOOD_VARIABLES as u64 / size.max(1) as u64)
-                .clamp(MIN_NODE_LIMIT, NODE_LIMIT);
+            let nodes =
+                (NODE_LIMIT * NEIGHBOURHOOD_VARIABLES as u64 / size.max(1) as u64).min(NODE_LIMIT);
             // Counted at what it costs: an iteration of a larger programme costs more.
             let scale = (size / NEIGHBOURHOOD_VARIABLES).max(1) as u64;
             work += scale * settle(p, cls, &mut ch, &mut rs, &freed, KEEP, nodes).0;
