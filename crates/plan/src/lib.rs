@@ -223,6 +223,7 @@ fn render(p: &Problem, policy: &Policy, s: Solved) -> Plan {
     };
     let mut demand_total = 0.0;
     let mut demand_ok = 0.0;
+    let mut held: Option<Held> = None;
     for o in &p.offers {
         if o.category == Category::Committed {
             summary.committed_nodes_available += o.capacity_nodes as u64;
@@ -286,7 +287,8 @@ fn render(p: &Problem, policy: &Policy, s: Solved) -> Plan {
                 });
             }
             None => {
-                let (constraint, reason) = why_unplaced(p, &s.choice, &res, ui);
+                let held = held.get_or_insert_with(|| Held::new(p, &s.choice));
+                let (constraint, reason) = why_unplaced(p, held, &res, ui);
                 unplaced.push(Unplaced {
                     workload: u.workload.clone(),
                     unit: u.key.clone(),
@@ -456,7 +458,7 @@ fn decided_by(p: &Problem, policy: &Policy, u: &problem::Unit, c: &problem::Cand
     )
 }
 
-fn why_unplaced(p: &Problem, choice: &Choice, res: &Residual, ui: usize) -> (Constraint, String) {
+fn why_unplaced(p: &Problem, held: &Held, res: &Residual, ui: usize) -> (Constraint, String) {
     let u = &p.units[ui];
     if u.cands.is_empty() {
         // Filters run in `Constraint` order, so the last one that removed anything is the
@@ -509,44 +511,71 @@ fn why_unplaced(p: &Problem, choice: &Choice, res: &Residual, ui: usize) -> (Con
             "all {} feasible options are taken: {cap} full, {pow} over their region's power cap{}{}",
             u.cands.len(),
             if u.kind == UnitKind::Batch { " (deferred)" } else { "" },
-            held_by(p, choice, res, ui)
+            held_by(p, held, res, ui)
         ),
     };
     (c, reason)
 }
 
+/// The units placed on each offer and in each region, for `held_by`.
+struct Held {
+    on_offer: Vec<Vec<usize>>,
+    in_region: Vec<Vec<usize>>,
+}
+
+impl Held {
+    fn new(p: &Problem, choice: &Choice) -> Held {
+        let on_offer = solve::occupants(p, choice);
+        let mut in_region = vec![Vec::new(); p.region_cap_watts.len()];
+        for (u, c) in choice.iter().enumerate() {
+            if let Some(c) = c {
+                in_region[p.units[u].cands[*c].region as usize].push(u);
+            }
+        }
+        Held {
+            on_offer,
+            in_region,
+        }
+    }
+}
+
 /// Who holds a left-out unit's cheapest option: the units on its pool (or, where the region's
 /// power is what ran out, in its region), those worth most first, each with the penalty the
 /// plan would pay to leave it out instead.
-fn held_by(p: &Problem, choice: &Choice, res: &Residual, ui: usize) -> String {
+fn held_by(p: &Problem, held: &Held, res: &Residual, ui: usize) -> String {
     let u = &p.units[ui];
     let best = 0;
     let cand = &u.cands[best];
     let by_power = res.blocks(p, ui, best) == Some(Constraint::PowerCap);
-    let uses =
-        |c: &problem::Cand, offer: u32| c.offer == offer || (c.nodes2 > 0 && c.offer2 == offer);
-    let mut holders: Vec<usize> = (0..p.units.len())
-        .filter(|&v| v != ui)
-        .filter(|&v| {
-            choice[v].is_some_and(|cv| {
-                let c = &p.units[v].cands[cv];
-                if by_power {
-                    c.region == cand.region
-                } else {
-                    uses(c, cand.offer) || (cand.nodes2 > 0 && uses(c, cand.offer2))
-                }
-            })
-        })
-        .collect();
+    let mut holders: Vec<usize> = if by_power {
+        held.in_region[cand.region as usize].clone()
+    } else {
+        let mut h = held.on_offer[cand.offer as usize].clone();
+        if cand.nodes2 > 0 {
+            h.extend(&held.on_offer[cand.offer2 as usize]);
+            h.sort_unstable();
+            h.dedup();
+        }
+        h
+    };
+    holders.retain(|&v| v != ui);
     if holders.is_empty() {
         return String::new();
     }
-    holders.sort_by(|&a, &b| {
-        p.units[b]
+    // Only the three worth most are named: found without sorting every holder (a region
+    // short of power can hold thousands, and thousands of units can be left out).
+    let worth_more = |a: &usize, b: &usize| {
+        p.units[*b]
             .penalty
-            .total_cmp(&p.units[a].penalty)
-            .then(a.cmp(&b))
-    });
+            .total_cmp(&p.units[*a].penalty)
+            .then(a.cmp(b))
+    };
+    let count = holders.len();
+    if count > 3 {
+        holders.select_nth_unstable_by(3, worth_more);
+        holders.truncate(3);
+    }
+    holders.sort_by(worth_more);
     let named: Vec<String> = holders
         .iter()
         .take(3)
@@ -557,7 +586,7 @@ fn held_by(p: &Problem, choice: &Choice, res: &Residual, ui: usize) -> String {
             )
         })
         .collect();
-    let more = holders.len().saturating_sub(3);
+    let more = count.saturating_sub(3);
     format!(
         "; its cheapest option, {}, is {} {}{} (this unit: ${:.0}/h to leave out)",
         offer_label(p, cand),

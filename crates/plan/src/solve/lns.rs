@@ -128,7 +128,7 @@ fn neighbourhood(
         frontier.extend([c.offer as usize, c.offer2 as usize]);
         // Where power binds, the units on the region's other offers are in the way too.
         let r = c.region as usize;
-        if c.watts > res.watts[r] {
+        if c.watts > res.watts(r) {
             frontier.extend((0..p.offers.len()).filter(|&o| p.offers[o].region == r));
         }
     }
@@ -371,7 +371,7 @@ fn make_room(
         let cand = &p.units[u].cands[c];
         offers.extend([cand.offer as usize, cand.offer2 as usize]);
         let r = cand.region as usize;
-        if cand.watts > res.watts[r] {
+        if cand.watts > res.watts(r) {
             offers.extend((0..p.offers.len()).filter(|&o| p.offers[o].region == r));
         }
     };
@@ -509,9 +509,9 @@ fn settle(
         }
     }
     let before: f64 = free.iter().map(|&u| unit_cost(p, u, choice[u])).sum();
-    let found = reoptimize(p, cls, choice, res, free, keep, node_limit);
-    let work = variables(p, free, keep) as u64 + found.as_ref().map_or(0, |r| r.work);
-    if let Some(r) = found {
+    let r = reoptimize(p, cls, choice, res, free, keep, node_limit);
+    let work = variables(p, free, keep) as u64 + r.work;
+    if r.found {
         let after: f64 = r.assign.iter().map(|&(u, c)| unit_cost(p, u, c)).sum();
         if after < before - 1e-9 * before.abs().max(1.0) {
             // Checked again here: the solver's tolerances must never let a plan break a rule.

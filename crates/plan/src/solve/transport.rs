@@ -314,7 +314,7 @@ pub(crate) fn transport_quota(p: &Problem, cls: &Classes, left: &Residual) -> Op
     }
     let power_chips: Vec<Option<i64>> = (0..nr)
         .map(|r| {
-            let cap = (left.watts[r].max(0.0) / watts_per_chip[r].max(1e-9)).floor() as i64;
+            let cap = (left.watts(r).max(0.0) / watts_per_chip[r].max(1e-9)).floor() as i64;
             (cap < region_chips[r]).then_some(cap)
         })
         .collect();
