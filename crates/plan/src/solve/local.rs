@@ -524,11 +524,10 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn relocate_clears_a_pool_with_a_chain_two_moves_deep() {
-        // Pools of 4, 2 and 1 nodes, the largest cheapest; gangs that fill each exactly. In
-        // the starting plan g2 sits on the big pool and g1 on the middle one, and g4 is out:
-        // placing g4 needs g2 moved to the middle pool, which needs g1 moved first.
+    /// Pools of 4, 2 and 1 nodes, the largest cheapest; gangs g1, g2 and g4 that fill each
+    /// exactly. From `NESTED_START` (g2 on the big pool, g1 on the middle one, g4 out),
+    /// placing g4 needs g2 moved to the middle pool, which needs g1 moved first.
+    fn nested_pools() -> Problem {
         let f = fleet(vec![region(
             "us-east-1",
             38.9,
@@ -544,8 +543,15 @@ mod tests {
             training: vec![gang("g1", 4), gang("g2", 8), gang("g4", 16)],
             ..WorkloadSet::default()
         };
-        let p = compile(&f, &w, &Policy::default(), None);
-        let (mut choice, mut res) = state(&p, &[("g1", "p2"), ("g2", "p4")]);
+        compile(&f, &w, &Policy::default(), None)
+    }
+
+    const NESTED_START: [(&str, &str); 2] = [("g1", "p2"), ("g2", "p4")];
+
+    #[test]
+    fn relocate_clears_a_pool_with_a_chain_two_moves_deep() {
+        let p = nested_pools();
+        let (mut choice, mut res) = state(&p, &NESTED_START);
         let before = objective(&p, &choice);
         let work = relocate(&p, &mut choice, &mut res, 1_000_000);
         assert!(work > 0);
@@ -571,23 +577,8 @@ mod tests {
         // from 0 to what it needs: the work spent passes the cap by at most one unit's
         // candidates; what a cap cuts short is undone to the bit; at the cap it needs, the
         // chain is found.
-        let f = fleet(vec![region(
-            "us-east-1",
-            38.9,
-            -77.4,
-            100.0,
-            vec![
-                pool("p4", 4, 10.0),
-                pool("p2", 2, 15.0),
-                pool("p1", 1, 20.0),
-            ],
-        )]);
-        let w = WorkloadSet {
-            training: vec![gang("g1", 4), gang("g2", 8), gang("g4", 16)],
-            ..WorkloadSet::default()
-        };
-        let p = compile(&f, &w, &Policy::default(), None);
-        let start = [("g1", "p2"), ("g2", "p4")];
+        let p = nested_pools();
+        let start = NESTED_START;
         let (mut choice, mut res) = state(&p, &start);
         let needed = relocate_within(&p, &mut choice, &mut res, 1, u64::MAX);
         let found = choice.clone();
