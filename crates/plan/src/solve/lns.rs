@@ -12,7 +12,7 @@
 //! input and budget give the same plan.
 
 use super::construct::{fill, repair_groups};
-use super::milp::reoptimize;
+use super::milp::{reoptimize, Cx};
 use super::{group_ok, objective, occupants, unit_cost, Choice, Classes, Residual};
 use crate::problem::Problem;
 
@@ -218,11 +218,12 @@ pub(crate) fn search(
     budget: u64,
     floor: f64,
 ) -> u64 {
+    let cx = &mut Cx::new(p, cls);
     let mut failed = Vec::new();
-    let (work, _) = force_room(p, cls, choice, res, budget / 8, floor, &mut failed);
+    let (work, _) = force_room(cx, choice, res, budget / 8, floor, &mut failed);
     let mut spent = work;
     let before = choice.clone();
-    spent += rounds(p, cls, choice, res, budget.saturating_sub(spent), floor);
+    spent += rounds(cx, choice, res, budget.saturating_sub(spent), floor);
     // A target that failed is tried again only if the rounds changed the plan on an offer its
     // trials clear: on the same plan it would fail the same way (it is all deterministic),
     // and elsewhere a change alters only where the evicted units go back.
@@ -237,11 +238,11 @@ pub(crate) fn search(
         }
     }
     failed.retain(|(_, offers)| offers.iter().all(|&o| !touched[o]));
-    let (work, made) = force_room(p, cls, choice, res, budget / 4, floor, &mut failed);
+    let (work, made) = force_room(cx, choice, res, budget / 4, floor, &mut failed);
     spent += work;
     // What the evictions moved is searched again with what is left of the allowance.
     if made && work < budget / 4 {
-        spent += rounds(p, cls, choice, res, budget / 4 - work, floor);
+        spent += rounds(cx, choice, res, budget / 4 - work, floor);
     }
     spent
 }
@@ -250,14 +251,14 @@ pub(crate) fn search(
 /// `failed`; those for which it finds nothing are added to `failed` with the offers their
 /// trials cleared, and `failed` is emptied when the plan changes.
 fn force_room(
-    p: &Problem,
-    cls: &Classes,
+    cx: &mut Cx,
     choice: &mut Choice,
     res: &mut Residual,
     allowance: u64,
     floor: f64,
     failed: &mut Vec<(usize, Vec<usize>)>,
 ) -> (u64, bool) {
+    let p = cx.p;
     let (_, unplaced) = targets(p, choice);
     let mut spent = 0;
     let mut made = false;
@@ -269,7 +270,7 @@ fn force_room(
         if choice[t].is_none() && failed.iter().all(|f| f.0 != t) {
             let at = occupants(p, choice);
             let left = allowance - spent;
-            let (work, applied, cleared) = make_room(p, cls, choice, res, &at, t, left);
+            let (work, applied, cleared) = make_room(cx, choice, res, &at, t, left);
             spent += work;
             made |= applied;
             if applied {
@@ -283,14 +284,8 @@ fn force_room(
 }
 
 /// The neighbourhood rounds of [`search`].
-fn rounds(
-    p: &Problem,
-    cls: &Classes,
-    choice: &mut Choice,
-    res: &mut Residual,
-    budget: u64,
-    floor: f64,
-) -> u64 {
+fn rounds(cx: &mut Cx, choice: &mut Choice, res: &mut Residual, budget: u64, floor: f64) -> u64 {
+    let p = cx.p;
     let mut spent = 0u64;
     // A problem small enough is first re-optimised whole.
     let free: Vec<usize> = (0..p.units.len())
@@ -301,7 +296,7 @@ fn rounds(
         .map(|&u| p.units[u].cands.len().min(WHOLE_KEEP))
         .sum();
     if size <= WHOLE_MAX_VARIABLES && objective(p, choice) > floor {
-        spent += settle(p, cls, choice, res, &free, WHOLE_KEEP, WHOLE_NODE_LIMIT).0;
+        spent += settle(cx, choice, res, &free, WHOLE_KEEP, WHOLE_NODE_LIMIT).0;
     }
     let mut obj = objective(p, choice);
     for _ in 0..ROUNDS {
@@ -320,12 +315,12 @@ fn rounds(
             if done[t] {
                 continue;
             }
-            let key = (cls.of[t], choice[t]);
+            let key = (cx.cls.of[t], choice[t]);
             if key.0 != usize::MAX && fruitless.contains(&key) {
                 continue;
             }
             let free = neighbourhood(p, choice, res, &at, &unplaced, t);
-            let (work, applied) = settle(p, cls, choice, res, &free, KEEP, NODE_LIMIT);
+            let (work, applied) = settle(cx, choice, res, &free, KEEP, NODE_LIMIT);
             spent += work;
 
             if applied {
@@ -358,14 +353,14 @@ fn rounds(
 /// plan. Returns the work spent (the evicted units' candidates, and the sub-problems'), whether
 /// the plan changed, and the offers the trials cleared if every trial ran.
 fn make_room(
-    p: &Problem,
-    cls: &Classes,
+    cx: &mut Cx,
     choice: &mut Choice,
     res: &mut Residual,
     at: &[Vec<usize>],
     t: usize,
     allowance: u64,
 ) -> (u64, bool, Option<Vec<usize>>) {
+    let p = cx.p;
     // Offers a candidate needs cleared.
     let needs = |u: usize, c: usize, offers: &mut Vec<usize>| {
         let cand = &p.units[u].cands[c];
@@ -464,7 +459,7 @@ fn make_room(
                 (NODE_LIMIT * NEIGHBOURHOOD_VARIABLES as u64 / size.max(1) as u64).min(NODE_LIMIT);
             // Counted at what it costs: an iteration of a larger programme costs more.
             let scale = (size / NEIGHBOURHOOD_VARIABLES).max(1) as u64;
-            work += scale * settle(p, cls, &mut ch, &mut rs, &freed, KEEP, nodes).0;
+            work += scale * settle(cx, &mut ch, &mut rs, &freed, KEEP, nodes).0;
         }
         let obj = objective(p, &ch);
         if obj < before - 1e-9 * before.abs().max(1.0)
@@ -495,21 +490,21 @@ fn variables(p: &Problem, free: &[usize], keep: usize) -> usize {
 /// keeps every rule. Returns the work spent (the sub-problem's variables, to build it, plus
 /// its simplex iterations and branch-and-bound nodes) and whether the plan changed.
 fn settle(
-    p: &Problem,
-    cls: &Classes,
+    cx: &mut Cx,
     choice: &mut Choice,
     res: &mut Residual,
     free: &[usize],
     keep: usize,
     node_limit: u64,
 ) -> (u64, bool) {
+    let p = cx.p;
     for &u in free {
         if let Some(c) = choice[u] {
             res.give(p, u, c);
         }
     }
     let before: f64 = free.iter().map(|&u| unit_cost(p, u, choice[u])).sum();
-    let r = reoptimize(p, cls, choice, res, free, keep, node_limit);
+    let r = reoptimize(cx, choice, res, free, keep, node_limit);
     let work = variables(p, free, keep) as u64 + r.work;
     if r.found {
         let after: f64 = r.assign.iter().map(|&(u, c)| unit_cost(p, u, c)).sum();
@@ -598,19 +593,34 @@ mod tests {
         let at = occupants(&p, &choice);
         // No allowance: no trial runs, nothing changes, and the unit is not marked as failed.
         let (mut c0, mut r0) = (choice.clone(), res.clone());
-        let (work, applied, cleared) = make_room(&p, &cls, &mut c0, &mut r0, &at, wide, 0);
+        let (work, applied, cleared) =
+            make_room(&mut Cx::new(&p, &cls), &mut c0, &mut r0, &at, wide, 0);
         assert_eq!((work, applied, cleared), (0, false, None));
         assert_eq!(c0, choice);
         // With room to work: the jobs move to the spare pool and the gang takes theirs.
         let (mut c1, mut r1) = (choice.clone(), res.clone());
-        let (work, applied, cleared) = make_room(&p, &cls, &mut c1, &mut r1, &at, wide, u64::MAX);
+        let (work, applied, cleared) = make_room(
+            &mut Cx::new(&p, &cls),
+            &mut c1,
+            &mut r1,
+            &at,
+            wide,
+            u64::MAX,
+        );
         assert!(applied && work > 0 && cleared.is_some_and(|o| !o.is_empty()));
         assert!(c1.iter().all(|c| c.is_some()), "{c1:?}");
         assert!(feasible(&p, &c1) && objective(&p, &c1) < objective(&p, &choice));
         // A unit it cannot help is remembered as failed, and skipped on the same plan.
         let mut failed = vec![(wide, vec![0])];
         let (mut c2, mut r2) = (choice.clone(), res.clone());
-        let (work, made) = force_room(&p, &cls, &mut c2, &mut r2, u64::MAX, 0.0, &mut failed);
+        let (work, made) = force_room(
+            &mut Cx::new(&p, &cls),
+            &mut c2,
+            &mut r2,
+            u64::MAX,
+            0.0,
+            &mut failed,
+        );
         assert_eq!((work, made), (0, false));
         assert_eq!(c2, choice);
     }
