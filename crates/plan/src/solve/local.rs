@@ -142,6 +142,8 @@ pub fn eject(p: &Problem, choice: &mut Choice, res: &mut Residual) {
 const RELOCATE_MOVES: usize = 16;
 /// Levels of chains within a chain.
 const CHAIN_DEPTH: usize = 1;
+/// Levels of chains within a chain in [`relocate_deeper`]'s last pass.
+const DEEP_CHAIN_DEPTH: usize = 2;
 
 /// Candidates `relocate`'s chains may examine in all per unit of the budget. Chains are cheap
 /// per candidate (150-230 million a second) and the ones that pay can be long: on contended
@@ -155,6 +157,8 @@ const RELOCATE_WORK_PER_UNIT: u64 = 100;
 struct Work {
     spent: u64,
     cap: u64,
+    /// Levels of chains a chain may start within it.
+    depth: usize,
 }
 
 impl Work {
@@ -360,13 +364,17 @@ fn chain(
 }
 
 /// The best chain for `t` over its options that `admit` accepts, applied in place if it
-/// changes the objective by less than `limit`; its change and moves.
+/// changes the objective by less than `limit` and leaves every service it moved within its
+/// rule (but `whole`, the service being placed unit by unit, which its caller checks); its
+/// change and moves. Each move checks its own service's rule when it is made, but a chain
+/// within a chain may move another unit of the same service afterwards.
 fn best_chain(
     p: &Problem,
     live: &mut Live,
     t: usize,
     limit: f64,
     admit: &dyn Fn(&Choice, usize) -> bool,
+    whole: Option<usize>,
     work: &mut Work,
 ) -> Option<(f64, Vec<Move>)> {
     let pen = p.units[t].penalty;
@@ -383,9 +391,15 @@ fn best_chain(
         if !admit(live.choice, ci) {
             continue;
         }
-        if let Some((d, moves)) = chain(p, live, (t, ci), CHAIN_DEPTH, &Avoid::default(), work) {
+        let depth = work.depth;
+        if let Some((d, moves)) = chain(p, live, (t, ci), depth, &Avoid::default(), work) {
+            let keeps_rules = moves
+                .iter()
+                .filter_map(|&(u, _, _)| p.units[u].group)
+                .filter(|&g| Some(g) != whole)
+                .all(|g| group_ok(p, g, live.choice));
             live.undo(p, &moves);
-            if d < bound - 1e-9 {
+            if keeps_rules && d < bound - 1e-9 {
                 best = Some((d, moves));
             }
         }
@@ -408,18 +422,39 @@ fn best_chain(
 /// the work spent.
 pub(crate) fn relocate(p: &Problem, choice: &mut Choice, res: &mut Residual, budget: u64) -> u64 {
     let cap = budget.saturating_mul(RELOCATE_WORK_PER_UNIT);
-    relocate_within(p, choice, res, budget, cap)
+    relocate_within(p, choice, res, budget, cap, CHAIN_DEPTH)
 }
 
-/// `relocate` with the chains' cap given.
+/// [`relocate`] with chains one level deeper, as a last pass over what the plan still leaves
+/// out: it only ever lowers the objective of the plan it is given. Not the default of every
+/// pass, because a deeper chain taken early changes where the search goes next and, over the
+/// exact test's 215 sets, that ended worse as often as better (198 within 1 % instead of 200,
+/// though the worst set went from 1.71x to 1.56x the optimum); on the worst set a cascade of
+/// moves across services needs the third level.
+pub(crate) fn relocate_deeper(
+    p: &Problem,
+    choice: &mut Choice,
+    res: &mut Residual,
+    budget: u64,
+) -> u64 {
+    let cap = budget.saturating_mul(RELOCATE_WORK_PER_UNIT);
+    relocate_within(p, choice, res, budget, cap, DEEP_CHAIN_DEPTH)
+}
+
+/// `relocate` with the chains' cap and depth given.
 fn relocate_within(
     p: &Problem,
     choice: &mut Choice,
     res: &mut Residual,
     budget: u64,
     cap: u64,
+    depth: usize,
 ) -> u64 {
-    let mut work = Work { spent: 0, cap };
+    let mut work = Work {
+        spent: 0,
+        cap,
+        depth,
+    };
     let mut left: Vec<usize> = (0..p.units.len())
         .filter(|&u| choice[u].is_none() && !p.units[u].cands.is_empty())
         .collect();
@@ -445,7 +480,7 @@ fn relocate_within(
                     .group
                     .is_none_or(|g| group_ok_with(p, g, choice, Some((t, Some(ci)))))
             };
-            best_chain(p, &mut live, t, 0.0, &alone, &mut work);
+            best_chain(p, &mut live, t, 0.0, &alone, None, &mut work);
             continue;
         };
         if std::mem::replace(&mut tried_group[g], true) {
@@ -466,7 +501,7 @@ fn relocate_within(
             };
             // While the rule is unmet a unit may cost more than it saves: the whole decides.
             let limit = if need_p || need_r { f64::INFINITY } else { 0.0 };
-            if let Some((d, moves)) = best_chain(p, &mut live, u, limit, &new, &mut work) {
+            if let Some((d, moves)) = best_chain(p, &mut live, u, limit, &new, Some(g), &mut work) {
                 total += d;
                 all.extend(moves);
             }
@@ -572,6 +607,55 @@ mod tests {
     }
 
     #[test]
+    fn the_deeper_pass_finds_a_chain_three_moves_deep_that_relocate_cuts_short() {
+        // Pools of 8, 4, 2 and 1 nodes, the largest cheapest, and gangs that fill each. From
+        // g4 on the 8-node pool, g2 on the 4-node one and g1 on the 2-node one, placing g8
+        // needs g4, g2 and g1 each moved one pool down. Two levels of chains reach g2 only
+        // and leave it (or g4) out; the third level places all four.
+        let f = fleet(vec![region(
+            "us-east-1",
+            38.9,
+            -77.4,
+            100.0,
+            vec![
+                pool("p8", 8, 10.0),
+                pool("p4", 4, 15.0),
+                pool("p2", 2, 20.0),
+                pool("p1", 1, 25.0),
+            ],
+        )]);
+        let w = WorkloadSet {
+            training: vec![gang("g1", 4), gang("g2", 8), gang("g4", 16), gang("g8", 32)],
+            ..WorkloadSet::default()
+        };
+        let p = compile(&f, &w, &Policy::default(), None);
+        let start = [("g1", "p2"), ("g2", "p4"), ("g4", "p8")];
+        let all = vec![
+            ("g1".into(), Some("p1".into())),
+            ("g2".into(), Some("p2".into())),
+            ("g4".into(), Some("p4".into())),
+            ("g8".into(), Some("p8".into())),
+        ];
+        let (was, _) = state(&p, &start);
+        let (mut shallow, mut res) = state(&p, &start);
+        relocate(&p, &mut shallow, &mut res, 1_000_000);
+        assert!(feasible(&p, &shallow));
+        assert_ne!(pools_of(&p, &shallow), all);
+        assert!(shallow.iter().any(|c| c.is_none()));
+        let (mut deep, mut res) = state(&p, &start);
+        relocate_deeper(&p, &mut deep, &mut res, 1_000_000);
+        assert_eq!(pools_of(&p, &deep), all);
+        assert!(feasible(&p, &deep));
+        assert!(objective(&p, &deep) < objective(&p, &shallow));
+        assert!(objective(&p, &shallow) <= objective(&p, &was));
+        let (_, fresh) = state(
+            &p,
+            &[("g1", "p1"), ("g2", "p2"), ("g4", "p4"), ("g8", "p8")],
+        );
+        assert_eq!((&res.nodes, &res.watts), (&fresh.nodes, &fresh.watts));
+    }
+
+    #[test]
     fn relocate_stops_its_chains_at_the_cap_and_leaves_the_plan_as_it_was() {
         // The chain of `relocate_clears_a_pool_with_a_chain_two_moves_deep`, under every cap
         // from 0 to what it needs: the work spent passes the cap by at most one unit's
@@ -580,13 +664,13 @@ mod tests {
         let p = nested_pools();
         let start = NESTED_START;
         let (mut choice, mut res) = state(&p, &start);
-        let needed = relocate_within(&p, &mut choice, &mut res, 1, u64::MAX);
+        let needed = relocate_within(&p, &mut choice, &mut res, 1, u64::MAX, CHAIN_DEPTH);
         let found = choice.clone();
         assert_ne!(found, state(&p, &start).0);
         let most = p.units.iter().map(|u| u.cands.len() as u64).max().unwrap();
         for cap in 0..=needed {
             let (mut choice, mut res) = state(&p, &start);
-            let spent = relocate_within(&p, &mut choice, &mut res, 1, cap);
+            let spent = relocate_within(&p, &mut choice, &mut res, 1, cap, CHAIN_DEPTH);
             assert!(spent < cap.max(1) + most, "cap {cap}: spent {spent}");
             assert!(feasible(&p, &choice));
             // Whatever was kept (nothing, a shorter chain that pays, or the chain) is exactly

@@ -369,6 +369,9 @@ pub fn solve_lagrangian(p: &Problem, iters: usize, budget: u64) -> Solved {
         );
         local::relocate(p, &mut choice, &mut res, budget);
         improve(p, &mut choice, &mut res);
+        // A last pass with chains a level deeper: it only lowers the objective from here.
+        local::relocate_deeper(p, &mut choice, &mut res, budget);
+        improve(p, &mut choice, &mut res);
     }
     let obj = objective(p, &choice);
     if budget > 0 && cands <= LP_MAX_CANDIDATES {
