@@ -559,23 +559,25 @@ mod tests {
             .collect()
     }
 
-    /// Pools of 4, 2 and 1 nodes, the largest cheapest; gangs g1, g2 and g4 that fill each
-    /// exactly. From `NESTED_START` (g2 on the big pool, g1 on the middle one, g4 out),
-    /// placing g4 needs g2 moved to the middle pool, which needs g1 moved first.
-    fn nested_pools() -> Problem {
-        let f = fleet(vec![region(
-            "us-east-1",
-            38.9,
-            -77.4,
-            100.0,
-            vec![
-                pool("p4", 4, 10.0),
-                pool("p2", 2, 15.0),
-                pool("p1", 1, 20.0),
-            ],
-        )]);
+    /// Pools of `largest`, `largest / 2`, ... 1 nodes (a power of two), the largest cheapest
+    /// ($10 a node-hour, then $5 more each size down), and gangs g1, g2, ... g`largest` that
+    /// fill each exactly. With `largest` 4, from `NESTED_START` (g2 on the big pool, g1 on the
+    /// middle one, g4 out), placing g4 needs g2 moved to the middle pool, which needs g1
+    /// moved first.
+    fn nested_pools(largest: u32) -> Problem {
+        let sizes: Vec<u32> = (0..=largest.ilog2()).rev().map(|k| 1 << k).collect();
+        let pools = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| pool(&format!("p{n}"), *n, 10.0 + 5.0 * i as f64))
+            .collect();
+        let f = fleet(vec![region("us-east-1", 38.9, -77.4, 100.0, pools)]);
         let w = WorkloadSet {
-            training: vec![gang("g1", 4), gang("g2", 8), gang("g4", 16)],
+            training: sizes
+                .iter()
+                .rev()
+                .map(|n| gang(&format!("g{n}"), 4 * n))
+                .collect(),
             ..WorkloadSet::default()
         };
         compile(&f, &w, &Policy::default(), None)
@@ -585,7 +587,7 @@ mod tests {
 
     #[test]
     fn relocate_clears_a_pool_with_a_chain_two_moves_deep() {
-        let p = nested_pools();
+        let p = nested_pools(4);
         let (mut choice, mut res) = state(&p, &NESTED_START);
         let before = objective(&p, &choice);
         let work = relocate(&p, &mut choice, &mut res, 1_000_000);
@@ -612,23 +614,7 @@ mod tests {
         // g4 on the 8-node pool, g2 on the 4-node one and g1 on the 2-node one, placing g8
         // needs g4, g2 and g1 each moved one pool down. Two levels of chains reach g2 only
         // and leave it (or g4) out; the third level places all four.
-        let f = fleet(vec![region(
-            "us-east-1",
-            38.9,
-            -77.4,
-            100.0,
-            vec![
-                pool("p8", 8, 10.0),
-                pool("p4", 4, 15.0),
-                pool("p2", 2, 20.0),
-                pool("p1", 1, 25.0),
-            ],
-        )]);
-        let w = WorkloadSet {
-            training: vec![gang("g1", 4), gang("g2", 8), gang("g4", 16), gang("g8", 32)],
-            ..WorkloadSet::default()
-        };
-        let p = compile(&f, &w, &Policy::default(), None);
+        let p = nested_pools(8);
         let start = [("g1", "p2"), ("g2", "p4"), ("g4", "p8")];
         let all = vec![
             ("g1".into(), Some("p1".into())),
@@ -661,7 +647,7 @@ mod tests {
         // from 0 to what it needs: the work spent passes the cap by at most one unit's
         // candidates; what a cap cuts short is undone to the bit; at the cap it needs, the
         // chain is found.
-        let p = nested_pools();
+        let p = nested_pools(4);
         let start = NESTED_START;
         let (mut choice, mut res) = state(&p, &start);
         let needed = relocate_within(&p, &mut choice, &mut res, 1, u64::MAX, CHAIN_DEPTH);
