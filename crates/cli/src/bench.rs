@@ -89,6 +89,8 @@ pub struct Contended {
     pub reference: bool,
     /// The reference's time limit per set, seconds.
     pub time_limit_s: f64,
+    /// The largest set solved as the exact MILP; larger ones get the LP relaxation only.
+    pub exact_up_to: usize,
     /// The planner's work budget (the default when `None`).
     pub budget: Option<u64>,
 }
@@ -123,6 +125,7 @@ pub fn contended(o: &Contended) -> Result<()> {
     );
     let mut worst: Option<(f64, u64, usize)> = None;
     let mut within = (0usize, 0usize);
+    let mut stopped: Vec<String> = Vec::new();
     for &n in &o.sizes {
         for k in 0..o.sets {
             let seed = o.seed + k;
@@ -176,7 +179,11 @@ pub fn contended(o: &Contended) -> Result<()> {
                 )
                 .ok();
                 // Above 300 workloads the exact MILP rarely closes in time: the LP alone.
-                let x = if n <= 300 { solve(&m, &opt).ok() } else { None };
+                let x = if n <= o.exact_up_to {
+                    solve(&m, &opt).ok()
+                } else {
+                    None
+                };
                 if let Some(lp) = &lp {
                     tr = format!("{:>8.1}", lp.seconds);
                 }
@@ -208,6 +215,20 @@ pub fn contended(o: &Contended) -> Result<()> {
                     Some(x) => {
                         tr = format!("{:>7.0}*", x.seconds);
                         st = format!("<{:>8.4}", s.objective_per_hour / x.dual_bound);
+                        bb = format!("<{:>8.4}", s.lower_bound_per_hour / x.dual_bound);
+                        if let Some(lp) = &lp {
+                            lpr = format!("<{:>8.4}", lp.objective / x.dual_bound);
+                        }
+                        stopped.push(format!(
+                            "  {} workloads seed {seed}: HiGHS stopped at {:.0} s with a plan of {:.0} $/h \
+                             ({:.4}x stratus's) and a dual bound of {:.0} $/h ({:.4}x the LP relaxation)",
+                            thousands(n as u64),
+                            x.seconds,
+                            x.objective,
+                            x.objective / s.objective_per_hour,
+                            x.dual_bound,
+                            lp.as_ref().map_or(f64::NAN, |lp| x.dual_bound / lp.objective),
+                        ));
                     }
                     None => {
                         // No optimum: ratios to the LP relaxation instead (marked ~).
@@ -236,6 +257,9 @@ pub fn contended(o: &Contended) -> Result<()> {
     }
     println!("cap/d = capacity / demand; x/opt = objective over the exact optimum's ($/h incl. the penalty of work left out);");
     println!("~ = over the LP relaxation (no optimum computed), < = over HiGHS's dual bound when its time limit stopped it (* s).");
+    for line in &stopped {
+        println!("{line}");
+    }
     if let Some((r, seed, n)) = worst {
         println!(
             "stratus within 1 % of the optimum on {} of {} sets solved to optimality; worst {:.4} (seed {seed}, {n} workloads)",

@@ -439,6 +439,11 @@ enum BenchCmd {
         /// With `--reference`: HiGHS's time limit per set, seconds.
         #[arg(long, default_value_t = 120.0)]
         time_limit: f64,
+        /// With `--reference`: the largest set solved as the exact MILP (larger ones get the LP
+        /// relaxation only). Above 300 the MILP rarely closes; its best plan and dual bound at
+        /// the time limit still say how much of the distance to the LP is the LP's own.
+        #[arg(long, default_value_t = 300)]
+        exact_up_to: usize,
         /// The planner's work budget (see `stratus plan --budget`).
         #[arg(long)]
         budget: Option<u64>,
@@ -962,6 +967,7 @@ fn run(cli: Cli) -> Result<()> {
                     reference,
                     sets,
                     time_limit,
+                    exact_up_to,
                     budget,
                 },
         } => {
@@ -978,6 +984,7 @@ fn run(cli: Cli) -> Result<()> {
                     seed,
                     reference,
                     time_limit_s: time_limit,
+                    exact_up_to,
                     budget,
                 })?
             } else {
