@@ -39,6 +39,11 @@ const WHOLE_NODE_LIMIT: u64 = 1_000;
 /// sets took seconds and found nothing the put-back had not: 515 and 863 evicted units (seed
 /// 3) took 4 s and 28 s; 220 and 297 units (seed 9, up to 5,049 variables) 0.7–10 s each.
 const SETTLE_MAX_VARIABLES: usize = 2_000;
+/// Variables from which the next neighbourhood is solved ahead on a second thread (below it a
+/// thread costs more than the solve).
+const AHEAD_MIN_VARIABLES: usize = 60;
+/// Targets past the current one looked at for a second sub-problem to solve at once.
+const LOOK_AHEAD: usize = 3;
 /// Rounds over all targets at most.
 const ROUNDS: usize = 4;
 /// Variables of the largest neighbourhood (`FREE_MAX` units, `KEEP` options and their own
@@ -307,7 +312,7 @@ fn rounds(cx: &mut Cx, choice: &mut Choice, res: &mut Residual, budget: u64, flo
         // Interchangeable targets (one class, one current option) that found nothing since
         // the plan last changed: another of them would find nothing too.
         let mut fruitless: Vec<(usize, Option<usize>)> = Vec::new();
-        for t in list {
+        for (i, &t) in list.iter().enumerate() {
             if spent >= budget || obj <= floor {
                 return spent;
             }
@@ -320,6 +325,39 @@ fn rounds(cx: &mut Cx, choice: &mut Choice, res: &mut Residual, budget: u64, flo
                 continue;
             }
             let free = neighbourhood(p, choice, res, &at, &unplaced, t);
+            // Two sub-problems at once, one on a second thread: this target's, when it is
+            // not solved yet, and the next target's on this plan. Most neighbourhoods find
+            // nothing and the plan stays, so the next target then looks its result up. The
+            // next target is the first after this one that would not be skipped if this one
+            // found nothing.
+            let this = (variables(p, &free, KEEP) >= AHEAD_MIN_VARIABLES)
+                .then(|| cx.ahead(choice, res, &free, KEEP, NODE_LIMIT))
+                .flatten();
+            if let Some(this) = this {
+                let skipped = |w: usize| {
+                    let k = (cx.cls.of[w], choice[w]);
+                    done[w] || (k.0 != usize::MAX && (k == key || fruitless.contains(&k)))
+                };
+                let next = list[i + 1..]
+                    .iter()
+                    .filter(|&&w| !skipped(w))
+                    .take(LOOK_AHEAD)
+                    .find_map(|&w| {
+                        let nb = neighbourhood(p, choice, res, &at, &unplaced, w);
+                        (variables(p, &nb, KEEP) >= AHEAD_MIN_VARIABLES)
+                            .then(|| cx.ahead(choice, res, &nb, KEEP, NODE_LIMIT))
+                            .flatten()
+                    });
+                if let Some(next) = next {
+                    let (a, b) = std::thread::scope(|sc| {
+                        let h = sc.spawn(move || next.solve(p));
+                        let a = this.solve(p);
+                        (a, h.join().expect("a sub-problem solved ahead"))
+                    });
+                    cx.remember(a.0, a.1);
+                    cx.remember(b.0, b.1);
+                }
+            }
             let (work, applied) = settle(cx, choice, res, &free, KEEP, NODE_LIMIT);
             spent += work;
 

@@ -60,18 +60,24 @@ const ITERATIONS_PER_NODE: u64 = 7;
 /// a plan exceed a cap.
 const POWER_MARGIN_W: f64 = 1.0;
 
-/// Re-optimise `free` (every unit of a service must be free if one is) against what `res`
-/// holds for them (the fixed units' use taken, the free units' given back). Each free unit
-/// keeps its current candidate and at most `keep` others, the cheapest that fit alone.
-pub(crate) fn reoptimize(
-    cx: &mut Cx,
+/// A sub-problem as `reoptimize` states it: groups of free units with the candidates each
+/// keeps, the free units that stay out (no candidate fits), and the key it is remembered by.
+struct Programme {
+    options: Vec<(Vec<usize>, Vec<usize>)>,
+    out: Vec<usize>,
+    key: Vec<u64>,
+}
+
+/// State `free` as a programme against what `res` holds for them (see `reoptimize`).
+fn programme(
+    p: &Problem,
+    cls: &Classes,
     choice: &Choice,
     res: &Residual,
     free: &[usize],
     keep: usize,
     node_limit: u64,
-) -> Reopt {
-    let (p, cls) = (cx.p, cx.cls);
+) -> Programme {
     // Free units grouped by class (services' units and unclassed units alone).
     let mut by_class: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
     let mut groups: Vec<Vec<usize>> = Vec::new();
@@ -107,6 +113,22 @@ pub(crate) fn reoptimize(
         }
     }
     let key = definition(p, choice, res, &options, node_limit);
+    Programme { options, out, key }
+}
+
+/// Re-optimise `free` (every unit of a service must be free if one is) against what `res`
+/// holds for them (the fixed units' use taken, the free units' given back). Each free unit
+/// keeps its current candidate and at most `keep` others, the cheapest that fit alone.
+pub(crate) fn reoptimize(
+    cx: &mut Cx,
+    choice: &Choice,
+    res: &Residual,
+    free: &[usize],
+    keep: usize,
+    node_limit: u64,
+) -> Reopt {
+    let (p, cls) = (cx.p, cx.cls);
+    let Programme { options, out, key } = programme(p, cls, choice, res, free, keep, node_limit);
     let mut r = match cx.memo.0.get(&key) {
         Some(r) => r.clone(),
         None => {
@@ -119,6 +141,67 @@ pub(crate) fn reoptimize(
         r.assign.extend(out.iter().map(|&u| (u, None)));
     }
     r
+}
+
+/// A sub-problem the search expects to meet next, to be solved on another thread while this
+/// one solves the current one: the search's own order and results stay those of one thread,
+/// since what it meets is then looked up (`Cx::remember`), with the work it was charged.
+pub(crate) struct Ahead {
+    programme: Programme,
+    choice: Choice,
+    res: Residual,
+    node_limit: u64,
+}
+
+impl Ahead {
+    /// Solve it (no shared state: safe on any thread).
+    pub fn solve(self, p: &Problem) -> (Vec<u64>, Reopt) {
+        let r = solve(
+            p,
+            &self.choice,
+            &self.res,
+            &self.programme.options,
+            self.node_limit,
+        );
+        (self.programme.key, r)
+    }
+}
+
+impl Cx<'_> {
+    /// The sub-problem `reoptimize` would solve for `free` on this plan (`res` as the plan
+    /// holds it; the free units' use is given back here), unless it is already remembered or
+    /// has nothing to solve.
+    pub fn ahead(
+        &self,
+        choice: &Choice,
+        res: &Residual,
+        free: &[usize],
+        keep: usize,
+        node_limit: u64,
+    ) -> Option<Ahead> {
+        let p = self.p;
+        let mut res = res.clone();
+        for &u in free {
+            if let Some(c) = choice[u] {
+                res.give(p, u, c);
+            }
+        }
+        let programme = programme(p, self.cls, choice, &res, free, keep, node_limit);
+        if programme.options.is_empty() || self.memo.0.contains_key(&programme.key) {
+            return None;
+        }
+        Some(Ahead {
+            programme,
+            choice: choice.clone(),
+            res,
+            node_limit,
+        })
+    }
+
+    /// Keep a result solved ahead.
+    pub fn remember(&mut self, key: Vec<u64>, r: Reopt) {
+        self.memo.0.entry(key).or_insert(r);
+    }
 }
 
 /// Everything the programme of `options` (groups of free units and the candidates each keeps)
@@ -353,7 +436,7 @@ mod tests {
     /// One unit holds a node of the cheap four-node pool, two one-node jobs sit in a dear pool,
     /// and two four-node gangs are left out (the cheap pool is one node short for either).
     #[test]
-    fn a_programme_met_again_is_looked_up_whichever_unit_left_out_came_with_it() {
+    fn a_programme_met_again_or_solved_ahead_is_looked_up_whichever_unit_left_out_came_with_it() {
         let f = fleet(vec![region(
             "a",
             38.9,
@@ -385,11 +468,25 @@ mod tests {
             res.take(&p, u, c);
             choice[u] = Some(c);
         }
+        let planned = res.clone();
         // As `settle` does: the free units' use is given back first.
         for n in ["j1", "j2"] {
             res.give(&p, unit(n), choice[unit(n)].unwrap());
         }
         let cls = classes(&p);
+        // Solved ahead on another thread, then met: looked up, with the same answer and work
+        // as solved in place.
+        let ahead_cx = &mut Cx::new(&p, &cls);
+        let mut wide = vec![unit("j1"), unit("j2"), unit("wide")];
+        wide.sort_unstable();
+        let a = ahead_cx
+            .ahead(&choice, &planned, &wide, 16, 100)
+            .expect("not solved yet");
+        let (k, r) = std::thread::scope(|sc| sc.spawn(|| a.solve(&p)).join().unwrap());
+        ahead_cx.remember(k, r);
+        assert!(ahead_cx.ahead(&choice, &planned, &wide, 16, 100).is_none());
+        let met = reoptimize(ahead_cx, &choice, &res, &wide, 16, 100);
+        assert_eq!(ahead_cx.memo.0.len(), 1);
         let cx = &mut Cx::new(&p, &cls);
         let free = |other: &str| {
             let mut f = vec![unit("j1"), unit("j2"), unit(other)];
@@ -410,6 +507,8 @@ mod tests {
         };
         assert!(first.found && first.work > 0);
         assert_eq!(sorted(first.assign.clone()), expect("wide"));
+        assert_eq!(sorted(met.assign), expect("wide"));
+        assert_eq!(met.work, first.work);
         // The other gang in its place: the same programme, looked up, not solved again, and
         // the answer speaks of the unit freed this time.
         let again = reoptimize(cx, &choice, &res, &free("wide2"), 16, 100);
