@@ -5,7 +5,8 @@
 //! Needs the HiGHS binary (`STRATUS_HIGHS`, `highs` on the PATH, or `pip install highsbox`);
 //! `.ci/run` installs it. `STRATUS_REFERENCE_SETS` sets how many sets run (default 220);
 //! `STRATUS_REFERENCE_SEEDS=72,27` replays those seeds only; `STRATUS_REFERENCE_DIFF=1` prints,
-//! unit by unit, where stratus's plan and the optimum differ.
+//! unit by unit, where stratus's plan and the optimum differ; `STRATUS_REFERENCE_WORKERS=1`
+//! runs one set at a time (two by default), so the planner's times are measured alone.
 
 use std::path::{Path, PathBuf};
 use stratus_catalog::contended::{contended, Contention};
@@ -293,16 +294,25 @@ fn stratus_lies_between_its_bound_and_the_exact_optimum() {
             .collect(),
         Err(_) => (0..n).collect(),
     };
-    // Two workers (HiGHS runs on one thread each), seeds interleaved.
+    // Two workers (HiGHS runs on one thread each), seeds interleaved; one with
+    // `STRATUS_REFERENCE_WORKERS=1`, so that the planner's times are its own on two cores.
+    let workers: usize = match std::env::var("STRATUS_REFERENCE_WORKERS") {
+        Ok(w) => w
+            .parse()
+            .ok()
+            .filter(|&w| w >= 1)
+            .expect("STRATUS_REFERENCE_WORKERS: a count of at least 1"),
+        Err(_) => 2,
+    };
     let outcomes: Vec<Outcome> = std::thread::scope(|sc| {
-        let hs: Vec<_> = (0..2usize)
+        let hs: Vec<_> = (0..workers)
             .map(|w| {
                 let (highs, seeds) = (&highs, &seeds);
                 sc.spawn(move || {
                     seeds
                         .iter()
                         .skip(w)
-                        .step_by(2)
+                        .step_by(workers)
                         .map(|&s| run(s, highs))
                         .collect::<Vec<_>>()
                 })
