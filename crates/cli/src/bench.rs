@@ -91,6 +91,8 @@ pub struct Contended {
     pub time_limit_s: f64,
     /// The largest set solved as the exact MILP; larger ones get the LP relaxation only.
     pub exact_up_to: usize,
+    /// Print, unit by unit, where stratus's plan and the reference's differ.
+    pub diff: bool,
     /// The planner's work budget (the default when `None`).
     pub budget: Option<u64>,
 }
@@ -101,7 +103,7 @@ pub struct Contended {
 /// checker.
 pub fn contended(o: &Contended) -> Result<()> {
     use stratus_catalog::contended::{contended, Contention};
-    use stratus_reference::{check, find_highs, solve, Model, SolveOptions, Status};
+    use stratus_reference::{check, differences, find_highs, solve, Model, SolveOptions, Status};
     let base = stratus_catalog::builtin();
     let highs = if o.reference {
         Some(find_highs().map_err(|e| anyhow::anyhow!("--reference needs HiGHS: {e}"))?)
@@ -160,6 +162,7 @@ pub fn contended(o: &Contended) -> Result<()> {
             } else {
                 format!("{} broken", ck.violations.len())
             };
+            let mut diff: Option<String> = None;
             let dash = || format!("{:>9}", "-");
             let (mut tr, mut st, mut bo, mut bb, mut lpr, mut oplaced) =
                 (dash(), dash(), dash(), dash(), dash(), dash());
@@ -184,6 +187,21 @@ pub fn contended(o: &Contended) -> Result<()> {
                 } else {
                     None
                 };
+                if let Some(x) = x
+                    .as_ref()
+                    .filter(|x| o.diff && x.choice.len() == m.items.len())
+                {
+                    let title = format!(
+                        "{} workloads seed {seed}, against HiGHS's {}",
+                        thousands(n as u64),
+                        if x.status == Status::Optimal {
+                            "optimum"
+                        } else {
+                            "best plan"
+                        }
+                    );
+                    diff = Some(differences(&m, &x.choice, &s, &title));
+                }
                 if let Some(lp) = &lp {
                     tr = format!("{:>8.1}", lp.seconds);
                 }
@@ -253,6 +271,9 @@ pub fn contended(o: &Contended) -> Result<()> {
                 rules,
                 s.lower_bound_by
             );
+            if let Some(d) = diff {
+                print!("{d}");
+            }
         }
     }
     println!("cap/d = capacity / demand; x/opt = objective over the exact optimum's ($/h incl. the penalty of work left out);");

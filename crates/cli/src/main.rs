@@ -444,6 +444,10 @@ enum BenchCmd {
         /// the time limit still say how much of the distance to the LP is the LP's own.
         #[arg(long, default_value_t = 300)]
         exact_up_to: usize,
+        /// With `--reference`: print, unit by unit, where stratus's plan and HiGHS's (the
+        /// optimum, or its best when the time limit stopped it) differ, largest first.
+        #[arg(long)]
+        diff: bool,
         /// The planner's work budget (see `stratus plan --budget`).
         #[arg(long)]
         budget: Option<u64>,
@@ -968,6 +972,7 @@ fn run(cli: Cli) -> Result<()> {
                     sets,
                     time_limit,
                     exact_up_to,
+                    diff,
                     budget,
                 },
         } => {
@@ -985,6 +990,7 @@ fn run(cli: Cli) -> Result<()> {
                     reference,
                     time_limit_s: time_limit,
                     exact_up_to,
+                    diff,
                     budget,
                 })?
             } else {

@@ -459,3 +459,54 @@ fn help_opens_with_what_stratus_is() {
         assert!(!text.contains("argument parsing"), "{text}");
     }
 }
+
+/// `bench plan --contended --reference --diff`: each set's row, then where stratus's plan and
+/// HiGHS's optimum differ, unit by unit, and the differences add up to the total it states,
+/// which is not negative (HiGHS from `.ci/run`'s highsbox).
+#[test]
+fn bench_contended_diff_lists_the_units_that_differ_from_the_optimum() {
+    let o = stratus(&[
+        "bench",
+        "plan",
+        "--contended",
+        "--reference",
+        "--sizes",
+        "150",
+        "--sets",
+        "1",
+        "--seed",
+        "2",
+        "--diff",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    if err.contains("--reference needs HiGHS") && std::env::var_os("STRATUS_HIGHS").is_none() {
+        eprintln!("skipped: {err}");
+        return;
+    }
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(
+        out.contains(" |    ok | "),
+        "the plan breaks a rule:\n{out}"
+    );
+    let head = "150 workloads seed 2, against HiGHS's optimum: ";
+    let (at, line) = out
+        .lines()
+        .enumerate()
+        .find(|(_, l)| l.starts_with(head))
+        .unwrap_or_else(|| panic!("no diff in:\n{out}"));
+    let words: Vec<&str> = line[head.len()..].split_whitespace().collect();
+    let n: usize = words[0].parse().unwrap();
+    let total: f64 = words[3].parse().unwrap();
+    assert!(n > 0 && words[1..3] == ["units", "differ,"], "{line}");
+    let rows: Vec<&str> = out.lines().skip(at + 1).take(n).collect();
+    let mut sum = 0.0;
+    for r in &rows {
+        assert!(r.contains(": stratus ") && r.contains(", optimum "), "{r}");
+        sum += r.split_whitespace().next().unwrap().parse::<f64>().unwrap();
+    }
+    assert!(
+        (sum - total).abs() < 0.01 * n as f64 && total > -0.01,
+        "{line}: rows sum to {sum}"
+    );
+}

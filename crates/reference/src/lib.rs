@@ -69,9 +69,11 @@
 //! **Objective.** The sum of the placed options' costs and the left-out items' penalties.
 
 mod check;
+mod diff;
 mod highs;
 mod model;
 
 pub use check::{check, Checked};
+pub use diff::differences;
 pub use highs::{find_highs, solve, Solution, SolveOptions, Status};
 pub use model::{Item, Kind, Model, Opt, Slot};
