@@ -316,14 +316,10 @@ fn rounds(cx: &mut Cx, choice: &mut Choice, res: &mut Residual, budget: u64, flo
             if spent >= budget || obj <= floor {
                 return spent;
             }
-            // A target freed (and settled) by an earlier neighbourhood of this round waits.
-            if done[t] {
+            if skipped(cx, choice, &done, &fruitless, t) {
                 continue;
             }
             let key = (cx.cls.of[t], choice[t]);
-            if key.0 != usize::MAX && fruitless.contains(&key) {
-                continue;
-            }
             let free = neighbourhood(p, choice, res, &at, &unplaced, t);
             // Two sub-problems at once, one on a second thread: this target's, when it is
             // not solved yet, and the next target's on this plan. Most neighbourhoods find
@@ -334,13 +330,11 @@ fn rounds(cx: &mut Cx, choice: &mut Choice, res: &mut Residual, budget: u64, flo
                 .then(|| cx.ahead(choice, res, &free, KEEP, NODE_LIMIT))
                 .flatten();
             if let Some(this) = this {
-                let skipped = |w: usize| {
-                    let k = (cx.cls.of[w], choice[w]);
-                    done[w] || (k.0 != usize::MAX && (k == key || fruitless.contains(&k)))
-                };
+                let mut if_fruitless = fruitless.clone();
+                if_fruitless.push(key);
                 let next = list[i + 1..]
                     .iter()
-                    .filter(|&&w| !skipped(w))
+                    .filter(|&&w| !skipped(cx, choice, &done, &if_fruitless, w))
                     .take(LOOK_AHEAD)
                     .find_map(|&w| {
                         let nb = neighbourhood(p, choice, res, &at, &unplaced, w);
@@ -378,6 +372,20 @@ fn rounds(cx: &mut Cx, choice: &mut Choice, res: &mut Residual, budget: u64, flo
         }
     }
     spent
+}
+
+/// Whether a round passes over target `t`: freed (and settled) by an earlier neighbourhood
+/// of the round, or interchangeable (one class, one current option) with a target in
+/// `fruitless`, which found nothing since the plan last changed.
+fn skipped(
+    cx: &Cx,
+    choice: &Choice,
+    done: &[bool],
+    fruitless: &[(usize, Option<usize>)],
+    t: usize,
+) -> bool {
+    let key = (cx.cls.of[t], choice[t]);
+    done[t] || (key.0 != usize::MAX && fruitless.contains(&key))
 }
 
 /// Room made by force for a unit left out, when its neighbourhood was too large to solve (a
