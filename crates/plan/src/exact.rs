@@ -1,4 +1,4 @@
-//! Exact MILP for small problems (good_lp with the pure-Rust microlp solver).
+//! Exact MILP for small problems (the pure-Rust microlp solver, under a node limit).
 //!
 //! Model: binary x[u,c] per candidate and z[u] per unit (unplaced), Σ_c x + z = 1;
 //! Σ nodes·x ≤ capacity per offer; Σ watts·x ≤ cap per region; for redundancy groups, binary
@@ -8,135 +8,125 @@
 
 use crate::problem::Problem;
 use crate::solve::{Choice, Solved};
-use good_lp::{
-    constraint, microlp, variable, Expression, ProblemVariables, Solution, SolverModel, Variable,
-};
-use std::collections::{BTreeMap, HashMap};
+use microlp::{ComparisonOp, LinearExpr, OptimizationDirection, SolveOptions, Variable};
+use std::collections::BTreeMap;
 
-/// Per group: its index, and its candidates by provider and by region.
-type GroupRows = (
-    usize,
-    BTreeMap<usize, Vec<(usize, usize)>>,
-    BTreeMap<usize, Vec<(usize, usize)>>,
-);
+/// Branch-and-bound nodes the exact solve may spend before it gives up. Twelve units rarely
+/// need more than a few hundred; a hostile instance (many equal-cost options under a tight
+/// power cap) can need millions, and a planner that hangs is worse than one that falls back to
+/// its heuristic. A node count, not a clock, so the same input always takes the same path.
+pub const NODE_LIMIT: u64 = 5_000;
 
-/// Solve exactly; `None` if the solver fails (callers fall back to the heuristic).
-pub fn solve_exact(p: &Problem) -> Option<Solved> {
-    let mut vars = ProblemVariables::new();
-    let x: Vec<Vec<Variable>> = p
-        .units
-        .iter()
-        .map(|u| {
-            u.cands
-                .iter()
-                .map(|_| vars.add(variable().binary()))
-                .collect()
-        })
-        .collect();
-    let z: Vec<Variable> = p
-        .units
-        .iter()
-        .map(|_| vars.add(variable().binary()))
-        .collect();
-    let mut obj = Expression::from(0.0);
-    for (ui, u) in p.units.iter().enumerate() {
-        for (ci, c) in u.cands.iter().enumerate() {
-            obj += c.cost * x[ui][ci];
-        }
-        if !u.cands.is_empty() {
-            obj += u.penalty * z[ui];
-        }
-    }
-    // Group spans.
-    let mut gy: Vec<(Vec<Variable>, Vec<Variable>)> = Vec::new();
-    let mut group_rows: Vec<GroupRows> = Vec::new();
-    for (gi, g) in p.groups.iter().enumerate() {
-        let mut by_p: BTreeMap<usize, Vec<(usize, usize)>> = BTreeMap::new();
-        let mut by_r: BTreeMap<usize, Vec<(usize, usize)>> = BTreeMap::new();
-        for &u in &g.units {
-            for (ci, c) in p.units[u].cands.iter().enumerate() {
-                let o = &p.offers[c.offer as usize];
-                by_p.entry(o.provider).or_default().push((u, ci));
-                by_r.entry(o.region).or_default().push((u, ci));
-            }
-        }
-        let yp: Vec<Variable> = by_p.keys().map(|_| vars.add(variable().binary())).collect();
-        let yr: Vec<Variable> = by_r.keys().map(|_| vars.add(variable().binary())).collect();
-        gy.push((yp, yr));
-        group_rows.push((gi, by_p, by_r));
-    }
-    let mut model = vars.minimise(obj).using(microlp);
-    for (ui, u) in p.units.iter().enumerate() {
-        let mut e = Expression::from(z[ui]);
-        for v in &x[ui] {
-            e += *v;
-        }
-        model = model.with(constraint!(e == 1.0));
-        let _ = u;
-    }
-    let mut by_offer: HashMap<usize, Expression> = HashMap::new();
-    let mut by_region: HashMap<usize, Expression> = HashMap::new();
-    for (ui, u) in p.units.iter().enumerate() {
-        for (ci, c) in u.cands.iter().enumerate() {
-            *by_offer
+/// What the exact solve found within its node limit.
+pub enum Exact {
+    /// The optimum, proved.
+    Optimal(Solved),
+    /// The best plan found when the node limit stopped the search (no better than the warm
+    /// start, if one was given), without proof.
+    Stopped(Choice),
+}
+
+/// Solve exactly from `warm` (a plan to start from, e.g. the heuristic's); `None` if the solver
+/// fails or found nothing within [`NODE_LIMIT`] nodes.
+pub fn solve_exact(p: &Problem, warm: Option<&Choice>) -> Option<Exact> {
+    let mut lp = microlp::Problem::new(OptimizationDirection::Minimize);
+    let mut by_offer: BTreeMap<usize, LinearExpr> = BTreeMap::new();
+    let mut by_region: BTreeMap<usize, LinearExpr> = BTreeMap::new();
+    let mut x: Vec<Vec<Variable>> = Vec::with_capacity(p.units.len());
+    let mut z: Vec<Variable> = Vec::with_capacity(p.units.len());
+    for u in &p.units {
+        let xs: Vec<Variable> = u.cands.iter().map(|c| lp.add_binary_var(c.cost)).collect();
+        // A unit with no candidate has no choice to make, and its penalty is a constant.
+        let zu = lp.add_binary_var(if u.cands.is_empty() { 0.0 } else { u.penalty });
+        let mut one: LinearExpr = xs.iter().map(|&v| (v, 1.0)).collect();
+        one.add(zu, 1.0);
+        lp.add_constraint(one, ComparisonOp::Eq, 1.0);
+        for (c, &v) in u.cands.iter().zip(&xs) {
+            by_offer
                 .entry(c.offer as usize)
-                .or_insert_with(|| Expression::from(0.0)) += c.nodes as f64 * x[ui][ci];
+                .or_insert_with(LinearExpr::empty)
+                .add(v, c.nodes as f64);
             if c.nodes2 > 0 {
-                *by_offer
+                by_offer
                     .entry(c.offer2 as usize)
-                    .or_insert_with(|| Expression::from(0.0)) += c.nodes2 as f64 * x[ui][ci];
+                    .or_insert_with(LinearExpr::empty)
+                    .add(v, c.nodes2 as f64);
             }
-            *by_region
+            by_region
                 .entry(p.offers[c.offer as usize].region)
-                .or_insert_with(|| Expression::from(0.0)) += (c.watts / 1e6) * x[ui][ci];
+                .or_insert_with(LinearExpr::empty)
+                .add(v, c.watts / 1e6);
         }
+        x.push(xs);
+        z.push(zu);
     }
-    let mut offers: Vec<_> = by_offer.into_iter().collect();
-    offers.sort_by_key(|(o, _)| *o);
-    for (o, e) in offers {
-        model = model.with(constraint!(e <= p.offers[o].capacity_nodes as f64));
+    for (o, row) in by_offer {
+        lp.add_constraint(row, ComparisonOp::Le, p.offers[o].capacity_nodes as f64);
     }
-    let mut regions: Vec<_> = by_region.into_iter().collect();
-    regions.sort_by_key(|(r, _)| *r);
-    for (r, e) in regions {
-        model = model.with(constraint!(e <= p.region_cap_watts[r] / 1e6));
+    for (r, row) in by_region {
+        lp.add_constraint(row, ComparisonOp::Le, p.region_cap_watts[r] / 1e6);
     }
-    for ((gi, by_p, by_r), (yp, yr)) in group_rows.iter().zip(&gy) {
-        let g = &p.groups[*gi];
-        for ((_, members), y) in by_p.iter().zip(yp) {
-            let mut e = Expression::from(0.0);
-            for &(u, ci) in members {
-                e += x[u][ci];
+    // Group spans: y[g,k] may be 1 only if some unit of g sits on provider (or region) k.
+    for g in &p.groups {
+        for by_region in [false, true] {
+            let mut members: BTreeMap<usize, Vec<Variable>> = BTreeMap::new();
+            for &u in &g.units {
+                for (c, &v) in p.units[u].cands.iter().zip(&x[u]) {
+                    let o = &p.offers[c.offer as usize];
+                    let key = if by_region { o.region } else { o.provider };
+                    members.entry(key).or_default().push(v);
+                }
             }
-            model = model.with(constraint!(*y <= e));
-        }
-        for ((_, members), y) in by_r.iter().zip(yr) {
-            let mut e = Expression::from(0.0);
-            for &(u, ci) in members {
-                e += x[u][ci];
+            let need = if by_region {
+                g.min_regions
+            } else {
+                g.min_providers
+            } as f64;
+            let mut span: Vec<Variable> = Vec::with_capacity(members.len());
+            for vs in members.values() {
+                let y = lp.add_binary_var(0.0);
+                let mut row: LinearExpr = vs.iter().map(|&v| (v, -1.0)).collect();
+                row.add(y, 1.0);
+                lp.add_constraint(row, ComparisonOp::Le, 0.0);
+                span.push(y);
             }
-            model = model.with(constraint!(*y <= e));
-        }
-        for &u in &g.units {
-            let sp: Expression = yp.iter().fold(Expression::from(0.0), |a, v| a + *v);
-            let sr: Expression = yr.iter().fold(Expression::from(0.0), |a, v| a + *v);
-            let kp = g.min_providers as f64;
-            let kr = g.min_regions as f64;
-            model = model.with(constraint!(sp + kp * z[u] >= kp));
-            model = model.with(constraint!(sr + kr * z[u] >= kr));
+            for &u in &g.units {
+                // If anything of the service is placed, its placed units span `need` keys.
+                let mut row: LinearExpr = span.iter().map(|&y| (y, 1.0)).collect();
+                row.add(z[u], need);
+                lp.add_constraint(row, ComparisonOp::Ge, need);
+            }
         }
     }
-    let sol = model.solve().ok()?;
+    let mut opts = SolveOptions::default();
+    opts.node_limit = Some(NODE_LIMIT);
+    // Only the unit variables are given; microlp completes the span variables itself.
+    opts.warm_start = warm.map(|choice| {
+        let mut hint = Vec::new();
+        for ((xs, &zu), c) in x.iter().zip(&z).zip(choice) {
+            for (ci, &v) in xs.iter().enumerate() {
+                hint.push((v, if *c == Some(ci) { 1.0 } else { 0.0 }));
+            }
+            hint.push((zu, if c.is_none() { 1.0 } else { 0.0 }));
+        }
+        hint
+    });
+    let outcome = lp.solve_with(opts).ok()?;
+    let optimal = outcome.is_optimal();
+    let sol = outcome.solution()?;
     let choice: Choice = x
         .iter()
-        .map(|xs| xs.iter().position(|v| sol.value(*v) > 0.5))
+        .map(|xs| xs.iter().position(|&v| sol.var_value(v) > 0.5))
         .collect();
+    if !optimal {
+        return Some(Exact::Stopped(choice));
+    }
     let objective = crate::solve::objective(p, &choice);
-    Some(Solved {
+    Some(Exact::Optimal(Solved {
         choice,
         objective,
         lower_bound: objective,
         bound_by: "the optimum (exact MILP)",
         method: "exact MILP (microlp)".into(),
-    })
+    }))
 }

@@ -184,13 +184,32 @@ pub fn solve_problem(problem: &Problem, policy: &Policy) -> Solved {
         Algorithm::CheapestFirst => cheapest_first(problem),
         Algorithm::Stratus => {
             let size: usize = problem.units.iter().map(|u| u.cands.len()).sum();
-            if size <= policy.exact_max_candidates && problem.units.len() <= policy.exact_max_units
-            {
-                if let Some(s) = exact::solve_exact(problem) {
-                    return s;
-                }
+            let heuristic = solve::solve_lagrangian(problem, policy.dual_iterations, policy.budget);
+            if size > policy.exact_max_candidates || problem.units.len() > policy.exact_max_units {
+                return heuristic;
             }
-            solve::solve_lagrangian(problem, policy.dual_iterations, policy.budget)
+            // Small enough to try to prove: the exact solve starts from the heuristic's plan,
+            // so when its node limit stops it, its best is still no worse.
+            match exact::solve_exact(problem, Some(&heuristic.choice)) {
+                Some(exact::Exact::Optimal(s)) => s,
+                Some(exact::Exact::Stopped(choice)) => {
+                    let objective = solve::objective(problem, &choice);
+                    if solve::feasible(problem, &choice) && objective < heuristic.objective {
+                        Solved {
+                            choice,
+                            objective,
+                            method: format!(
+                                "{}, improved by a stopped exact MILP",
+                                heuristic.method
+                            ),
+                            ..heuristic
+                        }
+                    } else {
+                        heuristic
+                    }
+                }
+                None => heuristic,
+            }
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Selection: choose one candidate (or none) per unit.
 //!
-//! * Small problems: exact MILP (good_lp + microlp), so the result is provably optimal.
+//! * Small problems: exact MILP (microlp, under a node limit), so the result is provably optimal.
 //! * Large problems: a transportation relaxation (units of identical classes supply chips,
 //!   offers absorb them up to capacity) solved exactly by the network simplex (`flow`). Its
 //!   potentials price every offer, and its flow says how many units of each class go where;
