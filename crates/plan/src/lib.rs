@@ -505,15 +505,51 @@ fn why_unplaced(p: &Problem, held: &Held, res: &Residual, ui: usize) -> (Constra
     }
     let mut cap = 0;
     let mut pow = 0;
+    // The cheapest option that still has room, if any (options are sorted by cost).
+    let mut room = None;
     for ci in 0..u.cands.len() {
         match res.blocks(p, ui, ci) {
             Some(Constraint::Capacity) => cap += 1,
             Some(Constraint::PowerCap) => pow += 1,
+            None => {
+                room.get_or_insert(ci);
+            }
             _ => {}
         }
     }
     // Derived from the final state: a service unit with an option that still fits was left
     // out by its redundancy rule; otherwise the commoner of full pools and power caps.
+    if let (Some(ci), None) = (room, u.group) {
+        // Room is left, but on options that cost more than leaving the unit out.
+        let c = &u.cands[ci];
+        let deferred = if u.kind == UnitKind::Batch {
+            " (deferred)"
+        } else {
+            ""
+        };
+        let constraint = match (cap, pow) {
+            (0, 0) => Constraint::MaxPrice,
+            (c, w) if w > c => Constraint::PowerCap,
+            _ => Constraint::Capacity,
+        };
+        return (
+            constraint,
+            format!(
+                "leaving it out (${:.2}/h) costs less than any of the {} of its {} feasible options that have room: the cheapest, {} at ${:.2}/h, costs ${:.2}/h on the objective; {cap} full, {pow} over their region's power cap{deferred}{}",
+                u.penalty,
+                u.cands.len() - cap - pow,
+                u.cands.len(),
+                offer_label(p, c),
+                c.dollars,
+                c.cost,
+                if ci > 0 {
+                    held_by(p, held, res, ui)
+                } else {
+                    String::new()
+                }
+            ),
+        );
+    }
     let c = if cap + pow < u.cands.len() && u.group.is_some() {
         Constraint::Redundancy
     } else if pow > cap {

@@ -68,6 +68,7 @@ fn run(seed: u64, highs: &Path) -> Outcome {
         "{replay}: the plan breaks rules:\n{}",
         ck.violations.join("\n")
     );
+    explanations_name_who_holds_the_room(&m, &ck.choice, &p, &replay);
     let s = solve(
         &m,
         &SolveOptions {
@@ -111,6 +112,102 @@ fn run(seed: u64, highs: &Path) -> Outcome {
             s.seconds,
             s.status
         ),
+    }
+}
+
+/// Every unit left out says why, from the model's rules rather than the planner's: one with no
+/// option that fits what the plan leaves names a unit that holds the room it would need (on a
+/// pool of one of its cheapest options, or in that option's region when power is short); a
+/// job left out while one of its options fits would cost more there than its penalty, and
+/// its reason does not claim every option is taken.
+fn explanations_name_who_holds_the_room(
+    m: &Model,
+    choice: &[Option<usize>],
+    plan: &Plan,
+    replay: &str,
+) {
+    let mut used = vec![0u64; m.slots.len()];
+    let mut watts = vec![0.0f64; m.regions.len()];
+    for (it, c) in m.items.iter().zip(choice) {
+        if let Some(c) = c {
+            let o = &it.options[*c];
+            for &(s, n) in &o.uses {
+                used[s] += n as u64;
+            }
+            watts[o.region] += o.watts;
+        }
+    }
+    let room = |o: &stratus_reference::Opt| {
+        o.uses
+            .iter()
+            .all(|&(s, n)| used[s] + n as u64 <= m.slots[s].nodes as u64)
+    };
+    let power = |o: &stratus_reference::Opt| {
+        watts[o.region] + o.watts <= m.region_cap_watts[o.region] - 1.0
+    };
+    for u in &plan.unplaced {
+        let Some(i) = m.items.iter().position(|it| it.key == u.unit) else {
+            panic!("{replay}: {} left out is not in the model", u.unit);
+        };
+        let it = &m.items[i];
+        assert!(
+            !u.reason.is_empty(),
+            "{replay}: {} left out without a reason",
+            u.unit
+        );
+        // The planner's filters may remove options the model keeps (a service's options that
+        // cannot span its providers): then the reason names the filters.
+        if it.options.is_empty() || u.reason.starts_with("no option passes the filters") {
+            continue;
+        }
+        let fits: Vec<&stratus_reference::Opt> =
+            it.options.iter().filter(|o| room(o) && power(o)).collect();
+        if fits.is_empty() {
+            let least = it
+                .options
+                .iter()
+                .map(|o| o.cost)
+                .fold(f64::INFINITY, f64::min);
+            let cheapest: Vec<&stratus_reference::Opt> = it
+                .options
+                .iter()
+                .filter(|o| o.cost <= least + 1e-6 * least.abs().max(1.0))
+                .collect();
+            let holds = |j: usize| {
+                let Some(c) = choice[j] else { return false };
+                let o = &m.items[j].options[c];
+                cheapest.iter().any(|x| {
+                    o.uses
+                        .iter()
+                        .any(|(s, _)| x.uses.iter().any(|(t, _)| s == t))
+                        || (!power(x) && o.region == x.region)
+                })
+            };
+            let named = (0..m.items.len())
+                .any(|j| j != i && holds(j) && u.reason.contains(&m.items[j].key));
+            let anyone = (0..m.items.len()).any(|j| j != i && holds(j));
+            assert!(
+                named || !anyone,
+                "{replay}: {} left out, every option taken, but its reason names none of the units holding its cheapest: {}",
+                u.unit,
+                u.reason
+            );
+        } else if it.service.is_none() {
+            let best = fits.iter().map(|o| o.cost).fold(f64::INFINITY, f64::min);
+            assert!(
+                best >= it.penalty - 1e-6 * it.penalty.abs().max(1.0),
+                "{replay}: {} left out (penalty {:.2}) though an option at {best:.2} fits",
+                u.unit,
+                it.penalty
+            );
+            assert!(
+                !u.reason.contains("are taken"),
+                "{replay}: {} has room on {} options but its reason says all are taken: {}",
+                u.unit,
+                fits.len(),
+                u.reason
+            );
+        }
     }
 }
 
