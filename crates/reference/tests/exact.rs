@@ -115,11 +115,13 @@ fn run(seed: u64, highs: &Path) -> Outcome {
     }
 }
 
-/// Every unit left out says why, from the model's rules rather than the planner's: one with no
-/// option that fits what the plan leaves names a unit that holds the room it would need (on a
-/// pool of one of its cheapest options, or in that option's region when power is short); a
-/// job left out while one of its options fits would cost more there than its penalty, and
-/// its reason does not claim every option is taken.
+/// Every unit placed away from a cheaper option, and every unit left out, says why, from the
+/// model's rules rather than the planner's. A placement with an option of lower cost names the
+/// constraint that ruled it out. A unit left out with no option that fits what the plan leaves
+/// names a unit that holds the room it would need (on a pool of one of its cheapest options,
+/// or in that option's region when power is short); a job left out while one of its options
+/// fits would cost more there than its penalty, and its reason does not claim every option is
+/// taken.
 fn explanations_name_who_holds_the_room(
     m: &Model,
     choice: &[Option<usize>],
@@ -136,6 +138,28 @@ fn explanations_name_who_holds_the_room(
             }
             watts[o.region] += o.watts;
         }
+    }
+    // A unit placed while an option of lower cost exists names what ruled that option out.
+    for x in &plan.placements {
+        let Some(i) = m.items.iter().position(|it| it.key == x.unit) else {
+            panic!("{replay}: {} placed is not in the model", x.unit);
+        };
+        let Some(c) = choice[i] else {
+            panic!("{replay}: {} placed but not read from the plan", x.unit);
+        };
+        let it = &m.items[i];
+        let here = it.options[c].cost;
+        let cheaper = it
+            .options
+            .iter()
+            .any(|o| o.cost < here - 1e-6 * here.abs().max(1.0));
+        assert!(
+            !cheaper || x.explanation.contains("ruled out by"),
+            "{replay}: {} has an option of lower cost than {} but its explanation names no constraint: {}",
+            x.unit,
+            x.pool,
+            x.explanation
+        );
     }
     let room = |o: &stratus_reference::Opt| {
         o.uses
