@@ -6,7 +6,8 @@
 //! `.ci/run` installs it. `STRATUS_REFERENCE_SETS` sets how many sets run (default 220);
 //! `STRATUS_REFERENCE_SEEDS=72,27` replays those seeds only; `STRATUS_REFERENCE_DIFF=1` prints,
 //! unit by unit, where stratus's plan and the optimum differ; `STRATUS_REFERENCE_WORKERS=1`
-//! runs one set at a time (two by default), so the planner's times are measured alone.
+//! runs one set at a time (two by default), so the planner's times are measured alone;
+//! `STRATUS_REFERENCE_BUDGET=N` plans with work budget N instead of the default.
 
 use std::path::{Path, PathBuf};
 use stratus_catalog::contended::{contended, Contention};
@@ -23,6 +24,17 @@ fn highs() -> Option<PathBuf> {
             None
         }
     }
+}
+
+/// The planner's policy: the default, or with the work budget `STRATUS_REFERENCE_BUDGET`.
+fn policy() -> Policy {
+    let mut p = Policy::default();
+    if let Ok(b) = std::env::var("STRATUS_REFERENCE_BUDGET") {
+        p.budget = b
+            .parse()
+            .unwrap_or_else(|e| panic!("STRATUS_REFERENCE_BUDGET={b}: not a work budget: {e}"));
+    }
+    p
 }
 
 /// The set for a seed: its size, pools and mix drawn from the seed too.
@@ -50,7 +62,7 @@ struct Outcome {
 
 fn run(seed: u64, highs: &Path) -> Outcome {
     let (c, set) = set_for(seed);
-    let policy = Policy::default();
+    let policy = policy();
     let started = std::time::Instant::now();
     let p = plan(&set.fleet, &set.workloads, &policy, None);
     let planned_s = started.elapsed().as_secs_f64();
@@ -245,7 +257,7 @@ fn stays_unless_moving_pays(
     own: &Plan,
     replay: &str,
 ) {
-    let policy = Policy::default();
+    let policy = policy();
     let mut from_optimum = PreviousPlan::default();
     for (item, o) in m.items.iter().zip(optimum) {
         if let Some(o) = o {
