@@ -517,8 +517,6 @@ fn why_unplaced(p: &Problem, held: &Held, res: &Residual, ui: usize) -> (Constra
             _ => {}
         }
     }
-    // Derived from the final state: a service unit with an option that still fits was left
-    // out by its redundancy rule; otherwise the commoner of full pools and power caps.
     if let (Some(ci), None) = (room, u.group) {
         // Room is left, but on options that cost more than leaving the unit out.
         let c = &u.cands[ci];
@@ -550,6 +548,8 @@ fn why_unplaced(p: &Problem, held: &Held, res: &Residual, ui: usize) -> (Constra
             ),
         );
     }
+    // Derived from the final state: a service unit with an option that still fits was left
+    // out by its redundancy rule; otherwise the commoner of full pools and power caps.
     let c = if cap + pow < u.cands.len() && u.group.is_some() {
         Constraint::Redundancy
     } else if pow > cap {

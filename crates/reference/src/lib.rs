@@ -76,4 +76,4 @@ mod model;
 pub use check::{check, Checked};
 pub use diff::differences;
 pub use highs::{find_highs, solve, Solution, SolveOptions, Status};
-pub use model::{Item, Kind, Model, Opt, Slot};
+pub use model::{by_key, usage, Item, Kind, Model, Opt, Slot};

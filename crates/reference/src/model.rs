@@ -758,8 +758,8 @@ pub(crate) fn identical_groups(m: &Model) -> Vec<Vec<usize>> {
     groups
 }
 
-/// Per-slot and per-region use of a choice, for checks.
-pub(crate) fn usage(m: &Model, choice: &[Option<usize>]) -> (Vec<u64>, Vec<f64>) {
+/// Per-slot nodes and per-region watts a choice uses, for checks.
+pub fn usage(m: &Model, choice: &[Option<usize>]) -> (Vec<u64>, Vec<f64>) {
     let mut nodes = vec![0u64; m.slots.len()];
     let mut watts = vec![0.0; m.regions.len()];
     for (it, c) in m.items.iter().zip(choice) {
@@ -795,7 +795,7 @@ pub(crate) fn spans(m: &Model, choice: &[Option<usize>]) -> Vec<(usize, usize, u
 }
 
 /// Index of each item by key.
-pub(crate) fn by_key(m: &Model) -> BTreeMap<&str, usize> {
+pub fn by_key(m: &Model) -> BTreeMap<&str, usize> {
     m.items
         .iter()
         .enumerate()

@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use stratus_catalog::contended::{contended, Contention};
 use stratus_catalog::scenario::Rng;
 use stratus_plan::{plan, Plan, Policy, PreviousPlan};
-use stratus_reference::{check, differences, find_highs, solve, Model, SolveOptions, Status};
+use stratus_reference::{
+    by_key, check, differences, find_highs, solve, usage, Model, SolveOptions, Status,
+};
 
 fn highs() -> Option<PathBuf> {
     match find_highs() {
@@ -140,20 +142,11 @@ fn explanations_name_who_holds_the_room(
     plan: &Plan,
     replay: &str,
 ) {
-    let mut used = vec![0u64; m.slots.len()];
-    let mut watts = vec![0.0f64; m.regions.len()];
-    for (it, c) in m.items.iter().zip(choice) {
-        if let Some(c) = c {
-            let o = &it.options[*c];
-            for &(s, n) in &o.uses {
-                used[s] += n as u64;
-            }
-            watts[o.region] += o.watts;
-        }
-    }
+    let (used, watts) = usage(m, choice);
+    let index = by_key(m);
     // A unit placed while an option of lower cost exists names what ruled that option out.
     for x in &plan.placements {
-        let Some(i) = m.items.iter().position(|it| it.key == x.unit) else {
+        let Some(i) = index.get(x.unit.as_str()).copied() else {
             panic!("{replay}: {} placed is not in the model", x.unit);
         };
         let Some(c) = choice[i] else {
@@ -182,7 +175,7 @@ fn explanations_name_who_holds_the_room(
         watts[o.region] + o.watts <= m.region_cap_watts[o.region] - 1.0
     };
     for u in &plan.unplaced {
-        let Some(i) = m.items.iter().position(|it| it.key == u.unit) else {
+        let Some(i) = index.get(u.unit.as_str()).copied() else {
             panic!("{replay}: {} left out is not in the model", u.unit);
         };
         let it = &m.items[i];
