@@ -95,6 +95,8 @@ pub struct Contended {
     pub diff: bool,
     /// The planner's work budget (the default when `None`).
     pub budget: Option<u64>,
+    /// The planner's wall-clock safety net, seconds (0: none).
+    pub plan_time_limit_s: f64,
 }
 
 /// Contended sets: stratus against cheapest-first and, with `reference`, the exact optimum
@@ -145,8 +147,15 @@ pub fn contended(o: &Contended) -> Result<()> {
                 policy.budget = b;
             }
             let t = Instant::now();
-            let s = stratus_plan::plan(&set.fleet, &set.workloads, &policy, None);
+            let s = if o.plan_time_limit_s > 0.0 {
+                let deadline =
+                    crate::Deadline(t + std::time::Duration::from_secs_f64(o.plan_time_limit_s));
+                stratus_plan::plan_until(&set.fleet, &set.workloads, &policy, None, &deadline)
+            } else {
+                stratus_plan::plan(&set.fleet, &set.workloads, &policy, None)
+            };
             let ts = t.elapsed().as_secs_f64();
+            let stop_mark = if s.stopped_early { "!" } else { " " };
             let t = Instant::now();
             let b = stratus_plan::plan(
                 &set.fleet,
@@ -260,7 +269,7 @@ pub fn contended(o: &Contended) -> Result<()> {
                 }
             }
             println!(
-                "{:>6} {:>5} {:>5.2} {:>5} | {:>9.3} {:>8.3} {tr:>8} | {st} {bo} {bb} {lpr} | {:>7} {oplaced} | {:>5} | {}",
+                "{:>6} {:>5} {:>5.2} {:>5} | {:>8.3}{stop_mark} {:>8.3} {tr:>8} | {st} {bo} {bb} {lpr} | {:>7} {oplaced} | {:>5} | {}",
                 thousands(n as u64),
                 set.fleet.pool_count(),
                 set.ratio,
@@ -278,6 +287,12 @@ pub fn contended(o: &Contended) -> Result<()> {
     }
     println!("cap/d = capacity / demand; x/opt = objective over the exact optimum's ($/h incl. the penalty of work left out);");
     println!("~ = over the LP relaxation (no optimum computed), < = over HiGHS's dual bound when its time limit stopped it (* s).");
+    if o.plan_time_limit_s > 0.0 {
+        println!(
+            "! = stratus stopped by --plan-time-limit {} s before its budget ran out.",
+            o.plan_time_limit_s
+        );
+    }
     for line in &stopped {
         println!("{line}");
     }

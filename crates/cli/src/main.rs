@@ -24,8 +24,18 @@ use clap::{Parser, Subcommand, ValueEnum};
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 use stratus_model::{parse, Fleet, InputError, UsdPerTonne, WorkloadSet};
 use stratus_plan::{Algorithm, Policy};
+
+/// `stratus plan --time-limit`: the clock the planner itself never reads.
+struct Deadline(Instant);
+
+impl stratus_plan::Interrupt for Deadline {
+    fn stop(&self) -> bool {
+        Instant::now() >= self.0
+    }
+}
 
 /// What `stratus --help` opens with: what stratus is (the package description is the crate's
 /// own, internal one).
@@ -98,6 +108,11 @@ enum Cmd {
         /// same plan, byte for byte.
         #[arg(long)]
         budget: Option<u64>,
+        /// Wall-clock safety net, seconds (0: none): past it the search stops and the best
+        /// plan so far is printed, every rule kept, with `stopped_early` in the JSON and a
+        /// warning on stderr. The budget, not this, is what normally bounds the search.
+        #[arg(long, default_value_t = 60.0)]
+        time_limit: f64,
         /// Output format.
         #[arg(long, value_enum, default_value_t = OutFormat::Table)]
         format: OutFormat,
@@ -451,6 +466,10 @@ enum BenchCmd {
         /// The planner's work budget (see `stratus plan --budget`).
         #[arg(long)]
         budget: Option<u64>,
+        /// With `--contended`: the planner's wall-clock safety net per set, seconds (see
+        /// `stratus plan --time-limit`; 0, the default: none). Sets it stopped are marked `!`.
+        #[arg(long, default_value_t = 0.0)]
+        plan_time_limit: f64,
     },
     /// Gateway overhead: one mock replica reached directly, through stratus and through nginx
     /// (`proxy_buffering off`), by the same load generator at fixed rates, then at full speed.
@@ -614,8 +633,15 @@ fn run(cli: Cli) -> Result<()> {
             carbon_price,
             previous,
             budget,
+            time_limit,
             format,
         } => {
+            if !(time_limit.is_finite() && time_limit >= 0.0) {
+                return Err(bad_flag(
+                    "--time-limit",
+                    format!("must be a non-negative number of seconds, got {time_limit}"),
+                ));
+            }
             let fleet = load_fleet(fleet.as_deref())?;
             let w: WorkloadSet =
                 parse::load_workloads(&workloads, &fleet).context("reading workloads")?;
@@ -643,7 +669,18 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 None => None,
             };
-            let plan = stratus_plan::plan(&fleet, &w, &pol, prev.as_ref());
+            let plan = if time_limit > 0.0 {
+                let deadline = Deadline(Instant::now() + Duration::from_secs_f64(time_limit));
+                stratus_plan::plan_until(&fleet, &w, &pol, prev.as_ref(), &deadline)
+            } else {
+                stratus_plan::plan(&fleet, &w, &pol, prev.as_ref())
+            };
+            if plan.stopped_early {
+                eprintln!(
+                    "warning: --time-limit {time_limit} s reached; this is the best plan found \
+                     by then (every rule kept), not the one the budget would give"
+                );
+            }
             match format {
                 OutFormat::Json => println!("{}", serde_json::to_string_pretty(&plan)?),
                 OutFormat::K8s => print!(
@@ -974,8 +1011,15 @@ fn run(cli: Cli) -> Result<()> {
                     exact_up_to,
                     diff,
                     budget,
+                    plan_time_limit,
                 },
         } => {
+            if !(plan_time_limit.is_finite() && plan_time_limit >= 0.0) {
+                return Err(bad_flag(
+                    "--plan-time-limit",
+                    format!("must be a non-negative number of seconds, got {plan_time_limit}"),
+                ));
+            }
             if contended {
                 let default = [100usize, 1000, 10000];
                 let sizes = if sizes == default {
@@ -992,6 +1036,7 @@ fn run(cli: Cli) -> Result<()> {
                     exact_up_to,
                     diff,
                     budget,
+                    plan_time_limit_s: plan_time_limit,
                 })?
             } else {
                 bench::plan(&sizes, seed, dual_iterations, budget)?

@@ -195,6 +195,59 @@ fn a_plan_printed_as_json_is_accepted_as_previous() {
     assert_eq!(pools(&a), pools(&b));
 }
 
+/// `--time-limit`, the wall-clock safety net: reached before the search starts (a microsecond
+/// is over before the problem is compiled), it still prints a plan, says so in the JSON and on
+/// stderr, and the plan is no better than the budget's; without it, the JSON has no such
+/// field. What a stopped plan keeps is tested in crates/plan/tests/properties.rs.
+#[test]
+fn a_time_limit_reached_gives_the_plan_so_far_and_says_so() {
+    let w = examples("demo-workloads.yaml");
+    let full = stratus(&["plan", "--workloads", &w, "--format", "json"]);
+    assert!(full.status.success());
+    let full: serde_json::Value = serde_json::from_slice(&full.stdout).unwrap();
+    assert!(full.get("stopped_early").is_none(), "{}", full["method"]);
+    let o = stratus(&[
+        "plan",
+        "--workloads",
+        &w,
+        "--time-limit",
+        "0.000001",
+        "--format",
+        "json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--time-limit"), "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["stopped_early"], true);
+    assert!(v["method"].as_str().unwrap().contains("stopped early"));
+    let obj = |v: &serde_json::Value| v["objective_per_hour"].as_f64().unwrap();
+    assert!(obj(&v) >= obj(&full) - 1e-6 * obj(&full));
+    assert!(v["lower_bound_per_hour"].as_f64().unwrap() <= obj(&v));
+    assert!(!v["placements"].as_array().unwrap().is_empty());
+    // The stopped plan reads back as a plan in force.
+    let stopped = tmp("stopped.json");
+    std::fs::write(&stopped, &o.stdout).unwrap();
+    let again = stratus(&[
+        "plan",
+        "--workloads",
+        &w,
+        "--previous",
+        stopped.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert!(again.status.success());
+    bad(
+        &["plan", "--workloads", &w, "--time-limit=-1"],
+        &["--time-limit", "non-negative"],
+    );
+    bad(
+        &["plan", "--workloads", &w, "--time-limit", "NaN"],
+        &["--time-limit", "non-negative"],
+    );
+}
+
 #[test]
 fn the_baseline_policy_runs_and_is_labelled() {
     let o = stratus(&[

@@ -129,5 +129,6 @@ pub fn solve_exact(p: &Problem, warm: Option<&Choice>) -> Option<Exact> {
         lower_bound: objective,
         bound_by: "the optimum (exact MILP)",
         method: "exact MILP (microlp)".into(),
+        stopped_early: false,
     }))
 }

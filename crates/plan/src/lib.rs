@@ -11,10 +11,12 @@
 pub mod exact;
 pub mod filter;
 pub mod flow;
+pub mod interrupt;
 pub mod policy;
 pub mod problem;
 pub mod solve;
 
+pub use interrupt::{AfterChecks, Interrupt, Never};
 pub use policy::{Algorithm, Policy};
 pub use problem::{Category, Constraint, UnitKind};
 
@@ -164,6 +166,11 @@ pub struct Plan {
     pub unplaced: Vec<Unplaced>,
     /// Totals.
     pub summary: Summary,
+    /// Whether the caller's interrupt (`stratus plan --time-limit`) stopped the search before
+    /// its budget ran out: the plan keeps every rule but is not the budget's plan, and the
+    /// same input may plan differently. Absent from the JSON when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stopped_early: bool,
 }
 
 /// Plan all workloads on the fleet. Pure and deterministic.
@@ -173,19 +180,49 @@ pub fn plan(
     policy: &Policy,
     previous: Option<&PreviousPlan>,
 ) -> Plan {
+    plan_until(fleet, workloads, policy, previous, &Never)
+}
+
+/// [`plan`], asking `interrupt` between steps of the search whether to stop early: the
+/// caller's wall-clock safety net (see [`interrupt`]). An interrupt that never fires gives
+/// exactly [`plan`]'s plan.
+pub fn plan_until(
+    fleet: &Fleet,
+    workloads: &WorkloadSet,
+    policy: &Policy,
+    previous: Option<&PreviousPlan>,
+    interrupt: &dyn Interrupt,
+) -> Plan {
     let problem = problem::compile(fleet, workloads, policy, previous);
-    let solved = solve_problem(&problem, policy);
+    let solved = solve_problem_until(&problem, policy, interrupt);
     render(&problem, policy, solved)
 }
 
 /// Select on a compiled problem with the policy's algorithm.
 pub fn solve_problem(problem: &Problem, policy: &Policy) -> Solved {
+    solve_problem_until(problem, policy, &Never)
+}
+
+/// [`solve_problem`], asking `interrupt` whether to stop early.
+pub fn solve_problem_until(
+    problem: &Problem,
+    policy: &Policy,
+    interrupt: &dyn Interrupt,
+) -> Solved {
     match policy.algorithm {
         Algorithm::CheapestFirst => cheapest_first(problem),
         Algorithm::Stratus => {
             let size: usize = problem.units.iter().map(|u| u.cands.len()).sum();
-            let heuristic = solve::solve_lagrangian(problem, policy.dual_iterations, policy.budget);
-            if size > policy.exact_max_candidates || problem.units.len() > policy.exact_max_units {
+            let heuristic = solve::solve_lagrangian_until(
+                problem,
+                policy.dual_iterations,
+                policy.budget,
+                interrupt,
+            );
+            if size > policy.exact_max_candidates
+                || problem.units.len() > policy.exact_max_units
+                || heuristic.stopped_early
+            {
                 return heuristic;
             }
             // Small enough to try to prove: the exact solve starts from the heuristic's plan,
@@ -224,6 +261,7 @@ pub fn cheapest_first(p: &Problem) -> Solved {
         lower_bound: solve::relaxation_bound(p).min(objective),
         bound_by: "every unit at its cheapest option",
         method: "cheapest-first, arrival order".into(),
+        stopped_early: false,
     }
 }
 
@@ -327,7 +365,11 @@ fn render(p: &Problem, policy: &Policy, s: Solved) -> Plan {
     let lb = s.lower_bound;
     Plan {
         policy: policy.algorithm.to_string(),
-        method: s.method,
+        method: if s.stopped_early {
+            format!("{}, stopped early by the caller's interrupt", s.method)
+        } else {
+            s.method
+        },
         cost_per_hour,
         objective_per_hour: s.objective,
         lower_bound_per_hour: lb,
@@ -340,6 +382,7 @@ fn render(p: &Problem, policy: &Policy, s: Solved) -> Plan {
         placements,
         unplaced,
         summary,
+        stopped_early: s.stopped_early,
     }
 }
 

@@ -893,3 +893,65 @@ fn small_sets_the_exact_solve_cannot_prove_still_get_a_plan_no_worse_than_the_he
         "only {stopped} of the sets stopped at the node limit"
     );
 }
+
+/// The wall-clock safety net (`plan_until`), stopped at points spread over every point a run
+/// asks (an interrupt that counts its questions stands in for the clock): each stopped plan
+/// keeps every rule, is no worse than the baseline's and no better than the unstopped one's,
+/// bounds itself, says it stopped, and is the same when stopped at the same point again; an
+/// interrupt that never fires gives exactly `plan`'s plan.
+#[test]
+fn a_search_stopped_at_any_point_returns_a_plan_that_keeps_every_rule() {
+    use stratus_plan::{plan_until, AfterChecks};
+    let mut points = 0;
+    for seed in 0..6u64 {
+        let mut r = Rng(7_000 + seed);
+        let fleet = gen_fleet(&mut r, 3);
+        let w = gen_workloads(&mut r, 40 + 20 * seed as usize);
+        let pol = Policy::default();
+        let full = plan(&fleet, &w, &pol, None);
+        let count = AfterChecks::new(u64::MAX);
+        assert_eq!(plan_until(&fleet, &w, &pol, None, &count), full);
+        assert!(!full.stopped_early);
+        let asked = count.asked();
+        assert!(asked >= 3, "seed {seed}: asked only {asked} times");
+        let base = plan(
+            &fleet,
+            &w,
+            &Policy::with_algorithm(Algorithm::CheapestFirst),
+            None,
+        );
+        let eps = 1e-6 * base.objective_per_hour.max(1.0);
+        let mut at: Vec<u64> = vec![0, 1, 2, asked / 4, asked / 2, 3 * asked / 4, asked - 1];
+        at.dedup();
+        for n in at {
+            let stopped = plan_until(&fleet, &w, &pol, None, &AfterChecks::new(n));
+            let ctx = format!("seed {seed}, stopped at question {n} of {asked}");
+            assert!(stopped.stopped_early, "{ctx}");
+            check_plan(&fleet, &w, &stopped).unwrap_or_else(|e| panic!("{ctx}: {e}"));
+            assert!(
+                stopped.objective_per_hour <= base.objective_per_hour + eps,
+                "{ctx}: {} worse than the baseline's {}",
+                stopped.objective_per_hour,
+                base.objective_per_hour
+            );
+            assert!(
+                stopped.objective_per_hour >= full.objective_per_hour - eps,
+                "{ctx}: {} better than the unstopped {}",
+                stopped.objective_per_hour,
+                full.objective_per_hour
+            );
+            assert!(
+                stopped.lower_bound_per_hour <= stopped.objective_per_hour + eps,
+                "{ctx}"
+            );
+            let again = plan_until(&fleet, &w, &pol, None, &AfterChecks::new(n));
+            assert_eq!(
+                serde_json::to_string(&again).unwrap(),
+                serde_json::to_string(&stopped).unwrap(),
+                "{ctx}"
+            );
+            points += 1;
+        }
+    }
+    assert!(points >= 30, "only {points} stopping points");
+}

@@ -7,12 +7,14 @@
 //! `STRATUS_REFERENCE_SEEDS=72,27` replays those seeds only; `STRATUS_REFERENCE_DIFF=1` prints,
 //! unit by unit, where stratus's plan and the optimum differ; `STRATUS_REFERENCE_WORKERS=1`
 //! runs one set at a time (two by default), so the planner's times are measured alone;
-//! `STRATUS_REFERENCE_BUDGET=N` plans with work budget N instead of the default.
+//! `STRATUS_REFERENCE_BUDGET=N` plans with work budget N instead of the default;
+//! `STRATUS_REFERENCE_TIME_LIMIT=S` plans under the wall-clock safety net of `stratus plan
+//! --time-limit S` (a measurement, not a test: where it stops depends on the machine).
 
 use std::path::{Path, PathBuf};
 use stratus_catalog::contended::{contended, Contention};
 use stratus_catalog::scenario::Rng;
-use stratus_plan::{plan, Plan, Policy, PreviousPlan};
+use stratus_plan::{plan, plan_until, Interrupt, Plan, Policy, PreviousPlan};
 use stratus_reference::{
     by_key, check, differences, find_highs, solve, usage, Model, SolveOptions, Status,
 };
@@ -39,6 +41,28 @@ fn policy() -> Policy {
     p
 }
 
+/// `STRATUS_REFERENCE_TIME_LIMIT`, seconds, if set.
+fn time_limit() -> Option<f64> {
+    let s = std::env::var("STRATUS_REFERENCE_TIME_LIMIT").ok()?;
+    let t: f64 = s
+        .parse()
+        .ok()
+        .filter(|t: &f64| t.is_finite() && *t > 0.0)
+        .unwrap_or_else(|| {
+            panic!("STRATUS_REFERENCE_TIME_LIMIT={s}: not a positive number of seconds")
+        });
+    Some(t)
+}
+
+/// The clock `stratus plan --time-limit` reads.
+struct Deadline(std::time::Instant);
+
+impl Interrupt for Deadline {
+    fn stop(&self) -> bool {
+        std::time::Instant::now() >= self.0
+    }
+}
+
 /// The set for a seed: its size, pools and mix drawn from the seed too.
 fn set_for(seed: u64) -> (Contention, stratus_catalog::contended::ContendedSet) {
     let mut r = Rng(seed.wrapping_mul(0x9E37_79B9) ^ 0x5EED);
@@ -59,6 +83,8 @@ struct Outcome {
     ratio: f64,
     /// Wall-clock seconds stratus took (printed, never asserted: the machine is shared).
     planned_s: f64,
+    /// Whether `STRATUS_REFERENCE_TIME_LIMIT` stopped the search.
+    stopped: bool,
     line: String,
 }
 
@@ -66,7 +92,13 @@ fn run(seed: u64, highs: &Path) -> Outcome {
     let (c, set) = set_for(seed);
     let policy = policy();
     let started = std::time::Instant::now();
-    let p = plan(&set.fleet, &set.workloads, &policy, None);
+    let p = match time_limit() {
+        Some(t) => {
+            let deadline = Deadline(started + std::time::Duration::from_secs_f64(t));
+            plan_until(&set.fleet, &set.workloads, &policy, None, &deadline)
+        }
+        None => plan(&set.fleet, &set.workloads, &policy, None),
+    };
     let planned_s = started.elapsed().as_secs_f64();
     let m = Model::new(&set.fleet, &set.workloads, &policy, None);
     let ck = check(&set.fleet, &set.workloads, &policy, None, &m, &p);
@@ -119,6 +151,7 @@ fn run(seed: u64, highs: &Path) -> Outcome {
         optimal,
         ratio: obj / s.objective,
         planned_s,
+        stopped: p.stopped_early,
         line: format!(
             "{replay}: stratus/optimum {:.4}, bound/optimum {:.4}, stratus {planned_s:.2} s, HiGHS {:.1} s {:?}",
             obj / s.objective,
@@ -362,6 +395,10 @@ fn stratus_lies_between_its_bound_and_the_exact_optimum() {
         worst.line
     );
     eprintln!("stratus took over 1 s on {slow} sets; slowest {slowest:.2} s (wall clock)");
+    if let Some(t) = time_limit() {
+        let stopped = outcomes.iter().filter(|o| o.stopped).count();
+        eprintln!("the time limit of {t} s stopped the search on {stopped} sets");
+    }
     assert!(
         proven.len() * 10 >= outcomes.len() * 9,
         "HiGHS proved too few optima"

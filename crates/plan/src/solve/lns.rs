@@ -14,6 +14,7 @@
 use super::construct::{fill, repair_groups};
 use super::milp::{reoptimize, Cx};
 use super::{group_ok, objective, occupants, unit_cost, Choice, Classes, Residual};
+use crate::interrupt::Watch;
 use crate::problem::Problem;
 
 /// Options of the target whose offers make its neighbourhood.
@@ -222,13 +223,14 @@ pub(crate) fn search(
     res: &mut Residual,
     budget: u64,
     floor: f64,
+    watch: &Watch,
 ) -> u64 {
     let cx = &mut Cx::new(p, cls);
     let mut failed = Vec::new();
-    let (work, _) = force_room(cx, choice, res, budget / 8, floor, &mut failed);
+    let (work, _) = force_room(cx, choice, res, budget / 8, floor, &mut failed, watch);
     let mut spent = work;
     let before = choice.clone();
-    spent += rounds(cx, choice, res, budget.saturating_sub(spent), floor);
+    spent += rounds(cx, choice, res, budget.saturating_sub(spent), floor, watch);
     // A target that failed is tried again only if the rounds changed the plan on an offer its
     // trials clear: on the same plan it would fail the same way (it is all deterministic),
     // and elsewhere a change alters only where the evicted units go back.
@@ -243,11 +245,11 @@ pub(crate) fn search(
         }
     }
     failed.retain(|(_, offers)| offers.iter().all(|&o| !touched[o]));
-    let (work, made) = force_room(cx, choice, res, budget / 4, floor, &mut failed);
+    let (work, made) = force_room(cx, choice, res, budget / 4, floor, &mut failed, watch);
     spent += work;
     // What the evictions moved is searched again with what is left of the allowance.
     if made && work < budget / 4 {
-        spent += rounds(cx, choice, res, budget / 4 - work, floor);
+        spent += rounds(cx, choice, res, budget / 4 - work, floor, watch);
     }
     spent
 }
@@ -262,13 +264,14 @@ fn force_room(
     allowance: u64,
     floor: f64,
     failed: &mut Vec<(usize, Vec<usize>)>,
+    watch: &Watch,
 ) -> (u64, bool) {
     let p = cx.p;
     let (_, unplaced) = targets(p, choice);
     let mut spent = 0;
     let mut made = false;
     for t in unplaced {
-        if spent >= allowance || objective(p, choice) <= floor {
+        if spent >= allowance || objective(p, choice) <= floor || watch.stop() {
             break;
         }
         // An earlier eviction may have placed it.
@@ -289,7 +292,14 @@ fn force_room(
 }
 
 /// The neighbourhood rounds of [`search`].
-fn rounds(cx: &mut Cx, choice: &mut Choice, res: &mut Residual, budget: u64, floor: f64) -> u64 {
+fn rounds(
+    cx: &mut Cx,
+    choice: &mut Choice,
+    res: &mut Residual,
+    budget: u64,
+    floor: f64,
+    watch: &Watch,
+) -> u64 {
     let p = cx.p;
     let mut spent = 0u64;
     // A problem small enough is first re-optimised whole.
@@ -300,7 +310,7 @@ fn rounds(cx: &mut Cx, choice: &mut Choice, res: &mut Residual, budget: u64, flo
         .iter()
         .map(|&u| p.units[u].cands.len().min(WHOLE_KEEP))
         .sum();
-    if size <= WHOLE_MAX_VARIABLES && objective(p, choice) > floor {
+    if size <= WHOLE_MAX_VARIABLES && objective(p, choice) > floor && !watch.stop() {
         spent += settle(cx, choice, res, &free, WHOLE_KEEP, WHOLE_NODE_LIMIT).0;
     }
     let mut obj = objective(p, choice);
@@ -313,7 +323,7 @@ fn rounds(cx: &mut Cx, choice: &mut Choice, res: &mut Residual, budget: u64, flo
         // the plan last changed: another of them would find nothing too.
         let mut fruitless: Vec<(usize, Option<usize>)> = Vec::new();
         for (i, &t) in list.iter().enumerate() {
-            if spent >= budget || obj <= floor {
+            if spent >= budget || obj <= floor || watch.stop() {
                 return spent;
             }
             if skipped(cx, choice, &done, &fruitless, t) {
@@ -666,6 +676,7 @@ mod tests {
             u64::MAX,
             0.0,
             &mut failed,
+            &Watch::never(),
         );
         assert_eq!((work, made), (0, false));
         assert_eq!(c2, choice);

@@ -2,6 +2,7 @@
 //! make room for units left out (`relocate`).
 
 use super::*;
+use crate::interrupt::Watch;
 use crate::problem::Problem;
 
 /// Local search: move single units to cheaper candidates that fit, and place unplaced units
@@ -420,9 +421,15 @@ fn best_chain(
 /// service). Units are started while the work spent (candidates examined) is under `budget`;
 /// the chains of one started run on up to `budget × RELOCATE_WORK_PER_UNIT` in all. Returns
 /// the work spent.
-pub(crate) fn relocate(p: &Problem, choice: &mut Choice, res: &mut Residual, budget: u64) -> u64 {
+pub(crate) fn relocate(
+    p: &Problem,
+    choice: &mut Choice,
+    res: &mut Residual,
+    budget: u64,
+    watch: &Watch,
+) -> u64 {
     let cap = budget.saturating_mul(RELOCATE_WORK_PER_UNIT);
-    relocate_within(p, choice, res, budget, cap, CHAIN_DEPTH)
+    relocate_within(p, choice, res, budget, cap, CHAIN_DEPTH, watch)
 }
 
 /// [`relocate`] with chains one level deeper, as a last pass over what the plan still leaves
@@ -436,9 +443,10 @@ pub(crate) fn relocate_deeper(
     choice: &mut Choice,
     res: &mut Residual,
     budget: u64,
+    watch: &Watch,
 ) -> u64 {
     let cap = budget.saturating_mul(RELOCATE_WORK_PER_UNIT);
-    relocate_within(p, choice, res, budget, cap, DEEP_CHAIN_DEPTH)
+    relocate_within(p, choice, res, budget, cap, DEEP_CHAIN_DEPTH, watch)
 }
 
 /// `relocate` with the chains' cap and depth given.
@@ -449,6 +457,7 @@ fn relocate_within(
     budget: u64,
     cap: u64,
     depth: usize,
+    watch: &Watch,
 ) -> u64 {
     let mut work = Work {
         spent: 0,
@@ -469,6 +478,9 @@ fn relocate_within(
         }
         if live.choice[t].is_some() {
             continue;
+        }
+        if watch.stop() {
+            break;
         }
         // A job, or a unit of a service that is partly placed: placed alone, keeping the rule.
         let whole = p.units[t]
@@ -590,7 +602,7 @@ mod tests {
         let p = nested_pools(4);
         let (mut choice, mut res) = state(&p, &NESTED_START);
         let before = objective(&p, &choice);
-        let work = relocate(&p, &mut choice, &mut res, 1_000_000);
+        let work = relocate(&p, &mut choice, &mut res, 1_000_000, &Watch::never());
         assert!(work > 0);
         assert_eq!(
             pools_of(&p, &choice),
@@ -624,12 +636,12 @@ mod tests {
         ];
         let (was, _) = state(&p, &start);
         let (mut shallow, mut res) = state(&p, &start);
-        relocate(&p, &mut shallow, &mut res, 1_000_000);
+        relocate(&p, &mut shallow, &mut res, 1_000_000, &Watch::never());
         assert!(feasible(&p, &shallow));
         assert_ne!(pools_of(&p, &shallow), all);
         assert!(shallow.iter().any(|c| c.is_none()));
         let (mut deep, mut res) = state(&p, &start);
-        relocate_deeper(&p, &mut deep, &mut res, 1_000_000);
+        relocate_deeper(&p, &mut deep, &mut res, 1_000_000, &Watch::never());
         assert_eq!(pools_of(&p, &deep), all);
         assert!(feasible(&p, &deep));
         assert!(objective(&p, &deep) < objective(&p, &shallow));
@@ -650,13 +662,29 @@ mod tests {
         let p = nested_pools(4);
         let start = NESTED_START;
         let (mut choice, mut res) = state(&p, &start);
-        let needed = relocate_within(&p, &mut choice, &mut res, 1, u64::MAX, CHAIN_DEPTH);
+        let needed = relocate_within(
+            &p,
+            &mut choice,
+            &mut res,
+            1,
+            u64::MAX,
+            CHAIN_DEPTH,
+            &Watch::never(),
+        );
         let found = choice.clone();
         assert_ne!(found, state(&p, &start).0);
         let most = p.units.iter().map(|u| u.cands.len() as u64).max().unwrap();
         for cap in 0..=needed {
             let (mut choice, mut res) = state(&p, &start);
-            let spent = relocate_within(&p, &mut choice, &mut res, 1, cap, CHAIN_DEPTH);
+            let spent = relocate_within(
+                &p,
+                &mut choice,
+                &mut res,
+                1,
+                cap,
+                CHAIN_DEPTH,
+                &Watch::never(),
+            );
             assert!(spent < cap.max(1) + most, "cap {cap}: spent {spent}");
             assert!(feasible(&p, &choice));
             // Whatever was kept (nothing, a shorter chain that pays, or the chain) is exactly
@@ -713,7 +741,7 @@ mod tests {
         let (mut choice, mut res) = state(&p, &[("job", "ay")]);
         let gi = p.units.iter().position(|u| u.key == "gang").unwrap();
         assert_eq!(res.blocks(&p, gi, 0), Some(Constraint::PowerCap));
-        relocate(&p, &mut choice, &mut res, 1_000_000);
+        relocate(&p, &mut choice, &mut res, 1_000_000, &Watch::never());
         assert_eq!(
             pools_of(&p, &choice),
             vec![

@@ -192,6 +192,7 @@ pub(crate) fn prices(
     p: &Problem,
     ents: &Entities,
     rounds: usize,
+    watch: &crate::interrupt::Watch,
 ) -> Option<(Vec<f64>, Vec<f64>, bool)> {
     let n = ents.len();
     // Rows so far, per entity: candidate indices.
@@ -231,7 +232,8 @@ pub(crate) fn prices(
         }
         let done = new_rows.is_empty();
         last = Some((m, q, done));
-        if done || round + 1 == rounds {
+        // Stopped early, the prices so far still bound.
+        if done || round + 1 == rounds || watch.stop() {
             break;
         }
         if new_rows.len() > WARM_MAX_ROWS {

@@ -58,6 +58,9 @@ pub struct Solved {
     pub method: String,
     /// Which relaxation gave the lower bound.
     pub bound_by: &'static str,
+    /// Whether an [`Interrupt`](crate::interrupt::Interrupt) stopped the search before its
+    /// budget ran out.
+    pub stopped_early: bool,
 }
 
 /// Objective of a choice: placed costs plus penalties of unplaced units.
@@ -266,6 +269,18 @@ pub const BY_PACKING: &str = "packing dual (capacity knapsacks kept)";
 /// 3. The bound: the better of the capacity dual and the packing dual (`packing`) started
 ///    from the best prices, which keeps each offer's integer knapsack.
 pub fn solve_lagrangian(p: &Problem, iters: usize, budget: u64) -> Solved {
+    solve_lagrangian_until(p, iters, budget, &crate::interrupt::Never)
+}
+
+/// [`solve_lagrangian`], asking `interrupt` between steps whether to stop early (see
+/// [`crate::interrupt`]).
+pub fn solve_lagrangian_until(
+    p: &Problem,
+    iters: usize,
+    budget: u64,
+    interrupt: &dyn crate::interrupt::Interrupt,
+) -> Solved {
+    let watch = &crate::interrupt::Watch::new(interrupt);
     let n = p.units.len();
     // Order: priority first, then the biggest (hardest to fit) units.
     let mut order: Vec<usize> = (0..n).collect();
@@ -308,8 +323,8 @@ pub fn solve_lagrangian(p: &Problem, iters: usize, budget: u64) -> Solved {
     let (mut lb, mut mu, mut pi) = dual(p, iters, upper0, &cls, &lists, (mu0, pi0));
     let mut bound_by = BY_CAPACITY_DUAL;
     let ents = packing::Entities::new(p, &cls);
-    if budget > 0 && cands <= LP_MAX_CANDIDATES && upper0 - lb > CLOSE * lb.abs() {
-        let got = lp::prices(p, &ents, LP_ROUNDS);
+    if budget > 0 && cands <= LP_MAX_CANDIDATES && upper0 - lb > CLOSE * lb.abs() && !watch.stop() {
+        let got = lp::prices(p, &ents, LP_ROUNDS, watch);
         if let Some((m, q, _)) = got {
             let l = with_exact_groups(p, &cls, &lists, &m, &q);
             if l > lb {
@@ -339,7 +354,7 @@ pub fn solve_lagrangian(p: &Problem, iters: usize, budget: u64) -> Solved {
         .map(polish)
         .reduce(better)
         .expect("at least three starts");
-    if budget > 0 {
+    if budget > 0 && !watch.stop() {
         // Under scarcity what is left out dominates the objective: when the best start
         // leaves out a unit that has options, two more starts place the units worth most
         // first, by penalty and by penalty per chip (a service counts whole).
@@ -357,7 +372,7 @@ pub fn solve_lagrangian(p: &Problem, iters: usize, budget: u64) -> Solved {
         }
         // Chains of moves that make room for what is left out, before and after the search
         // (each within `budget` of its own unit, candidates examined).
-        local::relocate(p, &mut choice, &mut res, budget);
+        local::relocate(p, &mut choice, &mut res, budget, watch);
         improve(p, &mut choice, &mut res);
         lns::search(
             p,
@@ -366,25 +381,30 @@ pub fn solve_lagrangian(p: &Problem, iters: usize, budget: u64) -> Solved {
             &mut res,
             budget,
             lb + CLOSE * lb.abs(),
+            watch,
         );
-        local::relocate(p, &mut choice, &mut res, budget);
+        local::relocate(p, &mut choice, &mut res, budget, watch);
         improve(p, &mut choice, &mut res);
         // A last pass with chains a level deeper: it only lowers the objective from here.
-        local::relocate_deeper(p, &mut choice, &mut res, budget);
+        local::relocate_deeper(p, &mut choice, &mut res, budget, watch);
         improve(p, &mut choice, &mut res);
     }
     let obj = objective(p, &choice);
-    if budget > 0 && cands <= LP_MAX_CANDIDATES {
+    if budget > 0 && cands <= LP_MAX_CANDIDATES && !watch.stop() {
         let l = with_exact_groups(p, &cls, &lists, &mu, &pi);
         if l > lb {
             lb = l;
             bound_by = BY_EXACT_GROUPS;
         }
     }
-    if budget > 0 && cands <= PACKING_MAX_CANDIDATES && obj - lb > PACKING_GAP * lb.abs().max(1.0) {
+    if budget > 0
+        && cands <= PACKING_MAX_CANDIDATES
+        && obj - lb > PACKING_GAP * lb.abs().max(1.0)
+        && !watch.stop()
+    {
         let lambda = packing::start(p, &ents, &mu, &pi);
         let work = budget.saturating_mul(PACKING_WORK_PER_UNIT);
-        let (packed, _, _) = packing::ascend(p, &ents, lambda, pi, obj, work);
+        let (packed, _, _) = packing::ascend(p, &ents, lambda, pi, obj, work, watch);
         if packed > lb {
             lb = packed;
             bound_by = BY_PACKING;
@@ -399,6 +419,7 @@ pub fn solve_lagrangian(p: &Problem, iters: usize, budget: u64) -> Solved {
             "transportation relaxation ({} classes) + Lagrangian and packing bounds + neighbourhood search",
             cls.rep.len()
         ),
+        stopped_early: watch.fired(),
     }
 }
 

@@ -262,6 +262,7 @@ pub(crate) fn ascend(
     mut pi: Vec<f64>,
     upper: f64,
     budget: u64,
+    watch: &crate::interrupt::Watch,
 ) -> (f64, Vec<f64>, Vec<f64>) {
     let nr = pi.len();
     let mut spent = 0u64;
@@ -287,7 +288,7 @@ pub(crate) fn ascend(
     let mut dir_e = vec![0.0f64; ents.len()];
     let mut dir_r = vec![0.0f64; nr];
     for it in 0..MAX_ITERATIONS {
-        if it > 0 && spent >= budget {
+        if it > 0 && (spent >= budget || watch.stop()) {
             break;
         }
         let ev = evaluate(p, ents, &lambda, &pi);
