@@ -35,6 +35,10 @@ impl stratus_plan::Interrupt for Deadline {
     fn stop(&self) -> bool {
         Instant::now() >= self.0
     }
+
+    fn time_left(&self) -> Option<Duration> {
+        Some(self.0.saturating_duration_since(Instant::now()))
+    }
 }
 
 /// What `stratus --help` opens with: what stratus is (the package description is the crate's

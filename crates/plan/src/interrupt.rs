@@ -17,6 +17,14 @@ use std::cell::Cell;
 pub trait Interrupt: Sync {
     /// True to stop: the planner returns its best plan so far.
     fn stop(&self) -> bool;
+
+    /// How long until it will say stop, if it knows: passed to the branch and bound of the
+    /// search's sub-problems as their time limit, so that one long solve (a whole problem
+    /// re-optimised at once took 2.1 s on one 226-workload set) does not run past the
+    /// deadline. The solver reads its own clock for that; the planner still reads none.
+    fn time_left(&self) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 /// Never stops: the plan is the budget's alone.
@@ -84,6 +92,20 @@ impl<'a> Watch<'a> {
     /// Whether it has said stop.
     pub(crate) fn fired(&self) -> bool {
         self.fired.get()
+    }
+
+    /// The time limit of the next sub-problem's solve (none unless the interrupt knows one).
+    pub(crate) fn time_left(&self) -> Option<std::time::Duration> {
+        if self.fired.get() {
+            return Some(std::time::Duration::ZERO);
+        }
+        self.interrupt.time_left()
+    }
+
+    /// A solve stopped by its time limit: the interrupt's deadline has come, whatever it says
+    /// when next asked.
+    pub(crate) fn fire(&self) {
+        self.fired.set(true);
     }
 }
 

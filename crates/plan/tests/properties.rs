@@ -955,3 +955,55 @@ fn a_search_stopped_at_any_point_returns_a_plan_that_keeps_every_rule() {
     }
     assert!(points >= 30, "only {points} stopping points");
 }
+
+/// An interrupt that never says stop but has no time left: every sub-problem's solve gets a
+/// time limit of zero. A solve that stops on it ends the search as a stop would; each plan
+/// still keeps every rule and is no worse than the baseline's, and one with no solve stopped
+/// is exactly `plan`'s.
+#[test]
+fn sub_problems_out_of_time_end_the_search_with_a_plan_that_keeps_every_rule() {
+    struct NoTime;
+    impl stratus_plan::Interrupt for NoTime {
+        fn stop(&self) -> bool {
+            false
+        }
+        fn time_left(&self) -> Option<std::time::Duration> {
+            Some(std::time::Duration::ZERO)
+        }
+    }
+    let mut fired = 0;
+    for seed in 0..6u64 {
+        let mut r = Rng(7_000 + seed);
+        let fleet = gen_fleet(&mut r, 3);
+        let w = gen_workloads(&mut r, 40 + 20 * seed as usize);
+        let pol = Policy::default();
+        let full = plan(&fleet, &w, &pol, None);
+        let p = stratus_plan::plan_until(&fleet, &w, &pol, None, &NoTime);
+        check_plan(&fleet, &w, &p).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        let base = plan(
+            &fleet,
+            &w,
+            &Policy::with_algorithm(Algorithm::CheapestFirst),
+            None,
+        );
+        let eps = 1e-6 * base.objective_per_hour.max(1.0);
+        assert!(
+            p.objective_per_hour <= base.objective_per_hour + eps,
+            "seed {seed}"
+        );
+        assert!(
+            p.lower_bound_per_hour <= p.objective_per_hour + eps,
+            "seed {seed}"
+        );
+        if p.stopped_early {
+            fired += 1;
+            assert!(
+                p.objective_per_hour >= full.objective_per_hour - eps,
+                "seed {seed}"
+            );
+        } else {
+            assert_eq!(p, full, "seed {seed}");
+        }
+    }
+    assert!(fired >= 1, "no sub-problem's solve ran out of time");
+}

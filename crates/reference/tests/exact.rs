@@ -61,6 +61,10 @@ impl Interrupt for Deadline {
     fn stop(&self) -> bool {
         std::time::Instant::now() >= self.0
     }
+
+    fn time_left(&self) -> Option<std::time::Duration> {
+        Some(self.0.saturating_duration_since(std::time::Instant::now()))
+    }
 }
 
 /// The set for a seed: its size, pools and mix drawn from the seed too.

@@ -225,7 +225,7 @@ pub(crate) fn search(
     floor: f64,
     watch: &Watch,
 ) -> u64 {
-    let cx = &mut Cx::new(p, cls);
+    let cx = &mut Cx::watched(p, cls, watch);
     let mut failed = Vec::new();
     let (work, _) = force_room(cx, choice, res, budget / 8, floor, &mut failed, watch);
     let mut spent = work;

@@ -9,9 +9,11 @@
 //! warm start, so the result is never worse than it.
 
 use super::{Choice, Classes, Residual};
+use crate::interrupt::Watch;
 use crate::problem::Problem;
 use microlp::{ComparisonOp, LinearExpr, OptimizationDirection, SolveOptions, Variable};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
 
 /// What a re-optimisation found.
 #[derive(Clone)]
@@ -22,6 +24,9 @@ pub(crate) struct Reopt {
     pub work: u64,
     /// Whether the solver returned a solution (`assign` is empty when not).
     pub found: bool,
+    /// Whether the caller's time limit stopped the solve (its result is then not the node
+    /// limit's, so it is never remembered).
+    pub timed_out: bool,
 }
 
 /// What every re-optimisation of one search reads (the problem and its classes) and the
@@ -30,15 +35,33 @@ pub(crate) struct Cx<'a> {
     pub p: &'a Problem,
     pub cls: &'a Classes,
     memo: Memo,
+    /// The caller's interrupt, whose time left limits each solve.
+    watch: Option<&'a Watch<'a>>,
 }
 
 impl<'a> Cx<'a> {
+    #[cfg(test)]
     pub fn new(p: &'a Problem, cls: &'a Classes) -> Self {
         Cx {
             p,
             cls,
             memo: Memo::default(),
+            watch: None,
         }
+    }
+
+    /// A context whose solves stop when `watch`'s interrupt knows its deadline has come.
+    pub fn watched(p: &'a Problem, cls: &'a Classes, watch: &'a Watch<'a>) -> Self {
+        Cx {
+            p,
+            cls,
+            memo: Memo::default(),
+            watch: Some(watch),
+        }
+    }
+
+    fn time_left(&self) -> Option<Duration> {
+        self.watch.and_then(|w| w.time_left())
     }
 }
 
@@ -132,8 +155,14 @@ pub(crate) fn reoptimize(
     let mut r = match cx.memo.0.get(&key) {
         Some(r) => r.clone(),
         None => {
-            let r = solve(p, choice, res, &options, node_limit);
-            cx.memo.0.insert(key, r.clone());
+            let r = solve(p, choice, res, &options, node_limit, cx.time_left());
+            if r.timed_out {
+                if let Some(w) = cx.watch {
+                    w.fire();
+                }
+            } else {
+                cx.memo.0.insert(key, r.clone());
+            }
             r
         }
     };
@@ -151,6 +180,7 @@ pub(crate) struct Ahead {
     choice: Choice,
     res: Residual,
     node_limit: u64,
+    time_limit: Option<Duration>,
 }
 
 impl Ahead {
@@ -162,6 +192,7 @@ impl Ahead {
             &self.res,
             &self.programme.options,
             self.node_limit,
+            self.time_limit,
         );
         (self.programme.key, r)
     }
@@ -195,11 +226,15 @@ impl Cx<'_> {
             choice: choice.clone(),
             res,
             node_limit,
+            time_limit: self.time_left(),
         })
     }
 
-    /// Keep a result solved ahead.
+    /// Keep a result solved ahead (unless the time limit stopped it).
     pub fn remember(&mut self, key: Vec<u64>, r: Reopt) {
+        if r.timed_out {
+            return;
+        }
         self.memo.0.entry(key).or_insert(r);
     }
 }
@@ -255,6 +290,7 @@ fn solve(
     res: &Residual,
     options: &[(Vec<usize>, Vec<usize>)],
     node_limit: u64,
+    time_limit: Option<Duration>,
 ) -> Reopt {
     let mut lp = microlp::Problem::new(OptimizationDirection::Minimize);
     let mut offer_rows: BTreeMap<usize, LinearExpr> = BTreeMap::new();
@@ -375,6 +411,7 @@ fn solve(
     }
     let mut opts = SolveOptions::default();
     opts.node_limit = Some(node_limit);
+    opts.time_limit = time_limit;
     opts.warm_start = Some(warm);
     // A solve that fails (microlp reports a singular basis on some of these) says nothing of
     // what it spent: it is charged as one that ran to its node limit, so that failures, which
@@ -383,12 +420,17 @@ fn solve(
         assign: Vec::new(),
         work: node_limit.saturating_mul(ITERATIONS_PER_NODE + 1),
         found: false,
+        timed_out: false,
     };
     let Ok(outcome) = lp.solve_with(opts) else {
         return failed;
     };
+    let timed_out = outcome.termination_reason() == microlp::TerminationReason::TimeLimit;
     let Some(sol) = outcome.solution() else {
-        return failed;
+        return Reopt {
+            timed_out,
+            ..failed
+        };
     };
     let stats = sol.stats();
     let work = stats.lp_iterations + stats.nodes_solved;
@@ -421,6 +463,7 @@ fn solve(
         assign,
         work,
         found: true,
+        timed_out,
     }
 }
 
