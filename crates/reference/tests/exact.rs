@@ -1,6 +1,7 @@
 //! The planner against the exact reference on seeded contended sets (sizes 20–300, 15–60
 //! pools, a third with inference services): every plan keeps every rule, its objective is the
-//! rules' objective, and `bound ≤ optimum ≤ stratus` wherever HiGHS proves the optimum.
+//! rules' objective, `bound ≤ optimum ≤ stratus` wherever HiGHS proves the optimum, and the
+//! bound is at least the LP relaxation's value (HiGHS's, of the reference model).
 //!
 //! Needs the HiGHS binary (`STRATUS_HIGHS`, `highs` on the PATH, or `pip install highsbox`);
 //! `.ci/run` installs it. `STRATUS_REFERENCE_SETS` sets how many sets run (default 220);
@@ -89,6 +90,8 @@ struct Outcome {
     planned_s: f64,
     /// Whether `STRATUS_REFERENCE_TIME_LIMIT` stopped the search.
     stopped: bool,
+    /// The reported bound over the LP relaxation's value, when HiGHS solved the LP.
+    bound_over_lp: Option<f64>,
     line: String,
 }
 
@@ -129,6 +132,19 @@ fn run(seed: u64, highs: &Path) -> Outcome {
         },
     )
     .unwrap_or_else(|e| panic!("{replay}: {e}"));
+    // The LP relaxation of the same model, which the reported bound is to reach.
+    let lp = solve(
+        &m,
+        &SolveOptions {
+            relax: true,
+            aggregate: true,
+            time_limit_s: 60.0,
+            highs: highs.to_path_buf(),
+        },
+    )
+    .ok()
+    .filter(|x| x.status == Status::Optimal)
+    .map(|x| x.objective);
     let tol = |x: f64| 1e-6 * x.abs().max(1.0);
     let (obj, bound) = (p.objective_per_hour, p.lower_bound_per_hour);
     // Valid with or without a proof: HiGHS's incumbent is at least the optimum, its dual bound
@@ -143,6 +159,15 @@ fn run(seed: u64, highs: &Path) -> Outcome {
         "{replay}: objective {obj} below the proven bound {}",
         s.dual_bound
     );
+    // The bound is to be at least the LP relaxation's value (the plan crate prices the
+    // Lagrangian dual at the LP's optimal prices where the LP is within reach); a search the
+    // time limit stopped may have skipped those prices.
+    if let Some(l) = lp.filter(|_| !p.stopped_early) {
+        assert!(
+            bound >= l - tol(l),
+            "{replay}: bound {bound} below the LP relaxation's {l}"
+        );
+    }
     let optimal = s.status == Status::Optimal;
     if std::env::var_os("STRATUS_REFERENCE_DIFF").is_some() && s.choice.len() == m.items.len() {
         eprintln!("{}", differences(&m, &s.choice, &p, &replay));
@@ -156,10 +181,12 @@ fn run(seed: u64, highs: &Path) -> Outcome {
         ratio: obj / s.objective,
         planned_s,
         stopped: p.stopped_early,
+        bound_over_lp: lp.map(|l| bound / l),
         line: format!(
-            "{replay}: stratus/optimum {:.4}, bound/optimum {:.4}, stratus {planned_s:.2} s, HiGHS {:.1} s {:?}",
+            "{replay}: stratus/optimum {:.4}, bound/optimum {:.4}, bound/LP {:.4}, stratus {planned_s:.2} s, HiGHS {:.1} s {:?}",
             obj / s.objective,
             bound / s.objective,
+            lp.map_or(f64::NAN, |l| bound / l),
             s.seconds,
             s.status
         ),
@@ -399,6 +426,21 @@ fn stratus_lies_between_its_bound_and_the_exact_optimum() {
         worst.line
     );
     eprintln!("stratus took over 1 s on {slow} sets; slowest {slowest:.2} s (wall clock)");
+    let below_lp: Vec<&Outcome> = outcomes
+        .iter()
+        .filter(|o| o.bound_over_lp.is_some_and(|r| r < 1.0 - 1e-6))
+        .collect();
+    for o in &below_lp {
+        eprintln!("bound below the LP relaxation: {}", o.line);
+    }
+    eprintln!(
+        "the bound is below the LP relaxation on {} of {} sets whose LP HiGHS solved",
+        below_lp.len(),
+        outcomes
+            .iter()
+            .filter(|o| o.bound_over_lp.is_some())
+            .count()
+    );
     if let Some(t) = time_limit() {
         let stopped = outcomes.iter().filter(|o| o.stopped).count();
         eprintln!("the time limit of {t} s stopped the search on {stopped} sets");
