@@ -12,7 +12,10 @@
 
 use super::packing::Entities;
 use crate::problem::Problem;
-use microlp::{ComparisonOp, LinearExpr, OptimizationDirection, Variable};
+use microlp::{
+    ComparisonOp, LinearExpr, OptimizationDirection, SolveOptions, SolveOutcome, TerminationReason,
+    Variable,
+};
 use std::collections::BTreeMap;
 
 /// Rows added per entity and round at most.
@@ -198,7 +201,21 @@ pub(crate) fn prices(
     // Rows so far, per entity: candidate indices.
     let mut rows: Vec<Vec<u32>> = vec![vec![0]; n];
     let (model, lp) = Model::build(p, ents, &rows);
-    let mut sol = lp.solve().ok()?.into_solution().ok()?;
+    // The LP solves get the interrupt's time left as their limit (none without one); each
+    // warm re-solve gets that much again, and the rounds stop at the next question.
+    let opts = || {
+        let mut o = SolveOptions::default();
+        o.time_limit = watch.time_left();
+        o
+    };
+    let solved = |o: Result<SolveOutcome, microlp::Error>| {
+        let o = o.ok()?;
+        if o.termination_reason() == TerminationReason::TimeLimit {
+            watch.fire();
+        }
+        o.into_solution().ok()
+    };
+    let mut sol = solved(lp.solve_with(opts()))?;
     let mut last = None;
     for round in 0..rounds {
         let m: Vec<f64> = model
@@ -238,21 +255,22 @@ pub(crate) fn prices(
         }
         if new_rows.len() > WARM_MAX_ROWS {
             let (_, lp) = Model::build(p, ents, &rows);
-            match lp.solve().ok().and_then(|o| o.into_solution().ok()) {
+            match solved(lp.solve_with(opts())) {
                 Some(s) => sol = s,
                 None => return last,
             }
             continue;
         }
         for (e, ci) in new_rows {
+            // Each row is a re-solve: asked before each, so a stop waits for one at most.
+            if watch.stop() {
+                return last;
+            }
             let (expr, rhs) = model.row(e, ci);
             // A solve stopped by the safety net keeps the last prices: any prices bound.
-            match sol.add_constraint(expr, ComparisonOp::Le, rhs) {
-                Ok(next) => match next.into_solution() {
-                    Ok(s) => sol = s,
-                    Err(_) => return last,
-                },
-                Err(_) => return last,
+            match solved(sol.add_constraint(expr, ComparisonOp::Le, rhs)) {
+                Some(s) => sol = s,
+                None => return last,
             }
         }
     }
