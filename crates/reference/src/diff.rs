@@ -84,6 +84,9 @@ pub fn differences(m: &Model, optimum: &[Option<usize>], own: &Plan, replay: &st
         ));
         for &i in &svc.items {
             let item = &m.items[i];
+            if let Some(u) = own.unplaced.iter().find(|u| u.unit == item.key) {
+                out.push_str(&format!("    {}: stratus says {}\n", item.key, u.reason));
+            }
             let mut opts: Vec<&Opt> = item.options.iter().collect();
             opts.sort_by(|a, b| a.cost.total_cmp(&b.cost));
             for o in opts.iter().take(8) {

@@ -374,20 +374,17 @@ pub fn solve_lagrangian_until(
         // (each within `budget` of its own unit, candidates examined).
         local::relocate(p, &mut choice, &mut res, budget, watch);
         improve(p, &mut choice, &mut res);
-        lns::search(
-            p,
-            &cls,
-            &mut choice,
-            &mut res,
-            budget,
-            lb + CLOSE * lb.abs(),
-            watch,
-        );
+        let floor = lb + CLOSE * lb.abs();
+        lns::search(p, &cls, &mut choice, &mut res, budget, floor, watch);
         local::relocate(p, &mut choice, &mut res, budget, watch);
         improve(p, &mut choice, &mut res);
         // A last pass with chains a level deeper: it only lowers the objective from here.
         local::relocate_deeper(p, &mut choice, &mut res, budget, watch);
         improve(p, &mut choice, &mut res);
+        // Then trades of one unit for several (or several for one) around what is still out.
+        if lns::trade(p, &cls, &mut choice, &mut res, budget, floor, watch) > 0 {
+            improve(p, &mut choice, &mut res);
+        }
     }
     let obj = objective(p, &choice);
     if budget > 0 && cands <= LP_MAX_CANDIDATES && !watch.stop() {
