@@ -259,20 +259,36 @@ pub(crate) fn search(
         }
     }
     failed.retain(|(_, offers)| offers.iter().all(|&o| !touched[o]));
-    let (work, made) = force_room(
-        cx,
-        choice,
-        res,
-        budget / 4,
-        floor,
-        &mut failed,
-        false,
-        watch,
-    );
-    spent += work;
-    // What the evictions moved is searched again with what is left of the allowance.
-    if made && work < budget / 4 {
-        spent += rounds(cx, choice, res, budget / 4 - work, floor, watch);
+    spent
+        + room_then_rounds(
+            cx,
+            choice,
+            res,
+            budget / 4,
+            floor,
+            &mut failed,
+            false,
+            watch,
+        )
+}
+
+/// `force_room` within `allowance`, then, if it changed the plan, the neighbourhood rounds
+/// around what the evictions moved with what is left of the allowance. Returns the work spent.
+#[allow(clippy::too_many_arguments)]
+fn room_then_rounds(
+    cx: &mut Cx,
+    choice: &mut Choice,
+    res: &mut Residual,
+    allowance: u64,
+    floor: f64,
+    failed: &mut Vec<(usize, Vec<usize>)>,
+    rivals: bool,
+    watch: &Watch,
+) -> u64 {
+    let (work, made) = force_room(cx, choice, res, allowance, floor, failed, rivals, watch);
+    let mut spent = work;
+    if made && work < allowance {
+        spent += rounds(cx, choice, res, allowance - work, floor, watch);
     }
     spent
 }
@@ -294,22 +310,8 @@ pub(crate) fn trade(
     watch: &Watch,
 ) -> u64 {
     let cx = &mut Cx::watched(p, cls, watch);
-    let allowance = budget / 4;
-    let (work, made) = force_room(
-        cx,
-        choice,
-        res,
-        allowance,
-        floor,
-        &mut Vec::new(),
-        true,
-        watch,
-    );
-    let mut spent = work;
-    if made && work < allowance {
-        spent += rounds(cx, choice, res, allowance - work, floor, watch);
-    }
-    spent
+    let failed = &mut Vec::new();
+    room_then_rounds(cx, choice, res, budget / 4, floor, failed, true, watch)
 }
 
 /// `make_room` for each unit left out, largest penalty first, within `allowance`, but those in
@@ -512,6 +514,13 @@ fn make_room(
             trials.push((offers, p.groups[g].units.clone(), None));
         }
     }
+    // Put-back order: largest penalty first, ties by index.
+    let by_penalty = |a: &usize, b: &usize| {
+        p.units[*b]
+            .penalty
+            .total_cmp(&p.units[*a].penalty)
+            .then(a.cmp(b))
+    };
     let mut work = 0u64;
     let mut best: Option<(f64, Choice, Residual)> = None;
     let before = objective(p, choice);
@@ -552,12 +561,7 @@ fn make_room(
             rs.take(p, t, c);
             ch[t] = Some(c);
         }
-        evict.sort_by(|&a, &b| {
-            p.units[b]
-                .penalty
-                .total_cmp(&p.units[a].penalty)
-                .then(a.cmp(&b))
-        });
+        evict.sort_by(by_penalty);
         let order: Vec<usize> = lead.iter().chain(&evict).copied().collect();
         // The other units left out that want the cleared offers compete for what the
         // put-back leaves: one gang in may be worth less than the two it makes room for.
@@ -578,12 +582,7 @@ fn make_room(
                     })
             })
             .collect();
-        rival.sort_by(|&a, &b| {
-            p.units[b]
-                .penalty
-                .total_cmp(&p.units[a].penalty)
-                .then(a.cmp(&b))
-        });
+        rival.sort_by(by_penalty);
         let order: Vec<usize> = order.into_iter().chain(rival).collect();
         work += order
             .iter()
@@ -766,6 +765,29 @@ mod tests {
         (p, choice, res, wide)
     }
 
+    /// `make_room` for `t` on a copy of the plan: its result and the copy's choice after it.
+    fn room(
+        p: &Problem,
+        (choice, res): (&Choice, &Residual),
+        t: usize,
+        allowance: u64,
+        rivals: bool,
+    ) -> ((u64, bool, Option<Vec<usize>>), Choice) {
+        let cls = classes(p);
+        let at = occupants(p, choice);
+        let (mut c, mut r) = (choice.clone(), res.clone());
+        let got = make_room(
+            &mut Cx::new(p, &cls),
+            &mut c,
+            &mut r,
+            &at,
+            t,
+            allowance,
+            rivals,
+        );
+        (got, c)
+    }
+
     /// One pool of four nodes holds a four-node gang; two two-node gangs of higher priority,
     /// left out, are worth more together than it, but neither alone.
     #[test]
@@ -796,32 +818,12 @@ mod tests {
         let mut res = Residual::new(&p);
         res.take(&p, wide, 0);
         choice[wide] = Some(0);
-        let cls = classes(&p);
-        let at = occupants(&p, &choice);
         // Alone, the trial evicts the wide gang for one small one: worse, so nothing changes.
-        let (mut c0, mut r0) = (choice.clone(), res.clone());
-        let (_, applied, _) = make_room(
-            &mut Cx::new(&p, &cls),
-            &mut c0,
-            &mut r0,
-            &at,
-            small0,
-            u64::MAX,
-            false,
-        );
+        let ((_, applied, _), c0) = room(&p, (&choice, &res), small0, u64::MAX, false);
         assert!(!applied);
         assert_eq!(c0, choice);
         // With rivals, the other small gang takes the rest of the room: both in, wide out.
-        let (mut c1, mut r1) = (choice.clone(), res.clone());
-        let (_, applied, _) = make_room(
-            &mut Cx::new(&p, &cls),
-            &mut c1,
-            &mut r1,
-            &at,
-            small0,
-            u64::MAX,
-            true,
-        );
+        let ((_, applied, _), c1) = room(&p, (&choice, &res), small0, u64::MAX, true);
         assert!(applied);
         assert_eq!(c1[wide], None);
         assert!(c1[small0].is_some() && c1[unit("small1")].is_some());
@@ -832,31 +834,12 @@ mod tests {
     fn room_is_made_within_the_allowance_and_not_past_it() {
         let (p, choice, res, wide) = crowded();
         let cls = classes(&p);
-        let at = occupants(&p, &choice);
         // No allowance: no trial runs, nothing changes, and the unit is not marked as failed.
-        let (mut c0, mut r0) = (choice.clone(), res.clone());
-        let (work, applied, cleared) = make_room(
-            &mut Cx::new(&p, &cls),
-            &mut c0,
-            &mut r0,
-            &at,
-            wide,
-            0,
-            false,
-        );
+        let ((work, applied, cleared), c0) = room(&p, (&choice, &res), wide, 0, false);
         assert_eq!((work, applied, cleared), (0, false, None));
         assert_eq!(c0, choice);
         // With room to work: the jobs move to the spare pool and the gang takes theirs.
-        let (mut c1, mut r1) = (choice.clone(), res.clone());
-        let (work, applied, cleared) = make_room(
-            &mut Cx::new(&p, &cls),
-            &mut c1,
-            &mut r1,
-            &at,
-            wide,
-            u64::MAX,
-            false,
-        );
+        let ((work, applied, cleared), c1) = room(&p, (&choice, &res), wide, u64::MAX, false);
         assert!(applied && work > 0 && cleared.is_some_and(|o| !o.is_empty()));
         assert!(c1.iter().all(|c| c.is_some()), "{c1:?}");
         assert!(feasible(&p, &c1) && objective(&p, &c1) < objective(&p, &choice));
