@@ -87,6 +87,8 @@ pub(crate) fn cheapest_fitting(
         .map(|(_, c)| c)
 }
 
+/// Place service `g` whole under `score`, by its per-group programme where the providers are
+/// few enough; its units already placed are kept where they are.
 pub(crate) fn place_group(
     p: &Problem,
     g: usize,
@@ -94,10 +96,17 @@ pub(crate) fn place_group(
     choice: &mut Choice,
     res: &mut Residual,
 ) {
-    let fits = |u: usize, c: usize| res.blocks(p, u, c).is_none().then(|| score(u, c));
+    // A unit already placed stays where it is: the programme counts it there.
+    let fits = |u: usize, c: usize| match choice[u] {
+        Some(at) => (c == at).then(|| score(u, c)),
+        None => res.blocks(p, u, c).is_none().then(|| score(u, c)),
+    };
     let plan = group_dp(p, g, &fits);
     let grp = &p.groups[g];
     for (k, &u) in grp.units.iter().enumerate() {
+        if choice[u].is_some() {
+            continue;
+        }
         let want = match &plan {
             Some((_, picks)) => picks[k],
             // Past `DP_MAX_PROVIDERS`: unit by unit, and `repair_groups` enforces the rule.
@@ -212,4 +221,103 @@ pub fn cheapest_first(p: &Problem) -> (Choice, Residual) {
     order.sort_by_key(|&u| (p.units[u].arrival, u));
     let dollars = |u: usize, c: usize| p.units[u].cands[c].dollars;
     greedy(p, &order, &dollars)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures::{images, pool, region};
+    use super::*;
+    use crate::problem::compile;
+    use crate::Policy;
+    use stratus_model::*;
+
+    /// A service of two replicas that must span two providers, one replica already placed on
+    /// a dear pool: placing the service keeps it there and puts the other on the other
+    /// provider, and the residual counts each node once.
+    #[test]
+    fn placing_a_service_keeps_its_units_already_placed() {
+        let provider = |name: &str, r: Region| Provider {
+            name: name.into(),
+            regions: vec![r],
+        };
+        let f = Fleet {
+            name: "t".into(),
+            notes: vec![],
+            providers: vec![
+                provider(
+                    "aws",
+                    region(
+                        "a",
+                        38.9,
+                        -77.4,
+                        100.0,
+                        vec![pool("pa", 1, 10.0), pool("pc", 1, 30.0)],
+                    ),
+                ),
+                provider(
+                    "gcp",
+                    region("b", 38.9, -77.4, 100.0, vec![pool("qb", 1, 20.0)]),
+                ),
+            ],
+            latency: vec![],
+        };
+        let svc = Inference {
+            name: "s".into(),
+            model: "m".into(),
+            priority: 200,
+            replica: [(
+                Accelerator::H100,
+                ReplicaSpec {
+                    chips: 4,
+                    rps: RequestsPerSec(10.0),
+                },
+            )]
+            .into_iter()
+            .collect(),
+            images: images(),
+            demand: vec![Demand {
+                from: "aws:a".into(),
+                rps: RequestsPerSec(20.0),
+            }],
+            latency_slo_ms: Millis(120.0),
+            min_providers: 2,
+            min_regions: 1,
+            spot: false,
+            residency: vec![],
+            min_replicas: None,
+            max_replicas: None,
+        };
+        let w = WorkloadSet {
+            inference: vec![svc],
+            ..WorkloadSet::default()
+        };
+        let p = compile(&f, &w, &Policy::default(), None);
+        assert_eq!(p.groups.len(), 1);
+        let units = p.groups[0].units.clone();
+        assert_eq!(units.len(), 2);
+        let on = |u: usize, id: &str| {
+            p.units[u]
+                .cands
+                .iter()
+                .position(|c| p.offers[c.offer as usize].pool_id == id)
+                .unwrap()
+        };
+        let (first, second) = (units[0], units[1]);
+        let mut choice: Choice = vec![None; p.units.len()];
+        let mut res = Residual::new(&p);
+        res.take(&p, first, on(first, "pc"));
+        choice[first] = Some(on(first, "pc"));
+        let cost = |u: usize, c: usize| p.units[u].cands[c].cost;
+        fill(&p, &units, &cost, &mut [false], (&mut choice, &mut res));
+        assert_eq!(choice[first], Some(on(first, "pc")));
+        assert_eq!(choice[second], Some(on(second, "qb")));
+        let mut counted = Residual::new(&p);
+        for (u, c) in choice.iter().enumerate() {
+            if let Some(c) = c {
+                counted.take(&p, u, *c);
+            }
+        }
+        assert_eq!(res, counted);
+        assert!(feasible(&p, &choice));
+    }
 }
