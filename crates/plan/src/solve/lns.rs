@@ -33,8 +33,10 @@ const NODE_LIMIT: u64 = 2_000;
 const WHOLE_KEEP: usize = 12;
 /// …which it is when it has at most this many variables…
 const WHOLE_MAX_VARIABLES: usize = 6_000;
-/// …within this many branch-and-bound nodes.
+/// …within this many branch-and-bound nodes…
 const WHOLE_NODE_LIMIT: u64 = 1_000;
+/// …and with no deadline, or at least this many seconds before it.
+const WHOLE_MIN_SECONDS_LEFT: f64 = 3.0;
 /// Variables past which the units `make_room` moved are not re-optimised together (the
 /// greedy put-back stands). Every larger re-solve measured on the contended 10,000-workload
 /// sets took seconds and found nothing the put-back had not: 515 and 863 evicted units (seed
@@ -373,7 +375,13 @@ fn rounds(
         .iter()
         .map(|&u| p.units[u].cands.len().min(WHOLE_KEEP))
         .sum();
-    if size <= WHOLE_MAX_VARIABLES && objective(p, choice) > floor && !watch.stop() {
+    // Not when a deadline is near: the whole problem's solve takes seconds on the larger sets
+    // (2.1 s on one of 226 workloads, for nothing), and one cut short by the deadline ends
+    // the search with nothing, where the neighbourhoods would have found something.
+    let hurried = watch
+        .time_left()
+        .is_some_and(|t| t.as_secs_f64() < WHOLE_MIN_SECONDS_LEFT);
+    if size <= WHOLE_MAX_VARIABLES && objective(p, choice) > floor && !hurried && !watch.stop() {
         spent += settle(cx, choice, res, &free, WHOLE_KEEP, WHOLE_NODE_LIMIT).0;
     }
     let mut obj = objective(p, choice);
