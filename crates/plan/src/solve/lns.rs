@@ -35,8 +35,28 @@ const WHOLE_KEEP: usize = 12;
 const WHOLE_MAX_VARIABLES: usize = 6_000;
 /// …within this many branch-and-bound nodes…
 const WHOLE_NODE_LIMIT: u64 = 1_000;
-/// …and with no deadline, or at least this many seconds before it.
-const WHOLE_MIN_SECONDS_LEFT: f64 = 3.0;
+/// …and with no deadline, or at least this many seconds before it (see [`hurried`]).
+const HURRIED_SECONDS_LEFT: f64 = 3.0;
+/// Under a deadline this near, sub-problems get this fraction of their branch-and-bound nodes:
+/// one that runs to `NODE_LIMIT` takes 0.2–0.9 s on the 300-workload sets, all a 1 s net
+/// leaves the search.
+const HURRIED_NODE_DIVISOR: u64 = 4;
+
+/// Whether the caller's deadline is less than `HURRIED_SECONDS_LEFT` away. Never without a
+/// deadline, so plans without one do not depend on the clock.
+fn hurried(cx: &Cx) -> bool {
+    cx.time_left()
+        .is_some_and(|t| t.as_secs_f64() < HURRIED_SECONDS_LEFT)
+}
+
+/// `NODE_LIMIT`, or a `HURRIED_NODE_DIVISOR`th of it when [`hurried`].
+fn node_limit(cx: &Cx) -> u64 {
+    if hurried(cx) {
+        NODE_LIMIT / HURRIED_NODE_DIVISOR
+    } else {
+        NODE_LIMIT
+    }
+}
 /// Variables past which the units `make_room` moved are not re-optimised together (the
 /// greedy put-back stands). Every larger re-solve measured on the contended 10,000-workload
 /// sets took seconds and found nothing the put-back had not: 515 and 863 evicted units (seed
@@ -378,10 +398,8 @@ fn rounds(
     // Not when a deadline is near: the whole problem's solve takes seconds on the larger sets
     // (2.1 s on one of 226 workloads, for nothing), and one cut short by the deadline ends
     // the search with nothing, where the neighbourhoods would have found something.
-    let hurried = watch
-        .time_left()
-        .is_some_and(|t| t.as_secs_f64() < WHOLE_MIN_SECONDS_LEFT);
-    if size <= WHOLE_MAX_VARIABLES && objective(p, choice) > floor && !hurried && !watch.stop() {
+    if size <= WHOLE_MAX_VARIABLES && objective(p, choice) > floor && !hurried(cx) && !watch.stop()
+    {
         spent += settle(cx, choice, res, &free, WHOLE_KEEP, WHOLE_NODE_LIMIT).0;
     }
     let mut obj = objective(p, choice);
@@ -402,13 +420,14 @@ fn rounds(
             }
             let key = (cx.cls.of[t], choice[t]);
             let free = neighbourhood(p, choice, res, &at, &unplaced, t);
+            let limit = node_limit(cx);
             // Two sub-problems at once, one on a second thread: this target's, when it is
             // not solved yet, and the next target's on this plan. Most neighbourhoods find
             // nothing and the plan stays, so the next target then looks its result up. The
             // next target is the first after this one that would not be skipped if this one
             // found nothing.
             let this = (variables(p, &free, KEEP) >= AHEAD_MIN_VARIABLES)
-                .then(|| cx.ahead(choice, res, &free, KEEP, NODE_LIMIT))
+                .then(|| cx.ahead(choice, res, &free, KEEP, limit))
                 .flatten();
             if let Some(this) = this {
                 let mut if_fruitless = fruitless.clone();
@@ -420,7 +439,7 @@ fn rounds(
                     .find_map(|&w| {
                         let nb = neighbourhood(p, choice, res, &at, &unplaced, w);
                         (variables(p, &nb, KEEP) >= AHEAD_MIN_VARIABLES)
-                            .then(|| cx.ahead(choice, res, &nb, KEEP, NODE_LIMIT))
+                            .then(|| cx.ahead(choice, res, &nb, KEEP, limit))
                             .flatten()
                     });
                 if let Some(next) = next {
@@ -433,7 +452,7 @@ fn rounds(
                     cx.remember(b.0, b.1);
                 }
             }
-            let (work, applied) = settle(cx, choice, res, &free, KEEP, NODE_LIMIT);
+            let (work, applied) = settle(cx, choice, res, &free, KEEP, limit);
             spent += work;
 
             if applied {
@@ -661,9 +680,9 @@ fn make_room(
         }
         freed.sort_unstable();
         let size = variables(p, &freed, KEEP);
+        let limit = node_limit(cx);
         if size <= SETTLE_MAX_VARIABLES {
-            let nodes =
-                (NODE_LIMIT * NEIGHBOURHOOD_VARIABLES as u64 / size.max(1) as u64).min(NODE_LIMIT);
+            let nodes = (limit * NEIGHBOURHOOD_VARIABLES as u64 / size.max(1) as u64).min(limit);
             // Counted at what it costs: an iteration of a larger programme costs more.
             let scale = (size / NEIGHBOURHOOD_VARIABLES).max(1) as u64;
             work += scale * settle(cx, &mut ch, &mut rs, &freed, KEEP, nodes).0;

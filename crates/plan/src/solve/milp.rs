@@ -60,7 +60,8 @@ impl<'a> Cx<'a> {
         }
     }
 
-    fn time_left(&self) -> Option<Duration> {
+    /// Time left before the caller's deadline, if it has one.
+    pub(crate) fn time_left(&self) -> Option<Duration> {
         self.watch.and_then(|w| w.time_left())
     }
 }
