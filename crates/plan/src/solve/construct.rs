@@ -295,13 +295,7 @@ mod tests {
         assert_eq!(p.groups.len(), 1);
         let units = p.groups[0].units.clone();
         assert_eq!(units.len(), 2);
-        let on = |u: usize, id: &str| {
-            p.units[u]
-                .cands
-                .iter()
-                .position(|c| p.offers[c.offer as usize].pool_id == id)
-                .unwrap()
-        };
+        let on = |u: usize, id: &str| super::super::cand_on(&p, u, id);
         let (first, second) = (units[0], units[1]);
         let mut choice: Choice = vec![None; p.units.len()];
         let mut res = Residual::new(&p);

@@ -801,11 +801,7 @@ mod tests {
         let mut choice: Choice = vec![None; p.units.len()];
         let mut res = Residual::new(&p);
         for u in (0..p.units.len()).filter(|&u| u != wide) {
-            let c = p.units[u]
-                .cands
-                .iter()
-                .position(|c| p.offers[c.offer as usize].pool_id == "big")
-                .unwrap();
+            let c = super::super::cand_on(&p, u, "big");
             res.take(&p, u, c);
             choice[u] = Some(c);
         }

@@ -549,11 +549,7 @@ mod tests {
         let mut res = Residual::new(p);
         for (key, pool) in at {
             let u = p.units.iter().position(|x| x.key == *key).unwrap();
-            let c = p.units[u]
-                .cands
-                .iter()
-                .position(|c| p.offers[c.offer as usize].pool_id == *pool && c.nodes2 == 0)
-                .unwrap();
+            let c = super::super::cand_on(p, u, pool);
             choice[u] = Some(c);
             res.take(p, u, c);
         }

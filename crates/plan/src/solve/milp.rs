@@ -498,13 +498,7 @@ mod tests {
         };
         let p = compile(&f, &w, &Policy::default(), None);
         let unit = |n: &str| p.units.iter().position(|u| u.workload == n).unwrap();
-        let on = |u: usize, pool: &str| {
-            p.units[u]
-                .cands
-                .iter()
-                .position(|c| p.offers[c.offer as usize].pool_id == pool)
-                .unwrap()
-        };
+        let on = |u: usize, pool: &str| super::super::cand_on(&p, u, pool);
         let mut choice: Choice = vec![None; p.units.len()];
         let mut res = Residual::new(&p);
         for (n, at) in [("anchor", "big"), ("j1", "dear"), ("j2", "dear")] {

@@ -512,6 +512,16 @@ fn with_exact_groups(
     l
 }
 
+/// Tests: the candidate of unit `u` on pool `pool` alone (not a blend).
+#[cfg(test)]
+fn cand_on(p: &Problem, u: usize, pool: &str) -> usize {
+    p.units[u]
+        .cands
+        .iter()
+        .position(|c| p.offers[c.offer as usize].pool_id == pool && c.nodes2 == 0)
+        .unwrap_or_else(|| panic!("unit {u} has no candidate on pool {pool}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::fixtures::{fleet, gang, pool, region};
